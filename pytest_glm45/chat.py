@@ -1,0 +1,144 @@
+"""A small chat client that keeps the server's JSON as it is, and the replay helper on top.
+
+The suites need what the server really sent — field names, nulls, every chunk — so this
+client posts JSON with httpx and returns dicts; it never retries (retries hide server errors).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from pytest_glm45.replay import replay_extra_body
+from pytest_glm45.streaming import ChatResult, assemble, from_response
+
+
+class HttpError(Exception):
+    """The server answered with a status other than 200."""
+
+    def __init__(self, status: int, body: Any, path: str) -> None:
+        self.status, self.body, self.path = status, body, path
+        super().__init__(f"POST {path} answered HTTP {status}: {self.message}")
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, dict):
+            err = self.body.get("error")
+            if isinstance(err, dict):
+                return str(err.get("message"))
+            if "message" in self.body:
+                return str(self.body["message"])
+        return str(self.body)[:2000]
+
+
+class ChatClient:
+    """Posts to one OpenAI-compatible server; returns raw JSON or ChatResult."""
+
+    def __init__(self, base_url: str, api_key: str | None, model: str, timeout: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- raw -----------------------------------------------------------------------------
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON and return the JSON answer; raise HttpError on a non-200."""
+        resp = self._http.post(path, json=body)
+        data = _json(resp)
+        if resp.status_code != 200:
+            raise HttpError(resp.status_code, data, path)
+        return data
+
+    def post_stream(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST with stream=true and return every data chunk as a dict, until [DONE]."""
+        return list(self.iter_stream(path, body))
+
+    def iter_stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        with self._http.stream("POST", path, json={**body, "stream": True}) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                raise HttpError(resp.status_code, _json(resp), path)
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    return
+                chunk = json.loads(payload)
+                if "error" in chunk and "choices" not in chunk:
+                    # vLLM reports a failure that happens mid-stream as an error event.
+                    raise HttpError(chunk["error"].get("code") or 500, chunk, path)
+                yield chunk
+
+    # -- chat ----------------------------------------------------------------------------
+
+    def chat_body(self, messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        body.update({k: v for k, v in fields.items() if v is not None})
+        return body
+
+    def chat(self, messages: list[dict[str, Any]], stream: bool = False, **fields: Any) -> ChatResult:
+        """One chat completion, streamed or not, as a ChatResult."""
+        body = self.chat_body(messages, **fields)
+        if stream:
+            body.setdefault("stream_options", {"include_usage": True})
+            return assemble(self.post_stream("/v1/chat/completions", body))
+        return from_response(self.post("/v1/chat/completions", body))
+
+    def tokenize_chat(self, messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+        """What the server's template renders for these messages: token count and token strings."""
+        body = self.chat_body(messages, return_token_strs=True, **fields)
+        return self.post("/tokenize", body)
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.post("/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": False})["count"])
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text
+
+
+DEFAULT_USER = [{"role": "user", "content": "Go ahead."}]
+
+
+class Replayer:
+    """Sends a script through replay and returns the parsed result, streamed or not."""
+
+    def __init__(self, client: ChatClient, max_tokens: int = 1024) -> None:
+        self.client = client
+        self.max_tokens = max_tokens
+
+    def chat(
+        self,
+        script: str,
+        messages: list[dict[str, Any]] | None = None,
+        stream: bool = False,
+        **fields: Any,
+    ) -> ChatResult:
+        """Replay `script` as the assistant's output for `messages` (a one-line user turn by default)."""
+        fields.setdefault("max_tokens", self.max_tokens)
+        fields.update(replay_extra_body(script, {"vllm_xargs": fields.pop("vllm_xargs", None)}))
+        return self.client.chat(messages or DEFAULT_USER, stream=stream, **fields)
+
+    def both(self, script: str, messages: list[dict[str, Any]] | None = None, **fields: Any) -> tuple[ChatResult, ChatResult]:
+        """The same replay, non-streamed then streamed."""
+        return (
+            self.chat(script, messages, stream=False, **fields),
+            self.chat(script, messages, stream=True, **fields),
+        )

@@ -1,0 +1,139 @@
+"""Replay: a vLLM logits processor that makes any model emit a scripted output.
+
+This module runs inside vLLM's engine process; the kit registers it on every server it
+boots with `--logits-processors pytest_glm45.replay_processor:ReplayLogitsProcessor`.
+
+A request carries its script as `vllm_xargs: {"glm45_replay": "<text>"}`. The processor
+tokenizes the script once with the served model's own tokenizer, then at every step masks
+each scripted request's logits to the one token the script asks for next, and after the
+last one to the end-of-text token, so generation stops. Requests without a script are
+untouched. Because the forced token is the only finite logit, sampling settings
+(temperature, top-p, penalties) cannot change what comes out.
+
+State is kept per batch slot and follows vLLM's persistent-batch updates exactly in the
+documented order: removals, then additions (which may replace a slot), then moves and
+swaps.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import torch
+from vllm.v1.sample.logits_processor import (
+    BatchUpdate,
+    LogitsProcessor,
+    MoveDirectionality,
+)
+
+from pytest_glm45.replay import REPLAY_XARG, check_script
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
+    from vllm.config import VllmConfig
+
+_CACHE_SIZE = 1024
+
+
+class _Slot:
+    """One scripted request: its token ids and a live reference to its output ids."""
+
+    __slots__ = ("script_ids", "output_ids")
+
+    def __init__(self, script_ids: list[int], output_ids: list[int]) -> None:
+        self.script_ids = script_ids
+        self.output_ids = output_ids
+
+
+class ReplayLogitsProcessor(LogitsProcessor):
+    """Force scripted requests to emit their script, then end-of-text."""
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool) -> None:
+        self._model_config = vllm_config.model_config
+        self._tokenizer: Any = None
+        self._stop_id: int | None = None
+        self._encoded: OrderedDict[str, list[int]] = OrderedDict()
+        self._slots: dict[int, _Slot] = {}
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        """Reject a malformed script with HTTP 400 before it reaches the batch."""
+        extra = sampling_params.extra_args or {}
+        if REPLAY_XARG in extra:
+            problem = check_script(extra[REPLAY_XARG])
+            if problem:
+                raise ValueError(problem)
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    # -- state -------------------------------------------------------------------------
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self._slots.pop(index, None)
+        for index, params, _prompt_ids, output_ids in batch_update.added:
+            script = (params.extra_args or {}).get(REPLAY_XARG) if params is not None else None
+            if script is None:
+                # An added request may take the slot of one that left: forget the old script.
+                self._slots.pop(index, None)
+            else:
+                self._slots[index] = _Slot(self._encode(script), output_ids)
+        for src, dst, direction in batch_update.moved:
+            a = self._slots.pop(src, None)
+            b = self._slots.pop(dst, None)
+            if a is not None:
+                self._slots[dst] = a
+            if direction == MoveDirectionality.SWAP and b is not None:
+                self._slots[src] = b
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self._slots:
+            return logits
+        rows: list[int] = []
+        targets: list[int] = []
+        stop = self._stop_token()
+        for index, slot in self._slots.items():
+            if index >= logits.shape[0]:
+                continue
+            position = len(slot.output_ids)
+            rows.append(index)
+            targets.append(slot.script_ids[position] if position < len(slot.script_ids) else stop)
+        if rows:
+            row_index = torch.tensor(rows, device=logits.device)
+            target_index = torch.tensor(targets, device=logits.device)
+            logits[row_index] = float("-inf")
+            logits[row_index, target_index] = 0.0
+        return logits
+
+    # -- tokenizer -----------------------------------------------------------------------
+
+    def _tok(self) -> Any:
+        if self._tokenizer is None:
+            from vllm.tokenizers import cached_tokenizer_from_config
+
+            self._tokenizer = cached_tokenizer_from_config(self._model_config)
+        return self._tokenizer
+
+    def _stop_token(self) -> int:
+        if self._stop_id is None:
+            tok = self._tok()
+            stop = tok.convert_tokens_to_ids("<|endoftext|>")
+            if not isinstance(stop, int) or stop == getattr(tok, "unk_token_id", None):
+                stop = tok.eos_token_id
+            self._stop_id = int(stop)
+        return self._stop_id
+
+    def _encode(self, script: str) -> list[int]:
+        ids = self._encoded.get(script)
+        if ids is None:
+            ids = list(self._tok().encode(script, add_special_tokens=False))
+            self._encoded[script] = ids
+            if len(self._encoded) > _CACHE_SIZE:
+                self._encoded.popitem(last=False)
+        else:
+            self._encoded.move_to_end(script)
+        return ids
