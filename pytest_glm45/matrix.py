@@ -54,7 +54,7 @@ def parse_plan(text: str) -> Plan:
     for part in text.strip().lower().split("-"):
         m = _PART.match(part)
         if not m:
-            raise PlanError(f"{text!r}: {part!r} is not a plan part; accepted: {PLAN_SYNTAX}")
+            raise PlanError(f"{part!r} is not a plan part; accepted: {PLAN_SYNTAX}")
         if part == "ep":
             ep = True
         elif m.group(1) == "tp":
@@ -65,14 +65,14 @@ def parse_plan(text: str) -> Plan:
         tp = 1
     if tp not in VALID_TP:
         raise PlanError(
-            f"{text!r}: tensor-parallel size {tp} does not divide GLM-4.5's 96 attention heads and 8 KV heads; "
+            f"tensor-parallel size {tp} does not divide GLM-4.5's 96 attention heads and 8 KV heads; "
             f"accepted: {PLAN_SYNTAX}"
         )
     if dp is not None and dp < 1:
-        raise PlanError(f"{text!r}: data-parallel size must be at least 1; accepted: {PLAN_SYNTAX}")
+        raise PlanError(f"data-parallel size must be at least 1; accepted: {PLAN_SYNTAX}")
     plan = Plan(tp=tp, dp=dp or 1, ep=ep)
     if plan.ep and plan.gpus == 1:
-        raise PlanError(f"{text!r}: expert parallel needs more than one device; accepted: {PLAN_SYNTAX}")
+        raise PlanError(f"expert parallel needs more than one device; accepted: {PLAN_SYNTAX}")
     return plan
 
 
@@ -84,7 +84,7 @@ def default_plans(gpus: int) -> tuple[Plan, ...]:
     return (Plan(tp=tp),)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Configuration:
     """One server the session boots: a model, a plan, and whether auto tool calls are strict."""
 
@@ -101,6 +101,10 @@ class Configuration:
         return f"{self.model.label}-{self.plan.id}" + ("" if self.strict_tools else "-nostrict")
 
     def __str__(self) -> str:
+        return self.id
+
+    def __repr__(self) -> str:
+        # pytest shows this in --setup-show (`glm45_server[tiny-bf16-tp1]`): keep it the id.
         return self.id
 
 

@@ -360,7 +360,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for record in pool.history:
         counts = outcomes.counts.get(record.config_id, {})
         shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests"
-        boot = f"ready in {record.startup_seconds:.1f} s" if record.startup_seconds is not None else record.status
+        boot = record.status
+        if record.startup_seconds is not None:
+            boot = f"ready in {record.startup_seconds:.1f} s" + ("" if record.status == "ready" else f", then {record.status}")
         tr.write_line(f"{record.config_id}: {boot}; vLLM {record.vllm_version or '?'} ({record.engine}); {shown}")
         tr.write_line(f"    log: {record.log_path}")
     for config_id, check, source in outcomes.unexpected_passes:

@@ -53,7 +53,10 @@ def spec_for(
         args += ["--gpu-memory-utilization", "0.95"]
         if gpu_ids is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
+    # GLM45_SERVER_ENTRY swaps vLLM for a script: the kit's own tests use it to inject faults.
+    entry = os.environ.get("GLM45_SERVER_ENTRY")
     return ServerSpec(
+        entry=(entry,) if entry else ServerSpec.entry,
         model=model,
         served_name=served,
         config_id=config.id,

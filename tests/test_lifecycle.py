@@ -1,0 +1,166 @@
+"""The server lifecycle against the stand-in: start, readiness, failures, stop; nothing survives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from standin import STANDIN, assert_all_gone, pids_in_log
+
+from pytest_glm45.server import (
+    ServerDiedError,
+    ServerSpec,
+    ServerStartError,
+    VllmServer,
+    http_get,
+    http_post_json,
+    process_group_members,
+)
+
+
+def spec(mode: str, **env: str) -> ServerSpec:
+    return ServerSpec(
+        model="unused",
+        served_name="standin",
+        config_id="standin-tp1",
+        entry=(STANDIN,),
+        env=tuple({"STANDIN_MODE": mode, **env}.items()),
+    )
+
+
+def server(tmp_path: Path, mode: str, **kw: object) -> VllmServer:
+    env = kw.pop("env", {})
+    return VllmServer(spec(mode, **env), tmp_path / "server.log", api_key="glm45-test-key-123456", **kw)  # type: ignore[arg-type]
+
+
+def log_text(tmp_path: Path) -> str:
+    return (tmp_path / "server.log").read_text()
+
+
+def test_ready_server_answers_and_stops_clean(tmp_path: Path) -> None:
+    s = server(tmp_path, "ok", startup_timeout=30)
+    with s:
+        assert s.alive()
+        assert s.version == "0.0.0-standin"
+        assert s.max_model_len == 8192
+        assert s.startup_seconds is not None and s.startup_seconds > 0
+        assert http_get(s.base_url + "/v1/models", s.api_key)[0] == 200
+        assert s.base_url.startswith("http://127.0.0.1:")
+    assert_all_gone(pids_in_log(log_text(tmp_path)))
+    assert process_group_members(s.pgid or 0) == []
+
+
+def test_requests_without_the_session_key_are_refused(tmp_path: Path) -> None:
+    with server(tmp_path, "ok", startup_timeout=30) as s:
+        assert http_get(s.base_url + "/v1/models")[0] == 401
+        assert http_get(s.base_url + "/v1/models", "wrong-key")[0] == 401
+
+
+def test_crash_at_boot_fails_at_once_with_exit_code_and_log_tail(tmp_path: Path) -> None:
+    s = server(tmp_path, "crash-at-boot", startup_timeout=60)
+    with pytest.raises(ServerStartError) as err:
+        s.start()
+    text = str(err.value)
+    assert "standin-tp1 exited with code 3 during start" in text
+    assert "RuntimeError: standin crashed at boot" in text
+    assert str(tmp_path / "server.log") in text
+    assert "Command: " in text and "--tool-call-parser glm45" in text
+    assert_all_gone(pids_in_log(log_text(tmp_path)))
+
+
+def test_hang_times_out_naming_the_stage_and_leaves_nothing(tmp_path: Path) -> None:
+    s = server(tmp_path, "hang", startup_timeout=3)
+    with pytest.raises(ServerStartError) as err:
+        s.start()
+    assert "was not ready after 3 s" in str(err.value)
+    assert "--glm45-startup-timeout" in str(err.value)
+    assert_all_gone(pids_in_log(log_text(tmp_path)))
+
+
+def test_server_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
+    s = server(tmp_path, "ignore-sigterm", startup_timeout=30, stop_timeout=1)
+    s.start()
+    s.stop()
+    assert_all_gone(pids_in_log(log_text(tmp_path)))
+
+
+def test_children_in_the_group_are_stopped_too(tmp_path: Path) -> None:
+    s = server(tmp_path, "spawn-child", startup_timeout=30, stop_timeout=1)
+    s.start()
+    pids = pids_in_log(log_text(tmp_path))
+    assert len(pids) == 2, pids
+    s.stop()
+    assert_all_gone(pids)
+
+
+def test_exit_mid_run_is_reported_with_code_and_log(tmp_path: Path) -> None:
+    with server(tmp_path, "die-after=1", startup_timeout=30) as s:
+        body = {"model": "standin", "messages": [{"role": "user", "content": "x"}]}
+        assert http_post_json(s.base_url + "/v1/chat/completions", body, s.api_key)[0] == 200
+        assert http_post_json(s.base_url + "/v1/chat/completions", body, s.api_key)[0] == 0
+        s.process.wait(timeout=10)  # type: ignore[union-attr]
+        with pytest.raises(ServerDiedError) as err:
+            s.check_alive()
+    assert "exited with code 7 while the suite ran" in str(err.value)
+    assert "dying as asked" in str(err.value)
+
+
+def test_port_taken_at_start_is_retried_on_another_port(tmp_path: Path) -> None:
+    s = server(tmp_path, "port-taken", startup_timeout=30, env={"STANDIN_STATE": str(tmp_path / "state")})
+    with s:
+        assert s.alive()
+    text = log_text(tmp_path)
+    assert "attempt 1" in text and "attempt 2" in text
+    assert_all_gone(pids_in_log(text))
+
+
+def test_fixed_port_in_use_moves_to_a_free_one(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        # The stand-in cannot bind a taken port: it exits with "Address already in use".
+        s = server(tmp_path, "ok", startup_timeout=30, port=taken)
+        with s:
+            assert s.port != taken
+
+
+def test_api_key_never_reaches_the_log_or_command(tmp_path: Path) -> None:
+    s = server(tmp_path, "ok", startup_timeout=30)
+    with s:
+        assert "glm45-test-key-123456" not in " ".join(s.spec.command("127.0.0.1", s.port or 0))
+    assert "glm45-test-key-123456" not in log_text(tmp_path)
+    assert "glm45-test-key-123456" not in s.log_tail()
+
+
+def test_stop_is_idempotent_and_safe_before_start(tmp_path: Path) -> None:
+    s = server(tmp_path, "ok")
+    s.stop()
+    s.start()
+    s.stop()
+    s.stop()
+    assert not s.alive()
+
+
+def test_kit_process_death_takes_the_server_along(tmp_path: Path) -> None:
+    """A kit process killed with SIGKILL cannot clean up: the server's parent-death signal does."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, %r);"
+        "from test_lifecycle import server; s = server(Path(%r), 'ok', startup_timeout=30); s.start();"
+        "print('READY', flush=True); import time; time.sleep(600)"
+    ) % (str(Path(__file__).parent), str(tmp_path))
+    kit = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})  # fmt: skip
+    assert kit.stdout is not None and kit.stdout.readline().strip() == "READY"
+    pids = pids_in_log(log_text(tmp_path))
+    kit.send_signal(signal.SIGKILL)
+    kit.wait()
+    time.sleep(0.5)
+    assert_all_gone(pids, within=10)

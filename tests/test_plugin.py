@@ -1,0 +1,261 @@
+"""The plugin through pytester: options, ini keys, ids, one boot per configuration, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from standin import assert_all_gone, log_pids
+
+USES_SERVER = """
+def test_a(glm45_server):
+    assert glm45_server.base_url
+
+def test_b(glm45_server):
+    assert glm45_server.served_name
+"""
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "no:cacheprovider", *args)
+
+
+# -- usage errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--glm45-model", "nope"], ["--glm45-model: 'nope' is not accepted", "tiny, air-fp8, air-bf16, fp8, bf16"]),
+        (["--gpus", "-1"], ["--gpus: '-1' is not accepted", "0 or more"]),
+        (["--gpus", "two"], ["--gpus: 'two' is not accepted"]),
+        (["--glm45-parallel", "tp3", "--gpus", "2"], ["--glm45-parallel: 'tp3' is not accepted", "tp1, tp8, dp2-tp4"]),
+        (["--glm45-parallel", "tp4", "--gpus", "2"], ["tp4 needs 4 GPUs but --gpus is 2"]),
+        (["--glm45-parallel", "pp2"], ["'pp2' is not a plan part"]),
+        (["--glm45-strict-tools", "maybe"], ["--glm45-strict-tools: 'maybe' is not accepted", "on, off"]),
+        (["--glm45-profile", "huge"], ["--glm45-profile: 'huge' is not accepted", "smoke, standard, full"]),
+        (["--glm45-max-model-len", "200000", "--glm45-model", "air-fp8"], ["max_position_embeddings 131072"]),
+        (["--glm45-base-url", "localhost:8000"], ["--glm45-base-url: 'localhost:8000' is not accepted", "http://"]),
+        (["--glm45-startup-timeout", "-5"], ["--glm45-startup-timeout"]),
+    ],
+)
+def test_wrong_values_are_usage_errors(pytester: pytest.Pytester, args: list[str], expected: list[str]) -> None:
+    pytester.makepyfile(USES_SERVER)
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    for text in expected:
+        assert text in err, err
+
+
+def test_help_lists_every_option_in_one_group(pytester: pytest.Pytester) -> None:
+    from pytest_glm45.plugin import OPTIONS
+
+    out = run(pytester, "--help").stdout.str()
+    assert "GLM-4.5 serving conformance (pytest-glm45)" in out
+    for flag, ini, *_ in OPTIONS:
+        assert flag in out and ini in out
+
+
+# -- the matrix and its ids -------------------------------------------------------------
+
+
+def test_default_cpu_matrix_ids(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USES_SERVER)
+    result = run(pytester, "--collect-only", "-q", "--gpus", "0")
+    result.stdout.fnmatch_lines(
+        [
+            "*test_a[[]tiny-bf16-tp1[]]",
+            "*test_a[[]tiny-bf16-tp1-nostrict[]]",
+            "*test_a[[]tiny-bf16-tp2[]]",
+            "*6 tests collected*",
+        ]
+    )
+
+
+def test_ini_sets_plans_and_the_command_line_wins(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USES_SERVER)
+    pytester.makeini("[pytest]\nglm45_parallel = tp2\nglm45_strict_tools = on\nglm45_gpus = 0\n")
+    out = run(pytester, "--collect-only", "-q").stdout.str()
+    assert "[tiny-bf16-tp2]" in out and "tp1" not in out
+    out = run(pytester, "--collect-only", "-q", "--glm45-parallel", "tp1").stdout.str()
+    assert "[tiny-bf16-tp1]" in out and "tp2" not in out
+
+
+def test_gpu_ids_and_plans(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USES_SERVER)
+    out = run(pytester, "--collect-only", "-q", "--glm45-model", "air-fp8,fp8", "--gpus", "8",
+              "--glm45-parallel", "tp8,dp2-tp4,tp8-ep", "--glm45-strict-tools", "on").stdout.str()  # fmt: skip
+    for cid in ("air-fp8-tp8", "air-fp8-dp2-tp4", "air-fp8-tp8-ep", "glm45-fp8-tp8", "glm45-fp8-dp2-tp4"):
+        assert f"[{cid}]" in out, out
+
+
+def test_what_the_machine_cannot_run_stays_visible_as_a_skip(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USES_SERVER)
+    result = run(pytester, "-rs", "--gpus", "0", "--glm45-model", "air-fp8", "--glm45-parallel", "dp2-tp1,tp1",
+                 "--glm45-strict-tools", "on")  # fmt: skip
+    result.assert_outcomes(skipped=4)
+    out = result.stdout.str()
+    assert "GLM-4.5 weights need GPUs" in out
+
+    result = run(pytester, "-rs", "--gpus", "0", "--glm45-parallel", "dp2-tp1", "--glm45-strict-tools", "on")
+    result.assert_outcomes(skipped=2)
+    assert "data parallel does not run on the CPU engine" in result.stdout.str()
+
+
+# -- booting, with the stand-in ---------------------------------------------------------
+
+
+def test_one_setup_per_configuration_however_tests_interleave(pytester: pytest.Pytester, standin) -> None:
+    pytester.makepyfile(test_one=USES_SERVER, test_two=USES_SERVER)
+    result = run(pytester, "--setup-show", "--gpus", "0", "-p", "no:randomly")
+    result.assert_outcomes(passed=12)
+    out = result.stdout.str()
+    for cid in ("tiny-bf16-tp1", "tiny-bf16-tp1-nostrict", "tiny-bf16-tp2"):
+        assert out.count(f"SETUP    S glm45_server[{cid}]") == 1, out
+        assert out.count(f"TEARDOWN S glm45_server[{cid}]") == 1
+    assert "glm45 configurations" in out and "tiny-bf16-tp2: ready in" in out
+    assert_all_gone(log_pids(pytester.path / ".glm45" / "logs"))
+
+
+def test_crash_at_boot_errors_every_test_of_it_with_the_log(pytester: pytest.Pytester, standin) -> None:
+    standin("crash-at-boot")
+    pytester.makepyfile(USES_SERVER)
+    result = run(pytester, "--gpus", "0", "--glm45-parallel", "tp1", "--glm45-strict-tools", "on")
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert "vLLM server for tiny-bf16-tp1 exited with code 3 during start" in out
+    assert "RuntimeError: standin crashed at boot" in out
+    assert out.count("booting tiny-bf16-tp1") == 1  # the failure is remembered, not retried per test
+    assert_all_gone(log_pids(pytester.path / ".glm45" / "logs"))
+
+
+def test_server_dying_mid_suite_fails_the_rest_fast_and_the_next_configuration_runs(
+    pytester: pytest.Pytester, standin
+) -> None:
+    standin("die-after=1")
+    pytester.makepyfile(
+        """
+        import httpx
+
+        def chat(server):
+            return httpx.post(server.base_url + "/v1/chat/completions", timeout=30,
+                              headers={"Authorization": "Bearer " + server.api_key},
+                              json={"model": server.served_name, "messages": []})
+
+        def test_1(glm45_server):
+            assert chat(glm45_server).status_code == 200
+
+        def test_2(glm45_server):
+            chat(glm45_server)
+
+        def test_3(glm45_server):
+            assert chat(glm45_server).status_code == 200
+        """
+    )
+    started = time.monotonic()
+    result = run(pytester, "--gpus", "0", "--glm45-strict-tools", "on")
+    elapsed = time.monotonic() - started
+    result.assert_outcomes(passed=2, failed=4)
+    out = result.stdout.str()
+    assert out.count("has exited with code 7 while the suite ran") >= 2
+    assert "tiny-bf16-tp2: ready in" in out
+    assert "died (exit code 7)" in out
+    assert elapsed < 60, f"the dead server's tests took {elapsed:.0f} s: they must fail fast"
+    assert_all_gone(log_pids(pytester.path / ".glm45" / "logs"))
+
+
+def test_failed_test_report_carries_the_server_log_tail(pytester: pytest.Pytester, standin) -> None:
+    pytester.makepyfile("def test_x(glm45_server):\n    assert False, 'deliberate'\n")
+    result = run(pytester, "--gpus", "0", "--glm45-parallel", "tp1", "--glm45-strict-tools", "on")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "glm45 server log: tiny-bf16-tp1" in out
+    assert "standin: listening" in out
+
+
+def test_report_header_names_engine_and_configurations(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USES_SERVER)
+    out = run(pytester, "--collect-only", "--gpus", "0").stdout.str()
+    assert "glm45: profile standard, models tiny" in out
+    assert "glm45: configurations tiny-bf16-tp1, tiny-bf16-tp1-nostrict, tiny-bf16-tp2" in out
+
+
+def test_ctrl_c_during_a_run_leaves_nothing_running(pytester: pytest.Pytester, standin) -> None:
+    pytester.makepyfile(
+        """
+        import time
+        def test_slow(glm45_server):
+            print("RUNNING", flush=True)
+            time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--gpus", "0", "--glm45-parallel", "tp1",
+         "--glm45-strict-tools", "on"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "RUNNING" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert "KeyboardInterrupt" in out, "".join(lines) + out
+    assert_all_gone(log_pids(pytester.path / ".glm45" / "logs"))
+
+
+def test_sigterm_to_the_kit_stops_its_servers(pytester: pytest.Pytester, standin) -> None:
+    standin("spawn-child")
+    pytester.makepyfile(
+        """
+        import time
+        def test_slow(glm45_server):
+            print("RUNNING", flush=True)
+            time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--gpus", "0", "--glm45-parallel", "tp1",
+         "--glm45-strict-tools", "on"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "RUNNING" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=90)
+    pids = log_pids(pytester.path / ".glm45" / "logs")
+    assert len(pids) == 2
+    assert_all_gone(pids)
+
+
+def test_base_url_boots_nothing_and_probes_replay(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    from pytest_glm45.server import ServerSpec, VllmServer
+    from standin import STANDIN
+
+    spec = ServerSpec(model="m", served_name="remote-model", entry=(STANDIN,), env=(("STANDIN_MODE", "ok"),))
+    with VllmServer(spec, tmp_path / "remote.log", api_key="remote-key-123456", startup_timeout=30) as remote:
+        pytester.makepyfile(
+            """
+            def test_remote(glm45_server):
+                assert glm45_server.config_id == "remote"
+                assert glm45_server.served_name == "remote-model"
+                assert glm45_server.replay_loaded
+                assert not glm45_server.booted
+            """
+        )
+        result = run(pytester, "--glm45-base-url", remote.base_url, "--glm45-api-key", "remote-key-123456")
+        result.assert_outcomes(passed=1)
+        assert "booting" not in result.stdout.str()
+        result = run(pytester, "--glm45-base-url", remote.base_url, "--glm45-api-key", "wrong")
+        result.assert_outcomes(errors=1)
+        assert "set --glm45-api-key or GLM45_API_KEY" in result.stdout.str()
