@@ -189,7 +189,7 @@ def resolve_settings(
         api_key=api_key,
         max_model_len=max_len,
         startup_timeout=timeout,
-        server_args=tuple(_split_args(values.get("server_args"))),
+        server_args=tuple(split_server_args(values.get("server_args"))),
         profile=PROFILES[profile_name],
         log_dir=log_dir if log_dir.is_absolute() else rootdir / log_dir,
         cache_dir=cache_dir,
@@ -203,7 +203,7 @@ def resolve_settings(
     return Settings(**{**settings.__dict__, "matrix": matrix})
 
 
-def _split_args(value: Any) -> list[str]:
+def split_server_args(value: Any) -> list[str]:
     """Server args: repeatable option values, each split on whitespace (`--x 1` is two args)."""
     if not value:
         return []

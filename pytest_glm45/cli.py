@@ -1,0 +1,127 @@
+"""`pytest-glm45`: the kit's console command.
+
+    pytest-glm45 serve --model air-fp8 --plan tp8 --print   # the exact command the fixtures would run
+    pytest-glm45 serve                                      # start the tiny server in the foreground
+    pytest-glm45 tiny-model                                 # build the tiny model, print its directory
+    pytest-glm45 inventory                                  # this host's GPUs, as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from pytest_glm45.catalog import ALIASES, UnknownModel, resolve_model
+from pytest_glm45.matrix import Configuration, PlanError, parse_plan, skip_reason
+from pytest_glm45.recipe import spec_for
+from pytest_glm45.server import ServerError, VllmServer
+from pytest_glm45.settings import DEFAULT_MAX_MODEL_LEN_REAL, DEFAULT_MAX_MODEL_LEN_TINY, split_server_args
+
+
+def _configuration(args: argparse.Namespace) -> Configuration:
+    try:
+        model = resolve_model(args.model, path_exists=Path(args.model).is_dir())
+    except UnknownModel:
+        raise SystemExit(f"pytest-glm45: --model {args.model!r} is not accepted; accepted: {', '.join(ALIASES)}, a hub id or a path")
+    try:
+        plan = parse_plan(args.plan)
+    except PlanError as exc:
+        raise SystemExit(f"pytest-glm45: --plan {args.plan!r} is not accepted; {exc}") from None
+    if args.gpus is None:
+        from pytest_glm45.inventory import gpu_count
+
+        args.gpus = gpu_count()
+    max_len = args.max_model_len or (DEFAULT_MAX_MODEL_LEN_TINY if model.is_tiny else DEFAULT_MAX_MODEL_LEN_REAL)
+    engine = "cpu" if args.gpus <= 0 else "gpu"
+    return Configuration(model=model, plan=plan, strict_tools=args.strict == "on", engine=engine, max_model_len=max_len,
+                         skip_reason=skip_reason(model, plan, engine, args.gpus, os.cpu_count() or 1))  # fmt: skip
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _configuration(args)
+    spec = spec_for(config, tuple(split_server_args(args.server_arg)))
+    if args.print:
+        print(spec.shell_line(args.host, args.port or 8000))
+        if config.skip_reason:
+            print(f"# note: the kit would skip {config.id} on this host: {config.skip_reason}", file=sys.stderr)
+        return 0
+    if config.skip_reason:
+        print(f"pytest-glm45: {config.id} cannot run here: {config.skip_reason}", file=sys.stderr)
+        return 2
+    api_key = os.environ.get("GLM45_API_KEY")
+    log = Path(args.log or f"{config.id}.log")
+    server = VllmServer(spec, log, api_key=api_key, startup_timeout=args.startup_timeout, port=args.port)
+    print(f"pytest-glm45: starting {config.id}, log {log}", flush=True)
+    try:
+        server.start()
+        print(f"pytest-glm45: {config.id} ready in {server.startup_seconds:.1f} s at {server.base_url} "
+              f"(served name {spec.served_name}); Ctrl-C stops it", flush=True)  # fmt: skip
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while server.alive():
+            time.sleep(1)
+        print(f"pytest-glm45: the server exited with code {server.exit_code}; see {log}", file=sys.stderr)
+        return 1
+    except ServerError as exc:
+        print(f"pytest-glm45: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from pytest_glm45.tinymodel import ensure_tiny_model
+
+    print(ensure_tiny_model(Path(args.cache_dir) if args.cache_dir else None).path)
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from pytest_glm45.inventory import read_inventory
+
+    inv = read_inventory()
+    print(json.dumps(inv.to_dict(), indent=2) if args.json else inv.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pytest-glm45", description="GLM-4.5 serving conformance kit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="Start (or --print) the server the fixtures would boot for one configuration")
+    serve.add_argument("--model", default="tiny", help="Alias, hub id or path. Default: tiny.")
+    serve.add_argument("--plan", default="tp1", help="Parallel plan such as tp1, tp8, dp2-tp4. Default: tp1.")
+    serve.add_argument("--gpus", type=int, default=None, help="GPUs; 0 = CPU engine. Default: those of this host.")
+    serve.add_argument("--strict", choices=("on", "off"), default="on", help="VLLM_ENFORCE_STRICT_TOOL_CALLING. Default: on.")
+    serve.add_argument("--max-model-len", type=int, default=None, help="Default: 8192 for tiny, 65536 otherwise.")
+    serve.add_argument("--host", default="127.0.0.1", help="Only with --print (the kit itself binds 127.0.0.1). Default: 127.0.0.1.")
+    serve.add_argument("--port", type=int, default=None, help="Default: a free port (8000 with --print).")
+    serve.add_argument("--server-arg", action="append", help="Extra vLLM argument; repeatable.")
+    serve.add_argument("--startup-timeout", type=float, default=900, help="Seconds. Default: 900.")
+    serve.add_argument("--log", default=None, help="Log file. Default: <config id>.log.")
+    serve.add_argument("--print", action="store_true", help="Print the command and its environment; start nothing.")
+    serve.set_defaults(func=cmd_serve)
+
+    tiny = sub.add_parser("tiny-model", help="Build the tiny GLM-4.5 model (once per cache) and print its directory")
+    tiny.add_argument("--cache-dir", default=None)
+    tiny.set_defaults(func=cmd_tiny_model)
+
+    inv = sub.add_parser("inventory", help="Print this host's GPU inventory")
+    inv.add_argument("--json", action="store_true")
+    inv.set_defaults(func=cmd_inventory)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
