@@ -5,7 +5,7 @@ there, each with the reason and the evidence (request, expected, got)::
 
     [[failure]]
     check = "test_tool_calling::test_replay[native-one-call]"
-    configs = ["*-tp1", "*-tp2"]      # optional: fnmatch patterns on configuration ids
+    configs = ["*", "!*-nostrict"]    # optional: fnmatch patterns on configuration ids; ! excludes
     reason = "the strict grammar rejects GLM-4.5's native newline after the name"
     evidence = { request = "...", expected = "...", got = "HTTP 500 Internal Server Error" }
 
@@ -43,7 +43,12 @@ class KnownFailure:
     source: str = ""
 
     def applies_to(self, config_id: str) -> bool:
-        return any(fnmatch.fnmatchcase(config_id, pattern) for pattern in self.configs)
+        """True when some pattern matches and no `!pattern` excludes the configuration."""
+        include = [p for p in self.configs if not p.startswith("!")] or ["*"]
+        exclude = [p[1:] for p in self.configs if p.startswith("!")]
+        return any(fnmatch.fnmatchcase(config_id, p) for p in include) and not any(
+            fnmatch.fnmatchcase(config_id, p) for p in exclude
+        )
 
 
 @dataclass

@@ -106,7 +106,11 @@ def from_response(body: dict[str, Any]) -> ChatResult:
 
 
 def assemble(chunks: list[dict[str, Any]]) -> ChatResult:
-    """Fold streamed chunks into a ChatResult; content and reasoning stay None if never sent."""
+    """Fold streamed chunks into a ChatResult.
+
+    Content and reasoning stay None unless some delta carried non-empty text for them, so
+    that a streamed tool-only turn compares equal to a non-streamed `content: null`.
+    """
     content: list[str] | None = None
     reasoning: list[str] | None = None
     reasoning_field = None
@@ -118,10 +122,11 @@ def assemble(chunks: list[dict[str, Any]]) -> ChatResult:
             usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
-            if delta.get("content") is not None:
+            # An empty fragment says nothing: a stream can only show null by sending no text.
+            if delta.get("content"):
                 content = (content or []) + [delta["content"]]
             text, name = _reasoning_of(delta)
-            if text is not None:
+            if text:
                 reasoning = (reasoning or []) + [text]
                 reasoning_field = reasoning_field or name
             for tc in delta.get("tool_calls") or []:

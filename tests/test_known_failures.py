@@ -81,3 +81,9 @@ def test_a_known_failure_that_passes_is_reported(pytester: pytest.Pytester, stan
     result = run(pytester, kf_dir)
     result.assert_outcomes(failed=1, xpassed=1)
     assert "unexpected pass on tiny-bf16-tp1: test_kf::test_fine" in result.stdout.str()
+
+
+def test_exclusion_patterns() -> None:
+    entry = parse('[[failure]]\ncheck = "c"\nreason = "r"\nconfigs = ["*", "!*-nostrict"]\nevidence = {got = "g"}\n')[0]
+    assert entry.applies_to("tiny-bf16-tp1") and entry.applies_to("air-fp8-tp8")
+    assert not entry.applies_to("tiny-bf16-tp1-nostrict")

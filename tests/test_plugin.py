@@ -186,6 +186,12 @@ def test_report_header_names_engine_and_configurations(pytester: pytest.Pytester
     assert "glm45: configurations tiny-bf16-tp1, tiny-bf16-tp1-nostrict, tiny-bf16-tp2" in out
 
 
+def _default_sigint() -> None:
+    # A shell that starts jobs in the background makes them ignore SIGINT, and Python then
+    # never raises KeyboardInterrupt; a person's Ctrl-C comes with the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_a_run_leaves_nothing_running(pytester: pytest.Pytester, standin) -> None:
     pytester.makepyfile(
         """
@@ -199,6 +205,7 @@ def test_ctrl_c_during_a_run_leaves_nothing_running(pytester: pytest.Pytester, s
         [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--gpus", "0", "--glm45-parallel", "tp1",
          "--glm45-strict-tools", "on"],
         cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert proc.stdout is not None
     lines = []

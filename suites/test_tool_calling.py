@@ -1,0 +1,328 @@
+"""Tool calling: vLLM's glm45 parser turns GLM-4.5's output into OpenAI tool calls, streamed and not.
+
+Replay makes the model emit exactly the GLM-4.5 text each case gives, so every check is
+deterministic on any model. Each case runs twice: `plain` checks the non-streamed answer
+against the expectation; `stream` checks the streamed answer against the same expectation,
+against the non-streamed one, and against the streaming protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pytest_glm45.chat import ChatClient, HttpError, Replayer
+from pytest_glm45.streaming import ChatResult, markup_leaks, protocol_violations
+from pytest_glm45.toolcall import Tool, curl_line, render_call, render_calls
+
+# -- the tools the cases call -----------------------------------------------------------
+
+WEATHER = Tool("get_weather", {"city": {"type": "string"}, "days": {"type": "integer"},
+                               "unit": {"type": "string", "enum": ["c", "f"]}}, ("city",))  # fmt: skip
+GET = Tool("get", {"key": {"type": "string"}}, ("key",))
+NOOP = Tool("noop")
+MCP = Tool("mcp__files-server__list_dir", {"path": {"type": "string"}, "recursive": {"type": "boolean"}}, ("path",))
+TYPED = Tool(
+    "record",
+    {
+        "text": {"type": "string"},
+        "count": {"type": "integer"},
+        "score": {"type": "number"},
+        "flag": {"type": "boolean"},
+        "items": {"type": "array", "items": {"type": "integer"}},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "meta": {"type": "object", "properties": {"a": {"type": "object"}}},
+        "maybe": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "either": {"type": ["string", "null"]},
+        "nothing": {"type": "null"},
+    },
+)
+ALL_TOOLS = [t.schema() for t in (WEATHER, GET, NOOP, MCP, TYPED)]
+
+THINKING_OFF = {"enable_thinking": False}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A scripted model output and what the parser must make of it."""
+
+    id: str
+    script: str
+    calls: list[tuple[str, dict[str, Any]]]
+    content: str | None = None
+    reasoning: str | None = None
+    thinking: bool = False
+    tools: list[dict[str, Any]] = field(default_factory=lambda: ALL_TOOLS)
+
+
+def rec(**args: Any) -> tuple[str, dict[str, Any]]:
+    return ("record", args)
+
+
+# Value cases use GLM-4.7's compact format, which the strict grammar accepts, so that they test
+# the parser's typing under both strictness settings; the native-format cases below test
+# GLM-4.5's own newlines.
+def typed_case(case_id: str, style: str = "compact", **args: Any) -> Case:
+    """A `record` call whose values must come back with these exact JSON types."""
+    return Case(case_id, render_call("record", args, style), [rec(**args)])
+
+
+def literal_string_case(case_id: str, text: str) -> Case:
+    """A string parameter whose value looks like another literal: it must stay that exact string."""
+    return Case(case_id, render_call("record", {"text": text}, "compact"), [rec(text=text)])
+
+
+PARIS = ("get_weather", {"city": "Paris", "days": 3})
+ROME = ("get_weather", {"city": "Rome"})
+
+CASES = [
+    # one call, several calls, the same tool twice
+    Case("one-call", render_call(*PARIS, "compact"), [PARIS]),
+    Case("three-calls", render_calls([PARIS, ROME, ("get", {"key": "k1"})], "compact"), [PARIS, ROME, ("get", {"key": "k1"})]),
+    Case("same-tool-twice", render_calls([PARIS, ROME], "compact"), [PARIS, ROME]),
+    # zero-argument calls
+    Case("zero-args-newline", "<tool_call>noop\n</tool_call>", [("noop", {})]),
+    Case("zero-args-compact", "<tool_call>noop</tool_call>", [("noop", {})]),
+    Case("zero-args-then-call", "<tool_call>noop</tool_call>" + render_call(*ROME, "compact"), [("noop", {}), ROME]),
+    # text and reasoning around calls
+    Case("text-before-call", "Let me check." + render_call(*PARIS, "compact"), [PARIS], content="Let me check."),
+    Case("reasoning-then-call", "<think>The user wants weather.</think>" + render_call(*PARIS, "compact"), [PARIS],
+         reasoning="The user wants weather.", thinking=True),  # fmt: skip
+    # typed values keep their JSON types
+    typed_case("integer", count=42),
+    typed_case("negative-integer", count=-17),
+    typed_case("number", score=3.25),
+    typed_case("boolean-true", flag=True),
+    typed_case("boolean-false", flag=False),
+    typed_case("null", nothing=None),
+    typed_case("array", items=[1, 2, 3]),
+    typed_case("nested-object", meta={"a": {"b": [1, "x", None], "c": True}}),
+    typed_case("all-types-together", text="t", count=1, score=0.5, flag=True, items=[2], meta={"a": {}}),
+    Case("undeclared-key", render_call("get", {"key": "k", "extra": 7}, "compact"), [("get", {"key": "k", "extra": 7})]),
+    # strings that look like other literals stay strings
+    literal_string_case("string-123_456", "123_456"),
+    literal_string_case("string-007", "007"),
+    literal_string_case("string-1e3", "1e3"),
+    literal_string_case("string-true", "true"),
+    literal_string_case("string-null", "null"),
+    literal_string_case("string-[1]", "[1]"),
+    literal_string_case("string-42", "42"),
+    literal_string_case("string-empty", ""),
+    literal_string_case("string-padded", "  padded  "),
+    # unions, arrays of strings, nested objects
+    typed_case("anyof-string", maybe="abc"),
+    typed_case("anyof-null", maybe=None),
+    typed_case("type-list-string", either="hello"),
+    typed_case("type-list-null", either=None),
+    typed_case("array-of-strings", tags=["a", "b c", "007"]),
+    # hard characters
+    literal_string_case("unicode", "Zürich, 東京, Ελλάδα"),
+    literal_string_case("emoji", "rain 🌧️ then ☀️"),
+    literal_string_case("quotes", 'He said "hi" and \'bye\''),
+    literal_string_case("backslashes", "C:\\path\\to\\file \\n not a newline"),
+    literal_string_case("newlines", "line one\nline two\n\nline four"),
+    literal_string_case("html-markup", "<b>x</b> & <i>y</i>"),
+    literal_string_case("arg-value-fragment", "a </arg_value b <arg_key c"),
+    literal_string_case("long-value", "lorem ipsum " * 150),
+    # names
+    Case("prefix-names", render_calls([("get", {"key": "a"}), ("get_weather", {"city": "Oslo"})], "compact"),
+         [("get", {"key": "a"}), ("get_weather", {"city": "Oslo"})]),  # fmt: skip
+    Case("mcp-name", render_call(MCP.name, {"path": "/tmp", "recursive": True}, "compact"), [(MCP.name, {"path": "/tmp", "recursive": True})]),
+    Case("unknown-name", render_call("launch_rockets", {"count": 3}, "compact"), []),
+    # GLM-4.5 native and GLM-4.7 compact formats
+    Case("native-format", render_call("get_weather", {"city": "Lima", "days": 2}, "native"), [("get_weather", {"city": "Lima", "days": 2})]),
+    Case("compact-format", render_call("get_weather", {"city": "Lima", "days": 2}, "compact"), [("get_weather", {"city": "Lima", "days": 2})]),
+    Case("native-two-calls", render_calls([PARIS, ROME], "native"), [PARIS, ROME]),
+    typed_case("native-typed-values", "native", text="007", count=5, flag=False, items=[1], meta={"a": {"b": None}}),
+    Case("native-text-before-call", "Checking.\n" + render_call(*PARIS, "native"), [PARIS], content="Checking."),
+]
+assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique: they are check ids"
+
+
+def request_fields(case: Case) -> dict[str, Any]:
+    fields: dict[str, Any] = {"tools": case.tools, "tool_choice": "auto", "max_tokens": 2048}
+    if not case.thinking:
+        fields["chat_template_kwargs"] = THINKING_OFF
+    return fields
+
+
+def explain(case: Case, result: ChatResult, replay: Replayer) -> str:
+    body = replay.client.chat_body([{"role": "user", "content": "Go ahead."}], **request_fields(case))
+    body["vllm_xargs"] = {"glm45_replay": case.script}
+    return (
+        f"\nscript:   {case.script!r}\nexpected: calls={case.calls} content={case.content!r} reasoning={case.reasoning!r}"
+        f"\ngot:      calls={[(c.name, c.arguments) for c in result.tool_calls]} content={result.content!r} "
+        f"reasoning={result.reasoning!r} finish={result.finish_reason!r}\nreplay by hand: {curl_line(replay.client.base_url, body)}"
+    )
+
+
+def check_expected(case: Case, result: ChatResult, replay: Replayer) -> None:
+    why = explain(case, result, replay)
+    assert result.calls() == case.calls, "parsed calls differ" + why
+    assert result.content == case.content, "content differs" + why
+    assert result.reasoning == case.reasoning, "reasoning differs" + why
+    assert result.finish_reason == ("tool_calls" if case.calls else "stop"), "finish_reason" + why
+    assert not markup_leaks(result), "markup in content" + why
+    ids = [c.id for c in result.tool_calls]
+    assert all(ids) and len(set(ids)) == len(ids), f"tool-call ids must be present and distinct: {ids}" + why
+
+
+def replay_case(replay: Replayer, case: Case, stream: bool) -> ChatResult:
+    try:
+        return replay.chat(case.script, stream=stream, **request_fields(case))
+    except HttpError as exc:
+        pytest.fail(f"HTTP {exc.status}: {exc.message}\nscript: {case.script!r}", pytrace=False)
+
+
+@pytest.mark.parametrize("mode", ["plain", "stream"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_replay(glm45_replay: Replayer, case: Case, mode: str) -> None:
+    if mode == "plain":
+        check_expected(case, replay_case(glm45_replay, case, stream=False), glm45_replay)
+        return
+    streamed = replay_case(glm45_replay, case, stream=True)
+    problems = protocol_violations(streamed.raw, "auto")
+    assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + explain(case, streamed, glm45_replay)
+    check_expected(case, streamed, glm45_replay)
+    plain = replay_case(glm45_replay, case, stream=False)
+    assert streamed.essence() == plain.essence(), "streamed and non-streamed results differ" + explain(case, streamed, glm45_replay)
+
+
+# -- tool_choice ------------------------------------------------------------------------
+
+
+def test_tool_choice_none_returns_no_tool_calls(glm45_replay: Replayer) -> None:
+    result = glm45_replay.chat(render_call(*PARIS, "compact"), tools=ALL_TOOLS, tool_choice="none",
+                               chat_template_kwargs=THINKING_OFF)  # fmt: skip
+    assert result.tool_calls == []
+    assert result.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("mode", ["plain", "stream"])
+@pytest.mark.parametrize("choice", ["required", "named"])
+def test_tool_choice_guided(glm45_replay: Replayer, choice: str, mode: str) -> None:
+    """`required` and a named tool are served by guided decoding: the right tool, valid arguments, a prompt end."""
+    tool_choice: Any = "required" if choice == "required" else {"type": "function", "function": {"name": "get_weather"}}
+    script = render_call("get_weather", {"city": "Paris", "days": 3}, "compact")
+    max_tokens = 512
+    result = glm45_replay.chat(script, stream=mode == "stream", tools=ALL_TOOLS, tool_choice=tool_choice,
+                               chat_template_kwargs=THINKING_OFF, max_tokens=max_tokens)  # fmt: skip
+    assert [c.name for c in result.tool_calls] == ["get_weather"], f"got {result.tool_calls}"
+    args = result.tool_calls[0].parsed()
+    assert args == {"city": "Paris", "days": 3}
+    assert result.finish_reason in (("tool_calls",) if choice == "required" else ("stop", "tool_calls"))
+    assert result.usage is not None and result.usage["completion_tokens"] < max_tokens // 4
+
+
+# -- multi-turn -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["string", "content-parts"])
+def test_history_with_tool_calls_and_results_renders_the_nonce(glm45_chat: ChatClient, glm45_replay: Replayer, form: str) -> None:
+    nonce = f"NONCE-{form}-8c41f"
+    content: Any = nonce if form == "string" else [{"type": "text", "text": nonce}]
+    messages = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris", "days": 3})}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": content},
+    ]  # fmt: skip
+    rendered = "".join(glm45_chat.tokenize_chat(messages, tools=ALL_TOOLS, add_generation_prompt=True)["token_strs"])
+    assert nonce in rendered.replace("Ġ", " "), f"the tool result is not in the rendered prompt: {rendered[-400:]!r}"
+    assert "<arg_value>Paris</arg_value>" in rendered and "<arg_value>3</arg_value>" in rendered
+    answer = glm45_replay.chat(f"It is sunny ({nonce}).", messages=messages, tools=ALL_TOOLS, chat_template_kwargs=THINKING_OFF)
+    assert answer.content == f"It is sunny ({nonce})." and answer.tool_calls == []
+
+
+# -- live, real weights only ------------------------------------------------------------
+
+
+@pytest.mark.glm45_live
+def test_live_model_calls_the_tool_it_needs(glm45_chat: ChatClient) -> None:
+    result = glm45_chat.chat([{"role": "user", "content": "What's the weather in Paris for the next 3 days? Use the tool."}],
+                             tools=[WEATHER.schema()], max_tokens=4096, temperature=0)  # fmt: skip
+    assert [c.name for c in result.tool_calls] == ["get_weather"]
+    assert "paris" in result.tool_calls[0].parsed()["city"].lower()
+    assert result.finish_reason == "tool_calls" and not markup_leaks(result)
+
+
+@pytest.mark.glm45_live
+def test_live_model_calls_two_tools_in_parallel(glm45_chat: ChatClient) -> None:
+    result = glm45_chat.chat([{"role": "user", "content": "Get the weather in Paris and in Rome. Call the tool for both cities at once."}],
+                             tools=[WEATHER.schema()], max_tokens=4096, temperature=0)  # fmt: skip
+    cities = sorted(c.parsed()["city"].lower() for c in result.tool_calls)
+    assert cities == ["paris", "rome"]
+
+
+@pytest.mark.glm45_live
+def test_live_model_answers_without_a_tool_when_none_is_needed(glm45_chat: ChatClient) -> None:
+    result = glm45_chat.chat([{"role": "user", "content": "What is 2 + 2? Answer with the number only."}],
+                             tools=[WEATHER.schema()], max_tokens=4096, temperature=0)  # fmt: skip
+    assert result.tool_calls == [] and "4" in (result.content or "")
+
+
+@pytest.mark.glm45_live
+def test_live_model_uses_the_tool_result(glm45_chat: ChatClient) -> None:
+    nonce = "XQ-7731"
+    messages = [
+        {"role": "user", "content": "Look up the weather code for Paris and tell me the code."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": f"weather code: {nonce}"},
+    ]  # fmt: skip
+    result = glm45_chat.chat(messages, tools=[WEATHER.schema()], max_tokens=4096, temperature=0)
+    assert nonce in (result.content or "") and not markup_leaks(result)
+
+
+# -- property-based ---------------------------------------------------------------------
+
+from hypothesis import given, note  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pytest_glm45.tinymodel import SPECIAL_TOKENS  # noqa: E402
+
+# Text GLM can write raw inside <arg_value>: anything but its own markup and control tokens.
+SAFE_TEXT = st.text(max_size=40).filter(lambda s: not any(tok in s for tok in SPECIAL_TOKENS))
+VALUE_TYPES: dict[str, tuple[dict[str, Any], st.SearchStrategy[Any]]] = {
+    "string": ({"type": "string"}, SAFE_TEXT),
+    "integer": ({"type": "integer"}, st.integers(-(10**12), 10**12)),
+    "number": ({"type": "number"}, st.floats(allow_nan=False, allow_infinity=False, width=32)),
+    "boolean": ({"type": "boolean"}, st.booleans()),
+    "int-array": ({"type": "array", "items": {"type": "integer"}}, st.lists(st.integers(-1000, 1000), max_size=4)),
+    "str-array": ({"type": "array", "items": {"type": "string"}}, st.lists(SAFE_TEXT, max_size=3)),
+    "object": ({"type": "object"}, st.dictionaries(st.sampled_from("abc"), st.integers() | st.booleans() | st.none(), max_size=3)),
+    "string-or-null": ({"anyOf": [{"type": "string"}, {"type": "null"}]}, st.none() | SAFE_TEXT),
+}
+
+
+@st.composite
+def tool_and_call(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = draw(st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True), min_size=0, max_size=4, unique=True))
+    properties, args = {}, {}
+    for name in names:
+        schema, values = VALUE_TYPES[draw(st.sampled_from(sorted(VALUE_TYPES)))]
+        properties[name] = schema
+        args[name] = draw(values)
+    return Tool("fuzz_tool", properties).schema(), args
+
+
+@given(tool_and_call())
+def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_replay: Replayer, drawn: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """Random schemas and values, rendered as GLM writes them, parse back to the same typed values.
+
+    Strict servers admit only the compact format (the native-* cases check that rejection);
+    lax servers get GLM-4.5's native format.
+    """
+    tool, args = drawn
+    style = "compact" if glm45_server.config is None or glm45_server.config.strict_tools else "native"
+    case = Case("property", render_call("fuzz_tool", args, style), [("fuzz_tool", args)], tools=[tool])
+    body = glm45_replay.client.chat_body([{"role": "user", "content": "Go ahead."}], **request_fields(case))
+    note("replay by hand: " + curl_line(glm45_replay.client.base_url, {**body, "vllm_xargs": {"glm45_replay": case.script}}))
+    plain = replay_case(glm45_replay, case, stream=False)
+    check_expected(case, plain, glm45_replay)
+    streamed = replay_case(glm45_replay, case, stream=True)
+    assert not protocol_violations(streamed.raw, "auto"), protocol_violations(streamed.raw, "auto")
+    assert streamed.essence() == plain.essence(), explain(case, streamed, glm45_replay)
