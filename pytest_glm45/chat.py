@@ -71,7 +71,7 @@ class ChatClient:
             if resp.status_code != 200:
                 resp.read()
                 raise HttpError(resp.status_code, _json(resp), path)
-            for line in resp.iter_lines():
+            for line in _sse_lines(resp):
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
@@ -105,6 +105,22 @@ class ChatClient:
 
     def count_tokens(self, text: str) -> int:
         return int(self.post("/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": False})["count"])
+
+
+def _sse_lines(resp: httpx.Response) -> Iterator[str]:
+    """Server-sent-event lines, split on newlines only.
+
+    httpx's iter_lines splits like str.splitlines, i.e. also on U+0085, U+2028 and friends,
+    which JSON carries raw inside strings: a chunk holding one would be cut in two.
+    """
+    buffer = b""
+    for data in resp.iter_bytes():
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8")
+    if buffer:
+        yield buffer.decode("utf-8")
 
 
 def _json(resp: httpx.Response) -> Any:

@@ -1,0 +1,260 @@
+"""Reasoning: vLLM's glm45 reasoning parser splits <think>...</think> from the answer, streamed and not.
+
+Every replay case runs twice: `plain` checks the non-streamed answer; `stream` checks the
+streamed one against the same expectation and against the non-streamed one, field by field.
+
+Whitespace next to a tag is formatting, not text: GLM-4.5 writes `</think>\n` before its answer
+and its own chat template strips both fields when it renders them back. So a field is compared
+to its expectation with the whitespace at its ends stripped; streamed and non-streamed answers
+must still agree exactly, so a server that strips in one mode and not the other is caught.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+from pytest_glm45.chat import ChatClient, HttpError, Replayer
+from pytest_glm45.streaming import REASONING_FIELDS, ChatResult, markup_leaks, protocol_violations
+from pytest_glm45.tinymodel import SPECIAL_TOKENS
+from pytest_glm45.toolcall import Tool, render_call
+
+WEATHER = Tool("get_weather", {"city": {"type": "string"}}, ("city",)).schema()
+THINKING_OFF = {"enable_thinking": False}
+TAGS = ("<think>", "</think>")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A scripted output and where its parts must land."""
+
+    id: str
+    script: str
+    reasoning: str | None
+    content: str | None
+    thinking: bool = True
+    calls: tuple[tuple[str, dict[str, Any]], ...] = ()
+    max_tokens: int = 2048
+    finish: str | None = None  # default: tool_calls when calls, else stop
+    user: str = "Go ahead."
+
+
+LONG = "step " * 400
+CASES = [
+    # thinking on: reasoning in its field, the answer in content, no tag in either
+    Case("basic", "<think>Let me think.</think>The answer is 4.", "Let me think.", "The answer is 4."),
+    Case("newline-after-close", "<think>Let me think.</think>\nThe answer is 4.", "Let me think.", "The answer is 4."),
+    Case("newlines-inside-tags", "<think>\nFirst.\nSecond.\n</think>Answer.", "\nFirst.\nSecond.\n", "Answer."),
+    Case("multiline-answer", "<think>R</think>Line 1\nLine 2\n\nLine 4", "R", "Line 1\nLine 2\n\nLine 4"),
+    Case("unicode-and-emoji", "<think>Überlegung 🤔 東京</think>Réponse ✅", "Überlegung 🤔 東京", "Réponse ✅"),
+    Case("markup-in-both", "<think>Is <b>x</b> < y?</think>Yes: <i>x</i> > 0", "Is <b>x</b> < y?", "Yes: <i>x</i> > 0"),
+    Case("long-reasoning", f"<think>{LONG}</think>Done.", LONG, "Done."),
+    Case("reasoning-only", "<think>Nothing to say.</think>", "Nothing to say.", None),
+    # thinking off
+    Case("thinking-off", "Just the answer.", None, "Just the answer.", thinking=False),
+    Case("thinking-off-multiline", "Line A\nLine B", None, "Line A\nLine B", thinking=False),
+    Case("nothink-typed-by-user", "<think></think>Short answer.", None, "Short answer.", user="Quick one /nothink"),
+    # empty blocks, missing tags, truncation
+    Case("empty-think-block", "<think></think>Answer.", None, "Answer."),
+    Case("empty-think-block-newline", "<think></think>\nAnswer.", None, "Answer."),
+    Case("no-tags-at-all", "A plain answer without thinking.", None, "A plain answer without thinking."),
+    # Cut by max_tokens: the text so far is a non-empty prefix of what was scripted, in the pinned field.
+    Case("open-tag-cut-by-max-tokens", "<think>" + "thinking " * 50, "thinking " * 50, None, max_tokens=6, finish="length"),
+    Case("answer-cut-by-max-tokens", "<think>R</think>" + "word " * 50, "R", "word " * 50, max_tokens=8, finish="length"),
+    # reasoning and tool calls
+    Case("reasoning-then-tool-call", "<think>Need the tool.</think>" + render_call("get_weather", {"city": "Paris"}, "compact"),
+         "Need the tool.", None, calls=(("get_weather", {"city": "Paris"}),)),  # fmt: skip
+    Case("tool-call-inside-think", "<think>Maybe " + render_call("get_weather", {"city": "X"}, "compact") + " no.</think>Answer.",
+         "Maybe ", None, calls=(("get_weather", {"city": "X"}),), finish="tool_calls"),  # fmt: skip
+    # lookalikes stay where they belong
+    Case("thinking-lookalike-in-answer", "<think>R</think>Use <thinking> tags.", "R", "Use <thinking> tags."),
+    Case("spaced-close-in-reasoning", "<think>a </ think> b</think>A", "a </ think> b", "A"),
+    Case("open-tag-fragment-in-answer", "<think>R</think>The <think token is odd.", "R", "The <think token is odd."),
+    Case("close-fragment-in-reasoning", "<think>ends with </thin and </think>A", "ends with </thin and ", "A"),
+    Case("tool-call-fragment-in-reasoning", "<think>write <tool_call without closing</think>A", "write <tool_call without closing", "A"),
+    Case("json-in-answer", '<think>R</think>{"a": [1, 2], "b": "<x>"}', "R", '{"a": [1, 2], "b": "<x>"}'),
+    Case("angle-brackets-everywhere", "<think><<>> </></think><<>>", "<<>> </>", "<<>>"),
+]
+assert len({c.id for c in CASES}) == len(CASES)
+
+
+def fields(case: Case) -> dict[str, Any]:
+    out: dict[str, Any] = {"max_tokens": case.max_tokens}
+    if not case.thinking:
+        out["chat_template_kwargs"] = THINKING_OFF
+    if case.calls:
+        out["tools"] = [WEATHER]
+    return out
+
+
+def run(replay: Replayer, case: Case, stream: bool) -> ChatResult:
+    try:
+        return replay.chat(case.script, [{"role": "user", "content": case.user}], stream=stream, **fields(case))
+    except HttpError as exc:
+        pytest.fail(f"HTTP {exc.status}: {exc.message}\nscript: {case.script!r}", pytrace=False)
+
+
+def describe(case: Case, result: ChatResult) -> str:
+    return (
+        f"\nscript:   {case.script[:300]!r}\nexpected: reasoning={case.reasoning!r} content={case.content!r}"
+        f"\ngot:      reasoning={result.reasoning!r} content={result.content!r} "
+        f"calls={[(c.name, c.arguments) for c in result.tool_calls]} finish={result.finish_reason!r} "
+        f"(field {result.reasoning_field!r}, {'stream' if result.stream else 'plain'})"
+    )
+
+
+def same_or_cut(got: str | None, expected: str | None, cut: bool) -> bool:
+    """Equal up to whitespace at the ends, or for a response cut by max_tokens a non-empty
+    prefix; None (the field absent) equals only None."""
+    if expected is None or got is None:
+        return got == expected
+    if cut:
+        return got.strip() != "" and expected.startswith(got.rstrip())
+    return got.strip() == expected.strip()
+
+
+def check(case: Case, result: ChatResult) -> None:
+    why = describe(case, result)
+    cut = case.finish == "length"
+    assert same_or_cut(result.reasoning, case.reasoning, cut), "reasoning differs" + why
+    assert same_or_cut(result.content, case.content, cut and case.reasoning is not None and case.content is not None
+                       and result.reasoning == case.reasoning), "content differs" + why  # fmt: skip
+    for tag in TAGS:
+        assert tag not in (result.reasoning or "") and tag not in (result.content or ""), f"{tag} leaked" + why
+    assert not markup_leaks(result), "markup in content" + why
+    assert result.calls() == list(case.calls), "tool calls differ" + why
+    expected_finish = case.finish or ("tool_calls" if case.calls else "stop")
+    assert result.finish_reason == expected_finish, "finish_reason" + why
+    if result.reasoning_field is not None:
+        assert result.reasoning_field in REASONING_FIELDS
+
+
+@pytest.mark.parametrize("mode", ["plain", "stream"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_replay(glm45_replay: Replayer, case: Case, mode: str, record_property: Any) -> None:
+    if mode == "plain":
+        result = run(glm45_replay, case, stream=False)
+        record_property("reasoning_field", result.reasoning_field)
+        check(case, result)
+        return
+    streamed = run(glm45_replay, case, stream=True)
+    choice = "auto" if case.calls else None
+    problems = [p for p in protocol_violations(streamed.raw, choice) if "finish_reason" not in p or case.calls]
+    assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + describe(case, streamed)
+    check(case, streamed)
+    plain = run(glm45_replay, case, stream=False)
+    assert (streamed.reasoning, streamed.content) == (plain.reasoning, plain.content), (
+        "streamed and non-streamed split differently" + describe(case, streamed) + describe(case, plain)
+    )
+
+
+# -- the field name, and reasoning token counts ------------------------------------------
+
+
+def test_reasoning_field_name_is_one_of_the_known_names(glm45_replay: Replayer, record_property: Any) -> None:
+    """vLLM 0.32 says `reasoning`, older versions `reasoning_content`: accept either, record which."""
+    plain = glm45_replay.chat("<think>R</think>A")
+    streamed = glm45_replay.chat("<think>R</think>A", stream=True)
+    record_property("reasoning_field", plain.reasoning_field)
+    assert plain.reasoning_field in REASONING_FIELDS
+    assert streamed.reasoning_field == plain.reasoning_field, "the streamed field name differs from the non-streamed one"
+
+
+@pytest.mark.parametrize("mode", ["plain", "stream"])
+def test_reasoning_tokens_match_the_reasoning_text(glm45_replay: Replayer, glm45_chat: ChatClient, mode: str) -> None:
+    reasoning = "Count these words one by one, carefully."
+    result = glm45_replay.chat(f"<think>{reasoning}</think>Done.", stream=mode == "stream")
+    details = (result.usage or {}).get("completion_tokens_details") or {}
+    assert "reasoning_tokens" in details, f"usage has no completion_tokens_details.reasoning_tokens: {result.usage}"
+    text_tokens = glm45_chat.count_tokens(reasoning)
+    # The tags are one token each; a server may count them with the reasoning or not.
+    assert details["reasoning_tokens"] in (text_tokens, text_tokens + 1, text_tokens + 2), (
+        f"reasoning_tokens {details['reasoning_tokens']} for a reasoning text of {text_tokens} tokens"
+    )
+
+
+# -- multi-turn ---------------------------------------------------------------------------
+
+
+def test_rendered_prompt_keeps_reasoning_only_after_the_last_user_turn(glm45_chat: ChatClient) -> None:
+    messages = [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1", "reasoning": "OLD-THOUGHT-1"},
+        {"role": "user", "content": "Q2"},
+        {"role": "assistant", "content": None, "reasoning": "NEW-THOUGHT-2", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]  # fmt: skip
+    rendered = "".join(glm45_chat.tokenize_chat(messages, tools=[WEATHER], add_generation_prompt=True)["token_strs"])
+    assert "OLD-THOUGHT-1" not in rendered, "reasoning before the last user turn must be dropped"
+    assert "NEW-THOUGHT-2" in rendered, "reasoning after the last user turn must be kept"
+
+
+def test_third_turn_of_an_agent_loop_has_no_tags_in_content(glm45_replay: Replayer) -> None:
+    messages = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "reasoning": "Call the tool.", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny, 21 C"},
+    ]  # fmt: skip
+    for stream in (False, True):
+        result = glm45_replay.chat("<think>The tool says sunny.</think>It is sunny in Oslo.", messages, stream=stream, tools=[WEATHER])
+        assert (result.reasoning, result.content) == ("The tool says sunny.", "It is sunny in Oslo."), describe(
+            Case("loop", "", "The tool says sunny.", "It is sunny in Oslo."), result
+        )
+
+
+# -- property-based -----------------------------------------------------------------------
+
+NEAR_TAGS = st.sampled_from(["<", ">", "</", "<thin", "think>", "</ think>", "<think", "/think", "<b>", "&lt;", "\n", " "])
+TEXT = st.lists(st.text(max_size=8) | NEAR_TAGS, min_size=1, max_size=6).map("".join).filter(
+    # Whitespace at the edges is checked by the dedicated cases above; the tokens themselves cannot be text.
+    lambda s: s == s.strip() and s != "" and not any(tok in s for tok in SPECIAL_TOKENS)
+)
+
+
+@given(reasoning=TEXT, answer=TEXT)
+def test_random_reasoning_and_answers_round_trip(glm45_replay: Replayer, reasoning: str, answer: str) -> None:
+    script = f"<think>{reasoning}</think>{answer}"
+    note(f"replayed script: {script!r}")
+    plain = glm45_replay.chat(script)
+    assert (plain.reasoning, plain.content) == (reasoning, answer)
+    streamed = glm45_replay.chat(script, stream=True)
+    assert (streamed.reasoning, streamed.content) == (reasoning, answer)
+
+
+# -- live, real weights only -------------------------------------------------------------
+
+
+@pytest.mark.glm45_live
+def test_live_thinking_yields_reasoning_and_a_correct_answer(glm45_chat: ChatClient) -> None:
+    result = glm45_chat.chat([{"role": "user", "content": "A bat and a ball cost 1.10 in total. The bat costs 1.00 more than the ball. "
+                               "How much does the ball cost? Answer with the number only."}], max_tokens=8192, temperature=0)  # fmt: skip
+    assert result.reasoning and result.reasoning.strip()
+    assert "0.05" in (result.content or "") or "0,05" in (result.content or "")
+    assert not any(tag in (result.content or "") for tag in TAGS)
+
+
+@pytest.mark.glm45_live
+def test_live_thinking_off_yields_no_reasoning(glm45_chat: ChatClient) -> None:
+    result = glm45_chat.chat([{"role": "user", "content": "What is 7 times 6? Number only."}], max_tokens=256, temperature=0,
+                             chat_template_kwargs=THINKING_OFF)  # fmt: skip
+    assert not result.reasoning
+    assert "42" in (result.content or "")
+
+
+@pytest.mark.glm45_live
+def test_live_tool_loop_ends_without_tags_in_content(glm45_chat: ChatClient) -> None:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "What's the weather in Oslo? Use the tool, then answer in one sentence."}]
+    first = glm45_chat.chat(messages, tools=[WEATHER], max_tokens=4096, temperature=0)
+    assert first.tool_calls, f"the model did not call the tool: {first.content!r}"
+    messages.append({"role": "assistant", "content": first.content, "reasoning": first.reasoning,
+                     "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                                    for c in first.tool_calls]})  # fmt: skip
+    messages += [{"role": "tool", "tool_call_id": c.id, "content": "sunny, 21 C"} for c in first.tool_calls]
+    final = glm45_chat.chat(messages, tools=[WEATHER], max_tokens=4096, temperature=0)
+    assert final.content and not any(tag in final.content for tag in TAGS) and not markup_leaks(final)
