@@ -11,6 +11,12 @@ there, each with the reason and the evidence (request, expected, got)::
 
 A known failure does not fail the run; an unexpected failure does; a known failure that
 passes is reported (XPASS) so its entry can go. A check id never changes meaning.
+
+The same file pins behaviours where the API leaves a choice and a version's choice must not
+change silently (a check compares what it sees with the pin, and asks for one if missing)::
+
+    [pins]
+    max_tokens_over_window = "reject"
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ class KnownFailures:
     version: str | None
     entries: list[KnownFailure] = field(default_factory=list)
     path: Path | None = None
+    pins: dict[str, Any] = field(default_factory=dict)
 
     def lookup(self, check: str, config_id: str) -> KnownFailure | None:
         for entry in self.entries:
@@ -84,7 +91,8 @@ def load(version: str | None, directory: Path | None = None) -> KnownFailures:
     path = (directory or default_dir()) / f"vllm-{version}.toml"
     if not path.is_file():
         return KnownFailures(version, [], None)
-    return KnownFailures(version, parse(path.read_text("utf-8"), str(path)), path)
+    text = path.read_text("utf-8")
+    return KnownFailures(version, parse(text, str(path)), path, dict(tomllib.loads(text).get("pins", {})))
 
 
 def parse(text: str, source: str = "<string>") -> list[KnownFailure]:
