@@ -1,0 +1,260 @@
+"""Robustness: malformed and hostile requests get a 4xx with an error body, never a 5xx or a hang,
+and the server keeps serving; concurrent mixed traffic never crosses wires; only the session's
+key opens the door.
+
+Every 5xx found is written as a request file a person can replay with curl
+(`.glm45/robustness/<config>/*.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, seed, settings
+from hypothesis import strategies as st
+
+from pytest_glm45.chat import ChatClient, Replayer
+from pytest_glm45.server import SECRET_ENV
+from pytest_glm45.session import ServerHandle
+from pytest_glm45.toolcall import render_call
+
+DEADLINE_S = 30.0
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
+GOOD_MESSAGES = [{"role": "user", "content": "Hi"}]
+
+# -- what a hostile client sends --------------------------------------------------------
+
+junk = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False), st.text(max_size=20),
+                 st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))  # fmt: skip
+control_text = st.text(alphabet=st.characters(codec="utf-8", categories=("Cc", "Cf", "Zs", "Lo", "So")), max_size=30)
+bad_messages = st.one_of(
+    st.just([]),
+    st.just([{"role": "user"}]),
+    st.just([{"content": "no role"}]),
+    st.builds(lambda r: [{"role": r, "content": "x"}], st.text(max_size=10).filter(lambda r: r not in ("user", "assistant", "system", "tool", "developer"))),
+    st.just([{"role": "tool", "content": "orphan result"}]),
+    st.just([{"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}]),
+    st.builds(lambda v: [{"role": "user", "content": v}], junk.filter(lambda v: not isinstance(v, str))),
+    st.builds(lambda t: [{"role": "user", "content": [{"type": "mystery", "data": t}]}], st.text(max_size=5)),
+)  # fmt: skip
+bad_tools = st.one_of(
+    st.just([{"type": "function"}]),
+    st.just([{"type": "function", "function": {"parameters": {}}}]),
+    st.just([{"type": "function", "function": {"name": "f", "parameters": {"type": "banana"}}}]),
+    st.just([{"type": "function", "function": {"name": "f", "parameters": "not a schema"}}]),
+    st.just([{"type": "nope", "function": {"name": "f"}}]),
+    st.just("tools as a string"),
+)
+fields_to_break = st.sampled_from(
+    ["max_tokens", "temperature", "top_p", "n", "logprobs", "top_logprobs", "stop", "seed", "presence_penalty",
+     "tool_choice", "messages", "model", "stream", "response_format", "logit_bias"]
+)  # fmt: skip
+
+
+@st.composite
+def hostile_request(draw: st.DrawFn) -> tuple[str, Any]:
+    """(kind, body): one bad request, or a raw non-JSON body (kind 'raw')."""
+    kind = draw(st.sampled_from(["field", "messages", "tools", "tool_choice", "numbers", "raw", "many-tools", "control", "n-tools"]))
+    body: dict[str, Any] = {"messages": GOOD_MESSAGES, "max_tokens": 4}
+    if kind == "raw":
+        return kind, draw(st.sampled_from([b"{", b"[]", b"null", b'{"messages": ', b"\xff\xfe", b"", b'{"a":1}{"b":2}']))
+    if kind == "field":
+        body[draw(fields_to_break)] = draw(junk)
+    elif kind == "messages":
+        body["messages"] = draw(bad_messages)
+    elif kind == "tools":
+        body["tools"] = draw(bad_tools)
+    elif kind == "tool_choice":
+        body["tools"] = [TOOL]
+        body["tool_choice"] = draw(st.sampled_from([{"type": "function", "function": {"name": "absent"}}, "sometimes", {"type": "function"}, 7]))
+    elif kind == "numbers":
+        body[draw(st.sampled_from(["max_tokens", "top_logprobs", "n", "logprobs"]))] = draw(
+            st.sampled_from([-1, 0, -(2**31), 2**31, 10**12, 10**30])
+        )
+        if "top_logprobs" in body:
+            body["logprobs"] = True
+    elif kind == "many-tools":
+        n = draw(st.sampled_from([1000, 3000]))
+        body["tools"] = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object", "properties": {}}}} for i in range(n)]
+    elif kind == "control":
+        body["messages"] = [{"role": "user", "content": draw(control_text) + "\x00\x1b[31m\ud7ff"}]
+        body["max_tokens"] = 0
+    elif kind == "n-tools":
+        body.update(n=draw(st.integers(2, 4)), tools=[TOOL], tool_choice="required", max_tokens=0)
+    return kind, body
+
+
+class Tally:
+    """What was sent and how it was answered, per configuration; 5xx bodies kept for replay."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.sent = 0
+        self.by_status: dict[int, int] = {}
+        self.server_errors: list[Path] = []
+
+    def record(self, kind: str, body: Any, status: int, answer: str) -> None:
+        self.sent += 1
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        if status >= 500:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            path = self.out_dir / f"5xx-{len(self.server_errors) + 1:03d}-{kind}.json"
+            raw = body.decode("latin-1") if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False)
+            path.write_text(raw, "utf-8")
+            (path.with_suffix(".answer.txt")).write_text(f"HTTP {status}\n{answer}\n", "utf-8")
+            self.server_errors.append(path)
+
+
+TALLIES: dict[str, Tally] = {}
+
+
+@pytest.fixture
+def tally(glm45_server: ServerHandle, request: pytest.FixtureRequest) -> Tally:
+    out = Path(str(request.config.rootpath)) / ".glm45" / "robustness" / glm45_server.config_id
+    return TALLIES.setdefault(glm45_server.config_id, Tally(out))
+
+
+@pytest.fixture
+def http(glm45_server: ServerHandle) -> Any:
+    with httpx.Client(base_url=glm45_server.base_url, timeout=DEADLINE_S,
+                      headers={"Authorization": f"Bearer {glm45_server.api_key}"}) as client:  # fmt: skip
+        yield client
+
+
+def send(http: httpx.Client, model: str, body: Any) -> httpx.Response:
+    if isinstance(body, bytes):
+        return http.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    if "model" not in body:
+        body = {"model": model, **body}
+    return http.post("/v1/chat/completions", json=body)
+
+
+def examples(request: pytest.FixtureRequest) -> int:
+    from pytest_glm45.plugin import SETTINGS
+
+    return request.config.stash[SETTINGS].profile.robustness_requests
+
+
+@pytest.mark.parametrize("batch", range(5))
+def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
+    glm45_server: ServerHandle, glm45_chat: ChatClient, http: httpx.Client, tally: Tally, batch: int,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    """Five batches of generated bad requests (the profile's count in all); after each, a normal request works."""
+    per_batch = max(1, examples(request) // 5)
+    failures: list[str] = []
+
+    @seed(4500 + batch)  # a fixed, distinct seed per batch: reproducible, and the batches differ
+    @settings(max_examples=per_batch, database=None)
+    @given(hostile_request())
+    def probe(drawn: tuple[str, Any]) -> None:
+        kind, body = drawn
+        started = time.monotonic()
+        try:
+            resp = send(http, glm45_server.served_name, body)
+        except httpx.TimeoutException:
+            tally.record(kind, body, 599, "no answer within the deadline")
+            failures.append(f"{kind}: no answer within {DEADLINE_S:.0f} s")
+            return
+        elapsed = time.monotonic() - started
+        status = resp.status_code
+        tally.record(kind, body, status, resp.text[:2000])
+        if status >= 500:
+            failures.append(f"{kind}: HTTP {status} after {elapsed:.1f} s: {resp.text[:200]}")
+        elif status >= 400:
+            assert "error" in resp.json() or "message" in resp.json() or "detail" in resp.json(), f"{kind}: {status} without an error body"
+
+    probe()
+    # The server must still answer a normal request after the batch.
+    assert glm45_chat.chat(GOOD_MESSAGES, max_tokens=2).finish_reason in ("stop", "length")
+    assert not failures, (
+        f"{len(failures)} of {per_batch} hostile requests broke the contract (request files in {tally.out_dir}):\n  "
+        + "\n  ".join(failures[:20])
+    )
+
+
+def test_robustness_tally(glm45_server: ServerHandle, tally: Tally, record_property: Any, request: pytest.FixtureRequest) -> None:
+    """The count of what was tried, per configuration (runs after the batches)."""
+    record_property("hostile_requests", tally.sent)
+    record_property("by_status", json.dumps(tally.by_status, sort_keys=True))
+    assert tally.sent >= examples(request) * 0.9, f"only {tally.sent} hostile requests were sent"
+    print(f"\n{glm45_server.config_id}: {tally.sent} hostile requests, answers by status {tally.by_status}, "
+          f"{len(tally.server_errors)} 5xx")  # fmt: skip
+
+
+# -- concurrency ---------------------------------------------------------------------------
+
+
+def test_64_concurrent_mixed_requests_never_cross(glm45_server: ServerHandle, glm45_replay: Replayer) -> None:
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+               "properties": {"city": {"type": "string"}}}}}  # fmt: skip
+
+    def one(i: int) -> tuple[int, bool, str]:
+        kind = ("tool", "reasoning", "replay", "plain")[i % 4]
+        stream = i % 3 == 0
+        with ChatClient(glm45_server.base_url, glm45_server.api_key, glm45_server.served_name) as chat:
+            replay = Replayer(chat)
+            if kind == "tool":
+                r = replay.chat(render_call("get_weather", {"city": f"city-{i}"}, "compact"), stream=stream, tools=[weather],
+                                chat_template_kwargs={"enable_thinking": False})  # fmt: skip
+                return i, r.calls() == [("get_weather", {"city": f"city-{i}"})], repr(r.calls())
+            if kind == "reasoning":
+                r = replay.chat(f"<think>thought {i}</think>answer {i}", stream=stream)
+                return i, (r.reasoning, r.content) == (f"thought {i}", f"answer {i}"), repr((r.reasoning, r.content))
+            if kind == "replay":
+                r = replay.chat(f"echo {i} " * (1 + i % 7), stream=stream, chat_template_kwargs={"enable_thinking": False})
+                return i, r.content == f"echo {i} " * (1 + i % 7), repr(r.content)
+            r = chat.chat([{"role": "user", "content": f"plain {i}"}], stream=stream, max_tokens=1 + i % 16)
+            return i, r.finish_reason in ("stop", "length") and (r.usage or {}).get("completion_tokens", 0) <= 1 + i % 16, repr(r.usage)
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        results = list(pool.map(one, range(64)))
+    wrong = [(i, got) for i, ok, got in results if not ok]
+    assert not wrong, f"{len(wrong)} of 64 concurrent requests got someone else's answer or failed: {wrong[:5]}"
+
+
+# -- security ------------------------------------------------------------------------------
+
+
+def test_requests_without_the_key_get_401(glm45_server: ServerHandle) -> None:
+    if not glm45_server.api_key:
+        pytest.skip("this server was given no API key")
+    body = {"model": glm45_server.served_name, "messages": GOOD_MESSAGES, "max_tokens": 1}
+    for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": glm45_server.api_key}):
+        resp = httpx.post(glm45_server.base_url + "/v1/chat/completions", json=body, headers=headers, timeout=DEADLINE_S)
+        assert resp.status_code == 401, f"{headers or 'no header'}: HTTP {resp.status_code}"
+
+
+def test_booted_servers_listen_on_loopback_only(glm45_server: ServerHandle) -> None:
+    if not glm45_server.booted:
+        pytest.skip("the server runs elsewhere")
+    assert glm45_server.base_url.startswith("http://127.0.0.1:")
+    port = int(glm45_server.base_url.rsplit(":", 1)[1])
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                listening.add(local.rsplit(":", 1)[0])
+    assert listening == {"0100007F"}, f"port {port} listens on {listening} (0100007F is 127.0.0.1)"
+
+
+def test_secrets_never_reach_the_server_log(glm45_server: ServerHandle) -> None:
+    if glm45_server.log_path is None:
+        pytest.skip("the server runs elsewhere: its log is not the kit's")
+    import os
+
+    log = glm45_server.log_path.read_text(errors="replace")
+    secrets = [glm45_server.api_key or ""] + [os.environ.get(k, "") for k in SECRET_ENV]
+    leaked = [s[:4] + "..." for s in secrets if len(s) >= 6 and s in log]
+    assert not leaked, f"secrets found in {glm45_server.log_path}: {leaked}"
