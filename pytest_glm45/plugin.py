@@ -21,6 +21,7 @@ from pytest_glm45.settings import Settings, SettingsError, resolve_settings
 SETTINGS = pytest.StashKey[Settings]()
 POOL = pytest.StashKey["ServerPool"]()
 OUTCOMES = pytest.StashKey["Outcomes"]()
+THROUGHPUT = pytest.StashKey[Any]()
 CHECK_ID = pytest.StashKey[str]()
 
 # (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default.
@@ -54,6 +55,15 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Where the tiny model is built. Default: $GLM45_CACHE_DIR or ~/.cache/pytest-glm45.", "str"),
     ("--glm45-known-failures", "glm45_known_failures", "glm45_known_failures",
      "Directory of vllm-<version>.toml known-failure files. Default: the files shipped with the kit.", "str"),
+    ("--glm45-thresholds", "glm45_thresholds", "glm45_thresholds",
+     "TOML file of throughput floors and ceilings. Default: the shipped embedded-default file for tiny, none otherwise.",
+     "str"),
+    ("--glm45-save-baseline", "glm45_save_baseline", "glm45_save_baseline",
+     "Write this run's throughput figures, less the margin, as a thresholds file. Default: none.", "str"),
+    ("--glm45-baseline-margin", "glm45_baseline_margin", "glm45_baseline_margin",
+     "Fraction a saved baseline leaves below floors and above ceilings. Default: 0.2.", "str"),
+    ("--glm45-bench-dir", "glm45_bench_dir", "glm45_bench_dir",
+     "Directory for one vllm-bench-serve-style JSON per throughput point. Default: .glm45/bench.", "str"),
 )  # fmt: skip
 
 
@@ -119,10 +129,32 @@ def _terminate_on_sigterm() -> None:
 
 
 class _Reporter:
-    """Progress lines on the terminal while servers boot and stop."""
+    """Progress lines on the terminal while servers boot and stop and load runs."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self._last_percent = -1
+
+    def progress(self, text: str, final: bool) -> None:
+        """A live line on a terminal (rewritten in place); on a pipe, a line per quarter and the last."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if tr is None:
+            return
+
+        def write() -> None:
+            if tr.isatty():
+                tr.rewrite(text, final=final)
+                if final:
+                    tr.write_line("")
+            else:
+                tr.write_line(text) if final else None
+
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                write()
+        else:
+            write()
 
     def line(self, text: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -211,6 +243,33 @@ def glm45_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
         pytest.fail(str(exc), pytrace=False)
     yield handle
     pool.release(handle)
+
+
+@pytest.fixture(scope="session")
+def glm45_throughput(request: pytest.FixtureRequest) -> Any:
+    """The session's throughput points (`pytest_glm45.throughput.ThroughputSession`): run, export, check."""
+    return _throughput(request.config)
+
+
+def _throughput(config: pytest.Config) -> Any:
+    from pytest_glm45.throughput import ThroughputSession
+
+    if THROUGHPUT not in config.stash:
+        settings = config.stash[SETTINGS]
+        reporter = config.stash[POOL].reporter
+        config.stash[THROUGHPUT] = ThroughputSession(settings.bench_dir, settings.thresholds, reporter.progress)
+    return config.stash[THROUGHPUT]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    settings = session.config.stash.get(SETTINGS, None)
+    tp = session.config.stash.get(THROUGHPUT, None)
+    if settings is None or tp is None or settings.save_baseline is None or not tp.points:
+        return
+    from pytest_glm45.session import installed_engine
+
+    engine, version = installed_engine()
+    tp.save_baseline(settings.save_baseline, settings.baseline_margin, f"{engine} {version}, {len(tp.points)} points")
 
 
 @pytest.fixture

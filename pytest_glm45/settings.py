@@ -65,6 +65,10 @@ class Settings:
     log_dir: Path
     cache_dir: Path | None
     known_failures_dir: Path | None
+    thresholds: Path | None = None
+    save_baseline: Path | None = None
+    baseline_margin: float = 0.2
+    bench_dir: Path = Path(".glm45/bench")
     matrix: tuple[Configuration, ...] = field(default=())
 
     @property
@@ -179,6 +183,19 @@ def resolve_settings(
     log_dir = Path(values.get("log_dir") or rootdir / ".glm45" / "logs")
     cache_dir = Path(values["cache_dir"]) if values.get("cache_dir") else None
     kf = values.get("known_failures")
+    thresholds_path = _existing_file("--glm45-thresholds", values.get("thresholds"))
+    if thresholds_path is None and all(m.is_tiny for m in models):
+        from importlib import resources
+
+        thresholds_path = Path(str(resources.files("pytest_glm45").joinpath("thresholds").joinpath("embedded-default.toml")))
+    try:
+        margin = float(values.get("baseline_margin") or 0.2)
+    except ValueError:
+        raise SettingsError("--glm45-baseline-margin", values.get("baseline_margin"), "accepted: a fraction such as 0.2") from None
+    if not 0 <= margin < 1:
+        raise SettingsError("--glm45-baseline-margin", margin, "accepted: a fraction from 0 up to (not including) 1")
+    save_baseline = Path(values["save_baseline"]) if values.get("save_baseline") else None
+    bench_dir = Path(values.get("bench_dir") or ".glm45/bench")
     settings = Settings(
         models=tuple(models),
         gpus=gpus,
@@ -194,6 +211,10 @@ def resolve_settings(
         log_dir=log_dir if log_dir.is_absolute() else rootdir / log_dir,
         cache_dir=cache_dir,
         known_failures_dir=Path(kf) if kf else None,
+        thresholds=thresholds_path,
+        save_baseline=save_baseline,
+        baseline_margin=margin,
+        bench_dir=bench_dir if bench_dir.is_absolute() else rootdir / bench_dir,
     )
     if base_url:
         return settings
@@ -201,6 +222,21 @@ def resolve_settings(
         settings.models, settings.plans, settings.strict_modes, gpus, cpu_cores, max_len, lax_first_plan_only=not strict_given
     )
     return Settings(**{**settings.__dict__, "matrix": matrix})
+
+
+def _existing_file(option: str, value: Any) -> Path | None:
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise SettingsError(option, str(value), "accepted: the path of an existing TOML file")
+    from pytest_glm45 import thresholds
+
+    try:
+        thresholds.load(path)
+    except thresholds.ThresholdsError as exc:
+        raise SettingsError(option, str(value), f"the file does not parse ({exc})") from None
+    return path
 
 
 def split_server_args(value: Any) -> list[str]:

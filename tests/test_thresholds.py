@@ -1,0 +1,58 @@
+"""Thresholds: a miss fails with a table; a saved baseline read back passes on the same figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_glm45 import thresholds
+
+MEASURED = {"output_throughput": 100.0, "total_token_throughput": 900.0, "request_throughput": 1.0,
+            "median_ttft_ms": 50.0, "p99_ttft_ms": 80.0, "median_tpot_ms": 10.0, "p99_itl_ms": 30.0}  # fmt: skip
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_missed_floor_fails_with_a_table(tmp_path: Path) -> None:
+    entries = thresholds.load(write(tmp_path, '[[threshold]]\nconfig = "tiny-*"\nmin_output_throughput = 150\nmax_p99_ttft_ms = 100\n'))
+    bounds = thresholds.bounds_for(entries, "tiny-bf16-tp1", "balanced", 4)
+    ok, table = thresholds.check(bounds, MEASURED)
+    assert not ok
+    assert "output_throughput  100.00    >= 150" in table and "MISSED" in table
+    assert "p99_ttft_ms" in table and "ok" in table
+
+
+def test_patterns_select_points(tmp_path: Path) -> None:
+    entries = thresholds.load(write(tmp_path, '[[threshold]]\nconfig = "air-*"\nshape = "balanced"\nbatch = 64\nmin_output_throughput = 1\n'))
+    assert thresholds.bounds_for(entries, "air-fp8-tp2", "balanced", 64)
+    assert not thresholds.bounds_for(entries, "air-fp8-tp2", "balanced", 16)
+    assert not thresholds.bounds_for(entries, "tiny-bf16-tp1", "balanced", 64)
+
+
+def test_saved_baseline_read_back_passes_and_a_30_percent_drop_fails(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.toml"
+    thresholds.save_baseline(path, [("tiny-bf16-tp1", "balanced", 4, MEASURED)], margin=0.2, note="test")
+    bounds = thresholds.bounds_for(thresholds.load(path), "tiny-bf16-tp1", "balanced", 4)
+    assert len(bounds) == len(MEASURED)
+    assert thresholds.check(bounds, MEASURED)[0]
+    slower = {**MEASURED, "output_throughput": 70.0}
+    ok, table = thresholds.check(bounds, slower)
+    assert not ok and "output_throughput" in table
+
+
+def test_bad_keys_are_named(tmp_path: Path) -> None:
+    with pytest.raises(thresholds.ThresholdsError, match="fastest_output"):
+        thresholds.load(write(tmp_path, '[[threshold]]\nfastest_output = 3\n'))
+
+
+def test_shipped_files_parse() -> None:
+    from importlib import resources
+
+    folder = Path(str(resources.files("pytest_glm45").joinpath("thresholds")))
+    assert thresholds.load(folder / "embedded-default.toml")
+    assert thresholds.load(folder / "gpu-template.toml") == []
