@@ -90,6 +90,19 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from pytest_glm45.catalog import CATALOG
+    from pytest_glm45.inventory import read_inventory
+    from pytest_glm45.preflight import table
+
+    inv = read_inventory()
+    print(f"inventory: {inv.summary()}")
+    models = [CATALOG[a] for a in (args.model.split(",") if args.model else ["air-fp8", "air-bf16", "fp8", "bf16"])]
+    for config_id, verdict in table(models, inv, args.max_model_len, args.concurrency):
+        print(f"{config_id:24} {verdict}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pytest-glm45", description="GLM-4.5 serving conformance kit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("tiny-model", help="Build the tiny GLM-4.5 model (once per cache) and print its directory")
     tiny.add_argument("--cache-dir", default=None)
     tiny.set_defaults(func=cmd_tiny_model)
+
+    pre = sub.add_parser("preflight", help="Verdicts for every model and plan this host's GPUs allow")
+    pre.add_argument("--model", default=None, help="Comma list of aliases. Default: air-fp8,air-bf16,fp8,bf16.")
+    pre.add_argument("--max-model-len", type=int, default=65536, help="Default: 65536.")
+    pre.add_argument("--concurrency", type=int, default=1, help="Sequences at max model length. Default: 1.")
+    pre.set_defaults(func=cmd_preflight)
 
     inv = sub.add_parser("inventory", help="Print this host's GPU inventory")
     inv.add_argument("--json", action="store_true")

@@ -103,6 +103,13 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if settings.engine == "gpu":
+        from dataclasses import replace
+
+        from pytest_glm45 import preflight
+        from pytest_glm45.inventory import read_inventory
+
+        settings = replace(settings, matrix=preflight.apply(settings.matrix, read_inventory()))
     config.stash[SETTINGS] = settings
     config.stash[POOL] = ServerPool(settings, reporter=_Reporter(config))
     config.stash[OUTCOMES] = Outcomes()

@@ -125,7 +125,9 @@ class ServerPool:
     def _boot(self, config: Configuration) -> ServerHandle:
         settings = self.settings
         engine, installed_version = installed_engine()
-        spec = spec_for(config, settings.server_args, settings.cache_dir)
+        # Each server gets its GPUs through CUDA_VISIBLE_DEVICES: one at a time, the first plan.gpus.
+        gpu_ids = list(range(config.plan.gpus)) if config.engine == "gpu" else None
+        spec = spec_for(config, settings.server_args, settings.cache_dir, gpu_ids)
         log_path = settings.log_dir / f"{config.id}.log"
         server = VllmServer(spec, log_path, api_key=self.api_key, startup_timeout=settings.startup_timeout)
         self._say(f"glm45: booting {config.id} (log {log_path}) ...")
