@@ -103,6 +103,28 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pytest_glm45 import report
+
+    tolerances = {}
+    for item in args.tolerance or []:
+        metric, _, value = item.partition("=")
+        try:
+            tolerances[metric] = float(value)
+        except ValueError:
+            raise SystemExit(f"pytest-glm45 compare: --tolerance {item!r} is not accepted; accepted: metric=fraction") from None
+    try:
+        old, new = report.load(Path(args.old)), report.load(Path(args.new))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"pytest-glm45 compare: {exc}") from None
+    comparison = report.compare(old, new, tolerances)
+    text = comparison.markdown()
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n", "utf-8")
+    return 1 if comparison.regressed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pytest-glm45", description="GLM-4.5 serving conformance kit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--max-model-len", type=int, default=65536, help="Default: 65536.")
     pre.add_argument("--concurrency", type=int, default=1, help="Sequences at max model length. Default: 1.")
     pre.set_defaults(func=cmd_preflight)
+
+    cmp = sub.add_parser("compare", help="What changed between two run reports; exits 1 on a regression")
+    cmp.add_argument("old", help="report.json of the reference run")
+    cmp.add_argument("new", help="report.json of the run under test")
+    cmp.add_argument("--tolerance", action="append", help="metric=fraction, repeatable (default: 10%% throughput, 15-25%% latency)")
+    cmp.add_argument("--markdown", default=None, help="Also write the summary to this file (for a CI comment).")
+    cmp.set_defaults(func=cmd_compare)
 
     inv = sub.add_parser("inventory", help="Print this host's GPU inventory")
     inv.add_argument("--json", action="store_true")

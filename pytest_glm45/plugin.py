@@ -64,6 +64,13 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Fraction a saved baseline leaves below floors and above ceilings. Default: 0.2.", "str"),
     ("--glm45-bench-dir", "glm45_bench_dir", "glm45_bench_dir",
      "Directory for one vllm-bench-serve-style JSON per throughput point. Default: .glm45/bench.", "str"),
+    ("--glm45-report", "glm45_report", "glm45_report",
+     "Write report.json and report.html (conformance matrix, throughput plots) into this directory. Default: none.", "str"),
+    ("--glm45-compare-to", "glm45_compare_to", "glm45_compare_to",
+     "A report.json of an earlier run: print what changed and fail the run on a regression. Default: none.", "str"),
+    ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
+     "Per-metric tolerances for --glm45-compare-to, e.g. output_throughput=0.1,median_ttft_ms=0.2. "
+     "Default: 10% for throughputs, 15-25% for latencies.", "str"),
 )  # fmt: skip
 
 
@@ -270,13 +277,30 @@ def _throughput(config: pytest.Config) -> Any:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     settings = session.config.stash.get(SETTINGS, None)
-    tp = session.config.stash.get(THROUGHPUT, None)
-    if settings is None or tp is None or settings.save_baseline is None or not tp.points:
+    if settings is None:
         return
-    from pytest_glm45.session import installed_engine
+    tp = session.config.stash.get(THROUGHPUT, None)
+    if tp is not None and settings.save_baseline is not None and tp.points:
+        from pytest_glm45.session import installed_engine
 
-    engine, version = installed_engine()
-    tp.save_baseline(settings.save_baseline, settings.baseline_margin, f"{engine} {version}, {len(tp.points)} points")
+        engine, version = installed_engine()
+        tp.save_baseline(settings.save_baseline, settings.baseline_margin, f"{engine} {version}, {len(tp.points)} points")
+    if settings.report_dir is None and settings.compare_to is None:
+        return
+    from pytest_glm45.runreport import build_report
+
+    data = build_report(settings, session.config.stash[POOL], session.config.stash[OUTCOMES], tp)
+    if settings.report_dir is not None:
+        from pytest_glm45 import report
+
+        report.write(data, settings.report_dir)
+    if settings.compare_to is not None:
+        from pytest_glm45 import report
+
+        comparison = report.compare(report.load(settings.compare_to), data, settings.tolerances)
+        session.config.stash[OUTCOMES].comparison = comparison
+        if comparison.regressed:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -335,6 +359,15 @@ class Outcomes:
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     unexpected_passes: list[tuple[str, str, str]] = field(default_factory=list)
+    records: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    comparison: Any = None
+
+    def record(self, check: str, config_id: str, outcome: str, reason: str) -> None:
+        """The outcome a report shows: an error or failure in any phase outranks a pass."""
+        previous = self.records.get((check, config_id))
+        if previous is not None and previous[0] in ("failed", "error") and outcome == "passed":
+            return
+        self.records[(check, config_id)] = (outcome, reason)
 
     def add(self, config_id: str, outcome: str) -> None:
         per = self.counts.setdefault(config_id, {})
@@ -364,11 +397,49 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("needs real GLM-4.5 weights: the tiny model's dummy weights emit noise")
 
 
+def _config_id_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "glm45_server" not in callspec.params:
+        return None
+    config = callspec.params["glm45_server"]
+    return config.id if isinstance(config, Configuration) else "remote"
+
+
+def _reason(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return str(report.wasxfail)
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        return str(crash.message if crash is not None else report.longreprtext)[:500]
+    return ""
+
+
+def _record(item: pytest.Item, report: pytest.TestReport) -> None:
+    config_id = _config_id_of(item)
+    if config_id is None:
+        return
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            outcome = "known failure" if report.skipped else "unexpected pass"
+        else:
+            outcome = report.outcome
+    elif report.failed:
+        outcome = "error"
+    elif report.skipped:
+        outcome = "skipped"
+    else:
+        return
+    item.config.stash[OUTCOMES].record(item.stash.get(CHECK_ID, item.nodeid), config_id, outcome, _reason(report))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
     report = yield
     handle = _handle_of(item)
     if handle is None:
+        _record(item, report)
         return report
     outcomes = item.config.stash[OUTCOMES]
     if report.when == "call" or (report.when == "setup" and report.failed):
@@ -390,6 +461,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             outcome = report.outcome
         if report.when == "call" or outcome != "passed":
             outcomes.add(handle.config_id, outcome)
+    _record(item, report)
     return report
 
 
@@ -433,3 +505,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"    log: {record.log_path}")
     for config_id, check, source in outcomes.unexpected_passes:
         tr.write_line(f"unexpected pass on {config_id}: {check} is recorded as a known failure in {source}; remove it")
+    settings = config.stash[SETTINGS]
+    if settings.report_dir is not None:
+        tr.write_line(f"report: {settings.report_dir / 'report.json'} and {settings.report_dir / 'report.html'}")
+    if outcomes.comparison is not None:
+        tr.section("glm45 comparison")
+        tr.write_line(outcomes.comparison.markdown())

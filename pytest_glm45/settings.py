@@ -69,6 +69,9 @@ class Settings:
     save_baseline: Path | None = None
     baseline_margin: float = 0.2
     bench_dir: Path = Path(".glm45/bench")
+    report_dir: Path | None = None
+    compare_to: Path | None = None
+    tolerances: dict[str, float] = field(default_factory=dict)
     matrix: tuple[Configuration, ...] = field(default=())
 
     @property
@@ -196,6 +199,16 @@ def resolve_settings(
         raise SettingsError("--glm45-baseline-margin", margin, "accepted: a fraction from 0 up to (not including) 1")
     save_baseline = Path(values["save_baseline"]) if values.get("save_baseline") else None
     bench_dir = Path(values.get("bench_dir") or ".glm45/bench")
+    compare_to = Path(values["compare_to"]) if values.get("compare_to") else None
+    if compare_to is not None and not compare_to.is_file():
+        raise SettingsError("--glm45-compare-to", str(compare_to), "accepted: the path of an existing report.json")
+    tolerances: dict[str, float] = {}
+    for item in _split(values.get("tolerance")):
+        metric, _, number = item.partition("=")
+        try:
+            tolerances[metric.strip()] = float(number)
+        except ValueError:
+            raise SettingsError("--glm45-tolerance", item, "accepted: metric=fraction pairs, e.g. output_throughput=0.1") from None
     settings = Settings(
         models=tuple(models),
         gpus=gpus,
@@ -215,6 +228,9 @@ def resolve_settings(
         save_baseline=save_baseline,
         baseline_margin=margin,
         bench_dir=bench_dir if bench_dir.is_absolute() else rootdir / bench_dir,
+        report_dir=Path(values["report"]) if values.get("report") else None,
+        compare_to=compare_to,
+        tolerances=tolerances,
     )
     if base_url:
         return settings
