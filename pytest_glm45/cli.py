@@ -27,7 +27,9 @@ def _configuration(args: argparse.Namespace) -> Configuration:
     try:
         model = resolve_model(args.model, path_exists=Path(args.model).is_dir())
     except UnknownModel:
-        raise SystemExit(f"pytest-glm45: --model {args.model!r} is not accepted; accepted: {', '.join(ALIASES)}, a hub id or a path")
+        raise SystemExit(
+            f"pytest-glm45: --model {args.model!r} is not accepted; accepted: {', '.join(ALIASES)}, a hub id or a path"
+        ) from None
     try:
         plan = parse_plan(args.plan)
     except PlanError as exc:

@@ -32,17 +32,12 @@ try:
 except ImportError:  # pragma: no cover - orjson is a dependency; json keeps the module importable
     import json
 
-    loads = json.loads
+    loads = json.loads  # type: ignore[assignment]
 
 #: Candidate words for prompts; those that are one token in the served tokenizer are kept.
 CANDIDATE_WORDS = tuple(
     " " + w
-    for w in (
-        "the of and to in is it you that he was for on are as with his they at be this have from or one had by word "
-        "but not what all were we when your can said there use an each which she do how their if will up other about "
-        "out many then them these so some her would make like him into time has look two more write go see number no "
-        "way could people my than first water been call who oil its now find long down day did get come made may part"
-    ).split()
+    for w in ["the", "of", "and", "to", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "as", "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but", "not", "what", "all", "were", "we", "when", "your", "can", "said", "there", "use", "an", "each", "which", "she", "do", "how", "their", "if", "will", "up", "other", "about", "out", "many", "then", "them", "these", "so", "some", "her", "would", "make", "like", "him", "into", "time", "has", "look", "two", "more", "write", "go", "see", "number", "no", "way", "could", "people", "my", "than", "first", "water", "been", "call", "who", "oil", "its", "now", "find", "long", "down", "day", "did", "get", "come", "made", "may", "part"]
 )
 
 @dataclass(frozen=True)
@@ -196,7 +191,7 @@ class LoadGenerator:
         """The candidate words that are one token each here (asked once per generator)."""
         if self._words is None:
             counts = await asyncio.gather(*(self._tokenize_count(session, w) for w in CANDIDATE_WORDS))
-            self._words = [w for w, n in zip(CANDIDATE_WORDS, counts) if n == 1]
+            self._words = [w for w, n in zip(CANDIDATE_WORDS, counts, strict=False) if n == 1]
             if len(self._words) < 20:
                 raise RuntimeError(f"only {len(self._words)} one-token words in this tokenizer; prompts cannot be exact")
         return self._words

@@ -5,9 +5,10 @@ It imports neither vLLM, torch nor openai; fixtures import what they need when t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,10 +137,9 @@ def _terminate_on_sigterm() -> None:
         def _raise(signum: int, frame: object) -> None:
             raise KeyboardInterrupt(f"signal {signum}")
 
-        try:
+        # Not possible outside the main thread (pytester in a thread, say): then pytest's default stays.
+        with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, _raise)
-        except ValueError:  # not the main thread (e.g. pytester in a thread)
-            pass
 
 
 class _Reporter:
@@ -270,8 +270,7 @@ def _throughput(config: pytest.Config) -> Any:
 
     if THROUGHPUT not in config.stash:
         settings = config.stash[SETTINGS]
-        reporter = config.stash[POOL].reporter
-        config.stash[THROUGHPUT] = ThroughputSession(settings.bench_dir, settings.thresholds, reporter.progress)
+        config.stash[THROUGHPUT] = ThroughputSession(settings.bench_dir, settings.thresholds, _Reporter(config).progress)
     return config.stash[THROUGHPUT]
 
 
@@ -435,8 +434,8 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    report = yield
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
     handle = _handle_of(item)
     if handle is None:
         _record(item, report)

@@ -39,7 +39,7 @@ _CACHE_SIZE = 1024
 class _Slot:
     """One scripted request: its token ids and a live reference to its output ids."""
 
-    __slots__ = ("script_ids", "output_ids")
+    __slots__ = ("output_ids", "script_ids")
 
     def __init__(self, script_ids: list[int], output_ids: list[int]) -> None:
         self.script_ids = script_ids

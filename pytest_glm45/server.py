@@ -307,13 +307,13 @@ class VllmServer:
         header = f"# pytest-glm45: {self.spec.config_id} attempt {attempt}\n# {' '.join(cmd)}\n"
         self._log.write(redact(header, self.secrets).encode())
         self._log.flush()
-        self.process = subprocess.Popen(  # noqa: S603 - our own command line
+        self.process = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.spec.environment(self.api_key),
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - setsid + pdeathsig, nothing else
+            preexec_fn=_die_with_parent,
             close_fds=True,
         )
         self.pgid = self.process.pid

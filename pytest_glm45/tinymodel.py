@@ -251,13 +251,7 @@ def _train_tokenizer(vocab_size: int):  # -> tokenizers.Tokenizer
     return tokenizer
 
 
-_SYLLABLES = (
-    "the of and to in is it you that he was for on are as with his they at be this have from or one had by "
-    "word but not what all were we when your can said there use an each which she do how their if will up "
-    "other about out many then them these so some her would make like him into time has look two more write "
-    "go see number no way could people my than first water been call who oil its now find long down day did "
-    "get come made may part tool call weather city name value key json true false null result think answer"
-).split()
+_SYLLABLES = ["the", "of", "and", "to", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "as", "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but", "not", "what", "all", "were", "we", "when", "your", "can", "said", "there", "use", "an", "each", "which", "she", "do", "how", "their", "if", "will", "up", "other", "about", "out", "many", "then", "them", "these", "so", "some", "her", "would", "make", "like", "him", "into", "time", "has", "look", "two", "more", "write", "go", "see", "number", "no", "way", "could", "people", "my", "than", "first", "water", "been", "call", "who", "oil", "its", "now", "find", "long", "down", "day", "did", "get", "come", "made", "may", "part", "tool", "call", "weather", "city", "name", "value", "key", "json", "true", "false", "null", "result", "think", "answer"]
 
 
 def _corpus() -> list[str]:

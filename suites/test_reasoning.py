@@ -67,9 +67,9 @@ CASES = [
     Case("answer-cut-by-max-tokens", "<think>R</think>" + "word " * 50, "R", "word " * 50, max_tokens=8, finish="length"),
     # reasoning and tool calls
     Case("reasoning-then-tool-call", "<think>Need the tool.</think>" + render_call("get_weather", {"city": "Paris"}, "compact"),
-         "Need the tool.", None, calls=(("get_weather", {"city": "Paris"}),)),  # fmt: skip
+         "Need the tool.", None, calls=(("get_weather", {"city": "Paris"}),)),
     Case("tool-call-inside-think", "<think>Maybe " + render_call("get_weather", {"city": "X"}, "compact") + " no.</think>Answer.",
-         "Maybe ", None, calls=(("get_weather", {"city": "X"}),), finish="tool_calls"),  # fmt: skip
+         "Maybe ", None, calls=(("get_weather", {"city": "X"}),), finish="tool_calls"),
     # lookalikes stay where they belong
     Case("thinking-lookalike-in-answer", "<think>R</think>Use <thinking> tags.", "R", "Use <thinking> tags."),
     Case("spaced-close-in-reasoning", "<think>a </ think> b</think>A", "a </ think> b", "A"),

@@ -45,5 +45,5 @@ def test_throughput(glm45_server: ServerHandle, glm45_throughput: Any, benchmark
     assert metrics.completed == batch
     assert metrics.total_output_tokens == batch * shape.output_len, "ignore_eos requests must produce max_tokens each"
     assert metrics.total_input_tokens == batch * shape.input_len, "prompts must be exactly input_len tokens"
-    ok, table, applied = glm45_throughput.check(glm45_server.config_id, shape, batch, measured)
+    ok, table, _applied = glm45_throughput.check(glm45_server.config_id, shape, batch, measured)
     assert ok, f"{glm45_server.config_id} {shape.name} x{batch} misses its thresholds:\n{table}"

@@ -90,7 +90,7 @@ CASES = [
     # text and reasoning around calls
     Case("text-before-call", "Let me check." + render_call(*PARIS, "compact"), [PARIS], content="Let me check."),
     Case("reasoning-then-call", "<think>The user wants weather.</think>" + render_call(*PARIS, "compact"), [PARIS],
-         reasoning="The user wants weather.", thinking=True),  # fmt: skip
+         reasoning="The user wants weather.", thinking=True),
     # typed values keep their JSON types
     typed_case("integer", count=42),
     typed_case("negative-integer", count=-17),
@@ -129,7 +129,7 @@ CASES = [
     literal_string_case("long-value", "lorem ipsum " * 150),
     # names
     Case("prefix-names", render_calls([("get", {"key": "a"}), ("get_weather", {"city": "Oslo"})], "compact"),
-         [("get", {"key": "a"}), ("get_weather", {"city": "Oslo"})]),  # fmt: skip
+         [("get", {"key": "a"}), ("get_weather", {"city": "Oslo"})]),
     Case("mcp-name", render_call(MCP.name, {"path": "/tmp", "recursive": True}, "compact"), [(MCP.name, {"path": "/tmp", "recursive": True})]),
     Case("unknown-name", render_call("launch_rockets", {"count": 3}, "compact"), []),
     # GLM-4.5 native and GLM-4.7 compact formats

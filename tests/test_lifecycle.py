@@ -152,10 +152,10 @@ def test_kit_process_death_takes_the_server_along(tmp_path: Path) -> None:
     import time
 
     code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, %r);"
-        "from test_lifecycle import server; s = server(Path(%r), 'ok', startup_timeout=30); s.start();"
+        f"import sys; from pathlib import Path; sys.path.insert(0, {str(Path(__file__).parent)!r});"
+        f"from test_lifecycle import server; s = server(Path({str(tmp_path)!r}), 'ok', startup_timeout=30); s.start();"
         "print('READY', flush=True); import time; time.sleep(600)"
-    ) % (str(Path(__file__).parent), str(tmp_path))
+    )
     kit = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})  # fmt: skip
     assert kit.stdout is not None and kit.stdout.readline().strip() == "READY"

@@ -246,8 +246,9 @@ def test_sigterm_to_the_kit_stops_its_servers(pytester: pytest.Pytester, standin
 
 
 def test_base_url_boots_nothing_and_probes_replay(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    from pytest_glm45.server import ServerSpec, VllmServer
     from standin import STANDIN
+
+    from pytest_glm45.server import ServerSpec, VllmServer
 
     spec = ServerSpec(model="m", served_name="remote-model", entry=(STANDIN,), env=(("STANDIN_MODE", "ok"),))
     with VllmServer(spec, tmp_path / "remote.log", api_key="remote-key-123456", startup_timeout=30) as remote:

@@ -76,7 +76,7 @@ class Batch:
                 assert torch.equal(out[i], before[i]), f"{name}: an unscripted request was touched"
                 ids.append(int(out[i].argmax()))
                 continue
-            expected = FakeTokenizer().encode(script) + [STOP]
+            expected = [*FakeTokenizer().encode(script), STOP]
             want = expected[len(ids)] if len(ids) < len(expected) else STOP
             assert int(out[i].argmax()) == want, f"{name} at slot {i}, position {len(ids)}"
             assert torch.isinf(out[i]).sum() == VOCAB - 1
