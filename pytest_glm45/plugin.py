@@ -100,6 +100,11 @@ def _raw_values(config: pytest.Config) -> dict[str, Any]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "glm45_live: needs real GLM-4.5 weights; skipped on the tiny model")
     config.addinivalue_line("markers", "glm45_boot: checks how a server booted; skipped against --glm45-base-url")
+    config.addinivalue_line(
+        "markers",
+        "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
+        "the -nostrict twin of a configuration is skipped, saying so",
+    )
     from pytest_glm45.inventory import gpu_count
 
     try:
@@ -192,10 +197,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if settings.base_url:
         metafunc.parametrize("glm45_server", [None], indirect=True, scope="session", ids=["remote"])
         return
-    params = [
-        pytest.param(c, id=c.id, marks=[pytest.mark.skip(reason=f"{c.id}: {c.skip_reason}")] if c.skip_reason else [])
-        for c in settings.matrix
-    ]
+    strict_irrelevant = metafunc.definition.get_closest_marker("glm45_strict_irrelevant") is not None
+    params = []
+    for c in settings.matrix:
+        reason = c.skip_reason
+        if reason is None and strict_irrelevant and not c.strict_tools:
+            reason = "tool-calling strictness does not change what this check measures; it runs on the strict twin"
+        params.append(pytest.param(c, id=c.id, marks=[pytest.mark.skip(reason=f"{c.id}: {reason}")] if reason else []))
     metafunc.parametrize("glm45_server", params, indirect=True, scope="session")
 
 

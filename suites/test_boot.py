@@ -15,7 +15,7 @@ import pytest
 
 from pytest_glm45.session import ServerHandle
 
-pytestmark = pytest.mark.glm45_boot
+pytestmark = [pytest.mark.glm45_boot, pytest.mark.glm45_strict_irrelevant]
 #: Sequences at the full max model length the KV cache must hold at once.
 PLANNED_CONCURRENCY = 1
 

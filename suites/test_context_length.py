@@ -17,6 +17,7 @@ from pytest_glm45.session import ServerHandle
 from pytest_glm45.toolcall import Tool, render_call
 
 UNIT = " the"  # one token per repetition in GLM's tokenizers and in the tiny one (checked below)
+pytestmark = pytest.mark.glm45_strict_irrelevant
 WEATHER = Tool("get_weather", {"city": {"type": "string"}, "days": {"type": "integer"}}, ("city",)).schema()
 
 

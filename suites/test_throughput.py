@@ -17,6 +17,8 @@ import pytest
 from pytest_glm45.loadgen import Shape, profile_points
 from pytest_glm45.session import ServerHandle
 
+pytestmark = pytest.mark.glm45_strict_irrelevant
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "point" in metafunc.fixturenames:

@@ -267,3 +267,20 @@ def test_base_url_boots_nothing_and_probes_replay(pytester: pytest.Pytester, tmp
         result = run(pytester, "--glm45-base-url", remote.base_url, "--glm45-api-key", "wrong")
         result.assert_outcomes(errors=1)
         assert "set --glm45-api-key or GLM45_API_KEY" in result.stdout.str()
+
+
+def test_strict_irrelevant_suites_skip_the_lax_twin_visibly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.glm45_strict_irrelevant
+
+        def test_x(glm45_server):
+            pass
+        """
+    )
+    result = run(pytester, "-rs", "--collect-only", "-q", "--gpus", "0")
+    assert "test_x[tiny-bf16-tp1-nostrict]" in result.stdout.str()
+    result = run(pytester, "-rs", "--gpus", "0", "--glm45-parallel", "tp1", "-k", "nostrict")
+    result.assert_outcomes(skipped=1)
+    assert "tool-calling strictness does not change what this check measures" in result.stdout.str()
