@@ -71,7 +71,7 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "A report.json of an earlier run: print what changed and fail the run on a regression. Default: none.", "str"),
     ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
      "Per-metric tolerances for --glm45-compare-to, e.g. output_throughput=0.1,median_ttft_ms=0.2. "
-     "Default: 10% for throughputs, 15-25% for latencies.", "str"),
+     "Default: 10%% for throughputs, 15-25%% for latencies.", "str"),
 )  # fmt: skip
 
 
@@ -83,7 +83,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(ini, help=help_text, type="linelist", default=[])
         else:
             group.addoption(flag, action="store", dest=dest, default=None, help=help_text)
-            parser.addini(ini, help=help_text, default=None)
+            parser.addini(ini, help=help_text.replace("%%", "%"), default=None)
 
 
 def _raw_values(config: pytest.Config) -> dict[str, Any]:

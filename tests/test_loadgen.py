@@ -42,4 +42,4 @@ def test_profiles_scale_the_recipe() -> None:
     standard = profile_points("standard")
     assert {(s.name, s.input_len, s.output_len) for s, _ in standard} == {
         ("prompt-heavy", 800, 100), ("decode-heavy", 100, 800), ("balanced", 100, 100)}  # fmt: skip
-    assert {b for _, b in standard} == {1, 4, 16}
+    assert {b for _, b in standard} == {1, 8}

@@ -56,7 +56,7 @@ def test_wrong_values_are_usage_errors(pytester: pytest.Pytester, args: list[str
 def test_help_lists_every_option_in_one_group(pytester: pytest.Pytester) -> None:
     from pytest_glm45.plugin import OPTIONS
 
-    out = run(pytester, "--help").stdout.str()
+    out = pytester.runpytest_subprocess("--help").stdout.str()
     assert "GLM-4.5 serving conformance (pytest-glm45)" in out
     for flag, ini, *_ in OPTIONS:
         assert flag in out and ini in out
