@@ -186,6 +186,12 @@ class Comparison:
         return "\n".join(lines)
 
 
+def _why(reason: str | None) -> str:
+    """A known failure's reason without the "known failure on vLLM X.Y.Z: " prefix that names the version."""
+    text = reason or ""
+    return text.split(": ", 1)[1] if text.startswith("known failure on vLLM ") and ": " in text else text
+
+
 def _label(report: Mapping[str, Any]) -> str:
     versions = sorted({str(c.get("vllm_version")) for c in report["configurations"].values()})
     return "vLLM " + "/".join(versions) if versions else str(report.get("created"))
@@ -206,7 +212,7 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], tolerances: Mapping[
         was, now = (a or {}).get("outcome", "absent"), (b or {}).get("outcome", "absent")
         name = f"`{key[0]}` on {key[1]}"
         if was == now:
-            if now == "known failure" and (a or {}).get("reason") != (b or {}).get("reason"):
+            if now == "known failure" and _why((a or {}).get("reason")) != _why((b or {}).get("reason")):
                 cmp.known_changed.append(f"{name}: reason now: {(b or {}).get('reason')}")
             continue
         if now in FAILING and was not in FAILING:
