@@ -192,15 +192,17 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_during_a_run_leaves_nothing_running(pytester: pytest.Pytester, standin) -> None:
-    pytester.makepyfile(
-        """
-        import time
-        def test_slow(glm45_server):
-            print("RUNNING", flush=True)
-            time.sleep(120)
-        """
-    )
+SLOW_TEST = """
+import time
+def test_slow(glm45_server):
+    print("RUNNING", flush=True)
+    time.sleep(120)
+"""
+
+
+def _pytest_until_running(pytester: pytest.Pytester) -> tuple[subprocess.Popen[str], str]:
+    """Start pytest on SLOW_TEST in a subprocess; return it once its test runs, with the output so far."""
+    pytester.makepyfile(SLOW_TEST)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--gpus", "0", "--glm45-parallel", "tp1",
          "--glm45-strict-tools", "on"],
@@ -213,31 +215,20 @@ def test_ctrl_c_during_a_run_leaves_nothing_running(pytester: pytest.Pytester, s
         lines.append(line)
         if "RUNNING" in line:
             break
+    return proc, "".join(lines)
+
+
+def test_ctrl_c_during_a_run_leaves_nothing_running(pytester: pytest.Pytester, standin) -> None:
+    proc, before = _pytest_until_running(pytester)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=60)[0]
-    assert "KeyboardInterrupt" in out, "".join(lines) + out
+    assert "KeyboardInterrupt" in out, before + out
     assert_all_gone(log_pids(pytester.path / ".glm45" / "logs"))
 
 
 def test_sigterm_to_the_kit_stops_its_servers(pytester: pytest.Pytester, standin) -> None:
     standin("spawn-child")
-    pytester.makepyfile(
-        """
-        import time
-        def test_slow(glm45_server):
-            print("RUNNING", flush=True)
-            time.sleep(120)
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--gpus", "0", "--glm45-parallel", "tp1",
-         "--glm45-strict-tools", "on"],
-        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "RUNNING" in line:
-            break
+    proc, _ = _pytest_until_running(pytester)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=90)
     pids = log_pids(pytester.path / ".glm45" / "logs")
