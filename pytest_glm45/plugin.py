@@ -423,15 +423,19 @@ def _reason(report: pytest.TestReport) -> str:
     return ""
 
 
+def _outcome(report: pytest.TestReport) -> str:
+    """passed, failed or skipped, with a known-failure entry's verdict in place of xfail/xpass."""
+    if hasattr(report, "wasxfail"):
+        return "known failure" if report.skipped else "unexpected pass"
+    return report.outcome
+
+
 def _record(item: pytest.Item, report: pytest.TestReport) -> None:
     config_id = _config_id_of(item)
     if config_id is None:
         return
     if report.when == "call":
-        if hasattr(report, "wasxfail"):
-            outcome = "known failure" if report.skipped else "unexpected pass"
-        else:
-            outcome = report.outcome
+        outcome = _outcome(report)
     elif report.failed:
         outcome = "error"
     elif report.skipped:
@@ -462,10 +466,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if report.failed:
             report.sections.append((f"glm45 server log: {handle.config_id} ({handle.log_path})", handle.log_tail(40)))
     if report.when == "call" or report.outcome != "passed":
-        if hasattr(report, "wasxfail"):
-            outcome = "known failure" if report.skipped else "unexpected pass"
-        else:
-            outcome = report.outcome
+        outcome = _outcome(report)
         if report.when == "call" or outcome != "passed":
             outcomes.add(handle.config_id, outcome)
     _record(item, report)
