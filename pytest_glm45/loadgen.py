@@ -208,15 +208,16 @@ class LoadGenerator:
 
     # -- requests ------------------------------------------------------------------------
 
-    def _body(self, workload: Workload, prompt: str) -> tuple[str, dict[str, Any]]:
-        common = {"model": self.model, "max_tokens": workload.shape.output_len, "ignore_eos": True, "stream": True,
+    def _body(self, workload: Workload, prompt: str, max_tokens: int | None = None) -> tuple[str, dict[str, Any]]:
+        common = {"model": self.model, "max_tokens": max_tokens or workload.shape.output_len, "ignore_eos": True, "stream": True,
                   "stream_options": {"include_usage": True}, "temperature": 0.0}  # fmt: skip
         if workload.endpoint == "chat":
             return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": prompt}]}
         return "/v1/completions", {**common, "prompt": prompt}
 
-    async def _one(self, session: Any, workload: Workload, prompt: str, on_done: Callable[[RequestResult], None]) -> RequestResult:
-        path, body = self._body(workload, prompt)
+    async def _one(self, session: Any, workload: Workload, prompt: str, on_done: Callable[[RequestResult], None],
+                   max_tokens: int | None = None) -> RequestResult:  # fmt: skip
+        path, body = self._body(workload, prompt, max_tokens)
         result = RequestResult(success=False, prompt_len=workload.shape.input_len)
         start = time.perf_counter()
         result.start_time = start
@@ -226,33 +227,38 @@ class LoadGenerator:
                 if resp.status != 200:
                     result.error = f"HTTP {resp.status}: {(await resp.read())[:300]!r}"
                     return result
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        break
-                    chunk = loads(payload)
+                # Whatever bytes arrived, at once (one await per read, not per line: at 512 streams
+                # the per-line awaits were what held the client back), split into SSE lines here.
+                pending = b""
+                async for data in resp.content.iter_any():
                     now = time.perf_counter()
-                    if chunk.get("usage"):
-                        result.output_tokens = int(chunk["usage"].get("completion_tokens") or 0)
-                        result.prompt_len = int(chunk["usage"].get("prompt_tokens") or result.prompt_len)
-                    choices = chunk.get("choices") or []
-                    if not choices:
-                        continue
-                    c = choices[0]
-                    delta = c.get("delta") or {}
-                    text = c.get("text") or delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content")
-                    if not text:
-                        continue
-                    if result.ttft == 0.0:
-                        result.ttft = now - start
-                    else:
-                        result.itl.append(now - last)
-                    if delta.get("content") and result.ttfat is None:
-                        result.ttfat = now - start
-                    last = now
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            break
+                        chunk = loads(payload)
+                        if chunk.get("usage"):
+                            result.output_tokens = int(chunk["usage"].get("completion_tokens") or 0)
+                            result.prompt_len = int(chunk["usage"].get("prompt_tokens") or result.prompt_len)
+                        choices = chunk.get("choices")
+                        if not choices:
+                            continue
+                        c = choices[0]
+                        delta = c.get("delta") or {}
+                        text = c.get("text") or delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content")
+                        if not text:
+                            continue
+                        if result.ttft == 0.0:
+                            result.ttft = now - start
+                        else:
+                            result.itl.append(now - last)
+                        if delta.get("content") and result.ttfat is None:
+                            result.ttfat = now - start
+                        last = now
             result.latency = time.perf_counter() - start
             result.success = result.ttft > 0.0
             if not result.success:
@@ -266,10 +272,19 @@ class LoadGenerator:
     async def run_async(self, workload: Workload, on_progress: Callable[[int, int, int, float], None] | None = None) -> tuple[Metrics, list[RequestResult]]:
         import aiohttp
 
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
+        # Prompts are built on a session of their own: its many /tokenize connections stay out of the
+        # measured run's pool.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64), timeout=timeout) as prep:
+            prompts = await self.prompts(prep, workload)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=2**18) as session:
-            prompts = await self.prompts(session, workload)
+            # One short request first, as `vllm bench serve` starts with its single-prompt test run:
+            # a wrong endpoint or model fails here with the server's answer instead of N times under
+            # load, and the run starts, like bench serve's, with one warm connection.
+            test = await self._one(session, workload, prompts[0], lambda r: None, max_tokens=4)
+            if not test.success:
+                raise RuntimeError(f"the test request before the run failed: {test.error}")
             done = [0, 0]  # requests, output tokens
             started = time.perf_counter()
 
