@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +267,13 @@ def glm45_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
     pool.release(handle)
 
 
+@pytest.fixture
+def glm45_examples(glm45_server: ServerHandle, glm45_settings: Settings) -> Callable[[int], int]:
+    """How many generated examples a property check draws here: `n` on a model's first parallel
+    plan, the profile's `other_plans_share` of it on the others (all of it in the full profile)."""
+    return lambda n: glm45_settings.examples(n, glm45_server.config)
+
+
 @pytest.fixture(scope="session")
 def glm45_throughput(request: pytest.FixtureRequest) -> Any:
     """The session's throughput points (`pytest_glm45.throughput.ThroughputSession`): run, export, check."""
@@ -367,6 +374,8 @@ class Outcomes:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     unexpected_passes: list[tuple[str, str, str]] = field(default_factory=list)
     records: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    #: seconds per (check, configuration), setup + call + teardown (a server's boot lands on its first check)
+    seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     comparison: Any = None
 
     def record(self, check: str, config_id: str, outcome: str, reason: str) -> None:
@@ -434,6 +443,9 @@ def _record(item: pytest.Item, report: pytest.TestReport) -> None:
     config_id = _config_id_of(item)
     if config_id is None:
         return
+    key = (item.stash.get(CHECK_ID, item.nodeid), config_id)
+    seconds = item.config.stash[OUTCOMES].seconds
+    seconds[key] = seconds.get(key, 0.0) + (report.duration or 0.0)
     if report.when == "call":
         outcome = _outcome(report)
     elif report.failed:

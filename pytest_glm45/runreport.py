@@ -27,7 +27,10 @@ def build_report(settings: Settings, pool: Any, outcomes: Any, throughput: Any) 
         }  # fmt: skip
     for (check, config_id), (outcome, reason) in sorted(outcomes.records.items()):
         data["configurations"].setdefault(config_id, {"vllm_version": None, "engine": None, "status": "not booted"})
-        data["checks"].append({"id": check, "config": config_id, "outcome": outcome, "reason": reason})
+        seconds = round(outcomes.seconds.get((check, config_id), 0.0), 2)
+        data["checks"].append(
+            {"id": check, "config": config_id, "outcome": outcome, "reason": reason, "seconds": seconds}
+        )
     configs = {c.id: c for c in settings.matrix}
     for p in getattr(throughput, "points", []):
         point = {"config": p.config_id, "shape": p.shape.name, "batch": p.batch,
