@@ -33,12 +33,17 @@ class Profile:
     hypothesis_examples: int
     robustness_requests: int
     description: str
+    #: The share of generated examples (property round trips, hostile requests) that a model's
+    #: other parallel plans run; its first plan runs them all. What they exercise is the API
+    #: server's parsing and validation, the same code on every plan; the other plans still run
+    #: every check, with fewer random draws.
+    other_plans_share: float = 1.0
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", 20, 100, "the least that still exercises every check; for a first look"),
-    "standard": Profile("standard", 100, 500, "the default: every check at CI size"),
-    "full": Profile("full", 1000, 5000, "the recipe's full matrices; for GPU hosts"),
+    "smoke": Profile("smoke", 20, 100, "the least that still exercises every check; for a first look", 0.25),
+    "standard": Profile("standard", 100, 500, "the default: every check at CI size", 0.25),
+    "full": Profile("full", 1000, 5000, "the recipe's full matrices, every example on every plan; for GPU hosts", 1.0),
 }
 
 #: Default max model length: small enough for the CPU engine, the recipe's 65536 for real models.
@@ -79,6 +84,12 @@ class Settings:
         if self.base_url:
             return "remote"
         return "cpu" if self.gpus <= 0 else "gpu"
+
+    def examples(self, n: int, config: Configuration | None) -> int:
+        """How many of `n` generated examples a check draws on `config`: all of them on a model's
+        first parallel plan (and on a server given by URL), the profile's other_plans_share elsewhere."""
+        first = config is None or not self.plans or config.plan == self.plans[0]
+        return n if first else max(1, round(n * self.profile.other_plans_share))
 
 
 def _split(value: Any) -> list[str]:

@@ -9,6 +9,7 @@ against the non-streamed one, and against the streaming protocol.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,7 +291,7 @@ def test_live_model_uses_the_tool_result(glm45_chat: ChatClient) -> None:
 
 # -- property-based ---------------------------------------------------------------------
 
-from hypothesis import given, note  # noqa: E402
+from hypothesis import given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from pytest_glm45.tinymodel import SPECIAL_TOKENS  # noqa: E402
@@ -321,20 +322,26 @@ def tool_and_call(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     return Tool("fuzz_tool", properties).schema(), args
 
 
-@given(tool_and_call())
-def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_replay: Replayer, drawn: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_replay: Replayer, glm45_examples: Callable[[int], int]) -> None:
     """Random schemas and values, rendered as GLM writes them, parse back to the same typed values.
 
     Strict servers admit only the compact format (the native-* cases check that rejection);
-    lax servers get GLM-4.5's native format.
+    lax servers get GLM-4.5's native format. The profile's example count (a share of it on a
+    model's other parallel plans: see glm45_examples).
     """
-    tool, args = drawn
     style = "compact" if glm45_server.config is None or glm45_server.config.strict_tools else "native"
-    case = Case("property", render_call("fuzz_tool", args, style), [("fuzz_tool", args)], tools=[tool])
-    body = glm45_replay.client.chat_body([{"role": "user", "content": "Go ahead."}], **request_fields(case))
-    note("replay by hand: " + curl_line(glm45_replay.client.base_url, {**body, "vllm_xargs": {"glm45_replay": case.script}}))
-    plain = replay_case(glm45_replay, case, stream=False)
-    check_expected(case, plain, glm45_replay)
-    streamed = replay_case(glm45_replay, case, stream=True)
-    assert not protocol_violations(streamed.raw, "auto"), protocol_violations(streamed.raw, "auto")
-    assert streamed.essence() == plain.essence(), explain(case, streamed, glm45_replay)
+
+    @settings(max_examples=glm45_examples(settings.default.max_examples))
+    @given(tool_and_call())
+    def round_trip(drawn: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        tool, args = drawn
+        case = Case("property", render_call("fuzz_tool", args, style), [("fuzz_tool", args)], tools=[tool])
+        body = glm45_replay.client.chat_body([{"role": "user", "content": "Go ahead."}], **request_fields(case))
+        note("replay by hand: " + curl_line(glm45_replay.client.base_url, {**body, "vllm_xargs": {"glm45_replay": case.script}}))
+        plain = replay_case(glm45_replay, case, stream=False)
+        check_expected(case, plain, glm45_replay)
+        streamed = replay_case(glm45_replay, case, stream=True)
+        assert not protocol_violations(streamed.raw, "auto"), protocol_violations(streamed.raw, "auto")
+        assert streamed.essence() == plain.essence(), explain(case, streamed, glm45_replay)
+
+    round_trip()

@@ -57,3 +57,12 @@ def test_hub_ids_and_paths_are_models(tmp_path: Path) -> None:
     s = settings(8, model="someone/GLM-4.5-Air-AWQ," + str(tmp_path), strict_tools="on")
     assert [m.checkpoint for m in s.models] == ["someone/GLM-4.5-Air-AWQ", str(tmp_path)]
     assert settings(8, model="zai-org/GLM-4.5-FP8", strict_tools="on").models[0].alias == "fp8"
+
+
+def test_other_parallel_plans_draw_a_share_of_the_examples_except_in_full() -> None:
+    s = settings(0)  # tiny-bf16-tp1, tiny-bf16-tp1-nostrict, tiny-bf16-tp2
+    tp1, tp1_lax, tp2 = s.matrix
+    assert [s.examples(100, c) for c in (tp1, tp1_lax, tp2, None)] == [100, 100, 25, 100]
+    assert s.examples(2, tp2) == 1  # never zero
+    full = settings(0, profile="full")
+    assert [full.examples(1000, c) for c in full.matrix] == [1000, 1000, 1000]
