@@ -166,6 +166,8 @@ class Comparison:
     new_failures: list[str] = field(default_factory=list)
     fixes: list[str] = field(default_factory=list)
     known_changed: list[str] = field(default_factory=list)
+    #: still a known failure on both sides, recorded with another reason (a reworded entry, or a defect that changed form)
+    known_reworded: list[str] = field(default_factory=list)
     other_changes: list[str] = field(default_factory=list)
     perf_regressions: list[str] = field(default_factory=list)
     perf_improvements: list[str] = field(default_factory=list)
@@ -179,7 +181,8 @@ class Comparison:
         lines = [f"### pytest-glm45: {self.old_label} → {self.new_label}: {head}", ""]
         for title, items in (("New failures", self.new_failures), ("Performance regressions", self.perf_regressions),
                              ("Fixed", self.fixes), ("Known failures that changed", self.known_changed),
-                             ("Other outcome changes", self.other_changes), ("Performance improvements", self.perf_improvements)):  # fmt: skip
+                             ("Other outcome changes", self.other_changes), ("Performance improvements", self.perf_improvements),
+                             ("Known failures on both sides, recorded with another reason", self.known_reworded)):  # fmt: skip
             lines.append(f"**{title}** ({len(items)})")
             lines += [f"- {item}" for item in items] or ["- none"]
             lines.append("")
@@ -213,7 +216,7 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], tolerances: Mapping[
         name = f"`{key[0]}` on {key[1]}"
         if was == now:
             if now == "known failure" and _why((a or {}).get("reason")) != _why((b or {}).get("reason")):
-                cmp.known_changed.append(f"{name}: reason now: {(b or {}).get('reason')}")
+                cmp.known_reworded.append(f"{name}: reason now: {(b or {}).get('reason')}")
             continue
         if now in FAILING and was not in FAILING:
             cmp.new_failures.append(f"{name}: {was} → {now}: {(b or {}).get('reason') or ''}".rstrip(": "))

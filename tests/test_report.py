@@ -100,3 +100,15 @@ def test_configurations_in_only_one_run_are_named_not_diffed() -> None:
     cmp = report.compare(sample(), new)
     assert not cmp.regressed
     assert cmp.other_changes == ["configuration tiny-bf16-tp2 only in the new run: not compared"]
+
+
+def test_a_reworded_known_failure_is_kept_apart_from_outcome_changes() -> None:
+    old, new = sample(), sample()
+    old["checks"][1] = {**old["checks"][1], "reason": "known failure on vLLM 0.31.0: vanishes into reasoning"}
+    new["checks"][1] = {**new["checks"][1], "reason": "known failure on vLLM 0.32.0: vanishes into reasoning"}
+    assert report.compare(old, new).known_reworded == []  # only the version in the prefix differs
+    new["checks"][1]["reason"] = "known failure on vLLM 0.32.0: now HTTP 500"
+    cmp = report.compare(old, new)
+    assert cmp.known_changed == [] and not cmp.regressed
+    assert cmp.known_reworded == ["`test_reasoning::test_replay[no-tags-at-all-plain]` on tiny-bf16-tp1: reason now: known failure on vLLM 0.32.0: now HTTP 500"]
+    assert "recorded with another reason** (1)" in cmp.markdown()
