@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pytest_glm45.catalog import CATALOG
 from pytest_glm45.loadgen import LoadGenerator, Shape, Workload
@@ -56,15 +57,38 @@ def bench_serve(base_url: str, model: str, tokenizer: str, shape: Shape, batch: 
     return json.loads((out_dir / name).read_text())
 
 
-def kit(base_url: str, model: str, shape: Shape, batch: int) -> dict:
-    metrics, _ = LoadGenerator(base_url, None, model).run(Workload(shape, batch))
+def kit(base_url: str, model: str, shape: Shape, batch: int, prompts: list[str] | None = None) -> dict:
+    generator = LoadGenerator(base_url, None, model) if prompts is None else FixedPrompts(base_url, None, model, prompts)
+    metrics, _ = generator.run(Workload(shape, batch))
     return metrics.flat()
+
+
+class FixedPrompts(LoadGenerator):
+    """The kit's client with given prompts (`--same-prompts`: bench serve's own random-dataset prompts)."""
+
+    def __init__(self, base_url: str, api_key: str | None, model: str, fixed: list[str]) -> None:
+        super().__init__(base_url, api_key, model)
+        self.fixed = fixed
+
+    async def prompts(self, session: Any, workload: Workload) -> list[str]:
+        return self.fixed[: workload.num_prompts]
+
+
+def bench_serve_prompts(tokenizer: str, shape: Shape, batch: int) -> list[str]:
+    """The prompts `vllm bench serve --dataset-name random` sends (its default seed 0, no range)."""
+    from vllm.benchmarks.datasets import RandomDataset
+    from vllm.tokenizers import get_tokenizer
+
+    requests = RandomDataset(random_seed=0).sample(
+        tokenizer=get_tokenizer(tokenizer), num_requests=batch, input_len=shape.input_len, output_len=shape.output_len
+    )
+    return [str(r.prompt) for r in requests]
 
 
 METRICS = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")
 
 
-def fidelity(rounds: int, batch: int, shape: Shape) -> None:
+def fidelity(rounds: int, batch: int, shape: Shape, same_prompts: bool = False) -> None:
     config = Configuration(CATALOG["tiny"], Plan(tp=1), strict_tools=True, engine="cpu", max_model_len=8192)
     spec = spec_for(config)
     tiny = ensure_tiny_model()
@@ -75,11 +99,14 @@ def fidelity(rounds: int, batch: int, shape: Shape) -> None:
         print(
             f"server {server.base_url} ready in {server.startup_seconds:.0f} s; workload {shape} x{batch}, {rounds} rounds each"
         )
-        kit(server.base_url, spec.served_name, shape, batch)  # warm-up, not counted
+        prompts = bench_serve_prompts(str(tiny.path), shape, batch) if same_prompts else None
+        if prompts is not None:
+            print("the kit sends bench serve's own prompts (--same-prompts)")
+        kit(server.base_url, spec.served_name, shape, batch, prompts)  # warm-up, not counted
         ours, theirs = [], []
         for r in range(rounds):
             # Alternate which tool goes first, so that a drift in the machine's speed hits both alike.
-            runs = [("kit", lambda: kit(server.base_url, spec.served_name, shape, batch)),
+            runs = [("kit", lambda: kit(server.base_url, spec.served_name, shape, batch, prompts)),
                     ("bench", lambda: bench_serve(server.base_url, spec.served_name, str(tiny.path), shape, batch, Path(tmp)))]  # fmt: skip
             for name, go in runs if r % 2 == 0 else runs[::-1]:
                 (ours if name == "kit" else theirs).append(go())
@@ -184,9 +211,10 @@ if __name__ == "__main__":
     parser.add_argument("--output-len", type=int, default=200)
     parser.add_argument("--streams", type=int, default=512)
     parser.add_argument("--chunks", type=int, default=200)
+    parser.add_argument("--same-prompts", action="store_true", help="fidelity: the kit sends bench serve's prompts")
     args = parser.parse_args()
     if args.what == "fidelity":
-        fidelity(args.rounds, args.batch, Shape("fidelity", args.input_len, args.output_len))
+        fidelity(args.rounds, args.batch, Shape("fidelity", args.input_len, args.output_len), args.same_prompts)
     elif args.what == "capacity":
         capacity(args.streams, args.chunks, args.rounds)
     else:

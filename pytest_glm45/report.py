@@ -184,7 +184,7 @@ class Comparison:
                              ("Other outcome changes", self.other_changes), ("Performance improvements", self.perf_improvements),
                              ("Known failures on both sides, recorded with another reason", self.known_reworded)):  # fmt: skip
             lines.append(f"**{title}** ({len(items)})")
-            lines += [f"- {item}" for item in items] or ["- none"]
+            lines += [f"- {' '.join(item.split())}" for item in items] or ["- none"]  # one line per item, whatever the reason holds
             lines.append("")
         return "\n".join(lines)
 
