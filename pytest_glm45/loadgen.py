@@ -229,7 +229,7 @@ class LoadGenerator:
                     return result
                 # Whatever bytes arrived, at once (one await per read, not per line: at 512 streams
                 # the per-line awaits were what held the client back), split into SSE lines here.
-                pending = b""
+                pending, finished = b"", False
                 async for data in resp.content.iter_any():
                     now = time.perf_counter()
                     pending += data
@@ -239,6 +239,7 @@ class LoadGenerator:
                             continue
                         payload = line[5:].strip()
                         if payload == b"[DONE]":
+                            finished = True
                             break
                         chunk = loads(payload)
                         if chunk.get("usage"):
@@ -259,6 +260,8 @@ class LoadGenerator:
                         if delta.get("content") and result.ttfat is None:
                             result.ttfat = now - start
                         last = now
+                    if finished:  # the stream's end, as the server marks it: latency stops here
+                        break
             result.latency = time.perf_counter() - start
             result.success = result.ttft > 0.0
             if not result.success:
