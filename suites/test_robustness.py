@@ -136,10 +136,11 @@ def send(http: httpx.Client, model: str, body: Any) -> httpx.Response:
     return http.post("/v1/chat/completions", json=body)
 
 
-def examples(request: pytest.FixtureRequest) -> int:
+def per_batch(request: pytest.FixtureRequest, glm45_examples: Callable[[int], int]) -> int:
+    """Hostile requests in each of the five batches: a fifth of the profile's count, shared out by glm45_examples."""
     from pytest_glm45.plugin import SETTINGS
 
-    return request.config.stash[SETTINGS].profile.robustness_requests
+    return glm45_examples(max(1, request.config.stash[SETTINGS].profile.robustness_requests // 5))
 
 
 @pytest.mark.parametrize("batch", range(5))
@@ -149,11 +150,11 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
 ) -> None:  # fmt: skip
     """Five batches of generated bad requests (the profile's count in all, a share of it on a model's
     other parallel plans: see glm45_examples); after each, a normal request works."""
-    per_batch = glm45_examples(max(1, examples(request) // 5))
+    count = per_batch(request, glm45_examples)
     failures: list[str] = []
 
     @seed(4500 + batch)  # a fixed, distinct seed per batch: reproducible, and the batches differ
-    @settings(max_examples=per_batch, database=None)
+    @settings(max_examples=count, database=None)
     @given(hostile_request())
     def probe(drawn: tuple[str, Any]) -> None:
         kind, body = drawn
@@ -176,7 +177,7 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
     # The server must still answer a normal request after the batch.
     assert glm45_chat.chat(GOOD_MESSAGES, max_tokens=2).finish_reason in ("stop", "length")
     assert not failures, (
-        f"{len(failures)} of {per_batch} hostile requests broke the contract (request files in {tally.out_dir}):\n  "
+        f"{len(failures)} of {count} hostile requests broke the contract (request files in {tally.out_dir}):\n  "
         + "\n  ".join(failures[:20])
     )
 
@@ -186,7 +187,7 @@ def test_robustness_tally(glm45_server: ServerHandle, tally: Tally, record_prope
     """The count of what was tried, per configuration (runs after the batches)."""
     record_property("hostile_requests", tally.sent)
     record_property("by_status", json.dumps(tally.by_status, sort_keys=True))
-    planned = 5 * glm45_examples(max(1, examples(request) // 5))
+    planned = 5 * per_batch(request, glm45_examples)
     assert tally.sent >= planned * 0.9, f"only {tally.sent} of {planned} planned hostile requests were sent"
     print(f"\n{glm45_server.config_id}: {tally.sent} hostile requests, answers by status {tally.by_status}, "
           f"{len(tally.server_errors)} 5xx")  # fmt: skip
