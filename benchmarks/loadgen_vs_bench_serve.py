@@ -162,23 +162,17 @@ def standin(port: int) -> None:
 
 
 def capacity(streams: int, chunks: int, rounds: int) -> None:
-    import urllib.request
-
-    from pytest_glm45.server import free_port
+    from pytest_glm45.server import free_port, http_get
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "standin", "--port", str(port)])
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/v1/models", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("the stand-in did not start") from None
-                time.sleep(0.1)
+        while http_get(base + "/v1/models", timeout=1)[0] != 200:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("the stand-in did not start")
+            time.sleep(0.1)
         shape = Shape("capacity", 8, chunks)
         tiny = ensure_tiny_model()
         kit_rates, bench_rates = [], []
