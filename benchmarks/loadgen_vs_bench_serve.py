@@ -28,7 +28,7 @@ from pytest_glm45.catalog import CATALOG
 from pytest_glm45.loadgen import LoadGenerator, Shape, Workload
 from pytest_glm45.matrix import Configuration, Plan
 from pytest_glm45.recipe import spec_for
-from pytest_glm45.server import VllmServer
+from pytest_glm45.server import ServerProcess
 from pytest_glm45.tinymodel import ensure_tiny_model
 
 # `vllm bench serve` is vllm.benchmarks.serve's add_cli_args + main behind the `vllm` CLI; under
@@ -94,7 +94,7 @@ def fidelity(rounds: int, batch: int, shape: Shape, same_prompts: bool = False) 
     tiny = ensure_tiny_model()
     with (
         tempfile.TemporaryDirectory() as tmp,
-        VllmServer(spec, Path(tmp) / "server.log", api_key=None, startup_timeout=900) as server,
+        ServerProcess(spec, Path(tmp) / "server.log", api_key=None, startup_timeout=900) as server,
     ):
         print(
             f"server {server.base_url} ready in {server.startup_seconds:.0f} s; workload {shape} x{batch}, {rounds} rounds each"

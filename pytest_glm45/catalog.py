@@ -1,6 +1,6 @@
 """The model catalog: the GLM-4.5 checkpoints the kit knows, and how a user names them.
 
-Figures are the published architecture (../shared/glm45-facts.md); the preflight and the
+Figures are the published architecture (each checkpoint's config.json and model card); the preflight and the
 roofline compute from them, so they are data here and nowhere else.
 """
 

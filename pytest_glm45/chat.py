@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from pytest_glm45.answers import ChatResult, assemble, from_response
 from pytest_glm45.replay import replay_extra_body
-from pytest_glm45.streaming import ChatResult, assemble, from_response
 
 
 class HttpError(Exception):
@@ -32,6 +32,15 @@ class HttpError(Exception):
             if "message" in self.body:
                 return str(self.body["message"])
         return str(self.body)[:2000]
+
+
+def curl_line(base_url: str, body: dict[str, Any], path: str = "/v1/chat/completions") -> str:
+    """A command a person can paste to send a request by hand ($GLM45_API_KEY holds the key)."""
+    payload = json.dumps(body, ensure_ascii=False).replace("'", "'\\''")
+    return (
+        f"curl -s {base_url}{path} -H 'Content-Type: application/json' "
+        f"-H \"Authorization: Bearer $GLM45_API_KEY\" -d '{payload}'"
+    )
 
 
 class ChatClient:

@@ -16,37 +16,38 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_glm45.catalog import ALIASES, UnknownModel, resolve_model
-from pytest_glm45.matrix import Configuration, PlanError, parse_plan, skip_reason
-from pytest_glm45.recipe import spec_for
-from pytest_glm45.server import ServerError, VllmServer
-from pytest_glm45.settings import DEFAULT_MAX_MODEL_LEN_REAL, DEFAULT_MAX_MODEL_LEN_TINY, split_server_args
+from pytest_glm45.matrix import Configuration
+from pytest_glm45.recipe import cpu_cores, spec_for
+from pytest_glm45.server import ServerError, ServerProcess
+from pytest_glm45.settings import Settings, SettingsError, parse_tolerances, resolve_settings
 
 
-def _configuration(args: argparse.Namespace) -> Configuration:
+def _settings(args: argparse.Namespace) -> Settings:
+    """The same resolution the plugin uses, from this command's options (one configuration)."""
+    from pytest_glm45.inventory import gpu_count, read_inventory
+
+    values = {"model": args.model, "gpus": args.gpus, "parallel": args.plan, "strict_tools": args.strict,
+              "max_model_len": args.max_model_len, "server_args": args.server_arg, "startup_timeout": args.startup_timeout,
+              "unrunnable": "skip"}  # fmt: skip
     try:
-        model = resolve_model(args.model, path_exists=Path(args.model).is_dir())
-    except UnknownModel:
-        raise SystemExit(
-            f"pytest-glm45: --model {args.model!r} is not accepted; accepted: {', '.join(ALIASES)}, a hub id or a path"
-        ) from None
-    try:
-        plan = parse_plan(args.plan)
-    except PlanError as exc:
-        raise SystemExit(f"pytest-glm45: --plan {args.plan!r} is not accepted; {exc}") from None
-    if args.gpus is None:
-        from pytest_glm45.inventory import gpu_count
+        return resolve_settings(values, detected_gpus=gpu_count, cpu_cores=len(cpu_cores()), rootdir=Path.cwd(),
+                                inventory=read_inventory)  # fmt: skip
+    except SettingsError as exc:
+        raise SystemExit(f"pytest-glm45 serve: {exc}") from None
 
-        args.gpus = gpu_count()
-    max_len = args.max_model_len or (DEFAULT_MAX_MODEL_LEN_TINY if model.is_tiny else DEFAULT_MAX_MODEL_LEN_REAL)
-    engine = "cpu" if args.gpus <= 0 else "gpu"
-    return Configuration(model=model, plan=plan, strict_tools=args.strict == "on", engine=engine, max_model_len=max_len,
-                         skip_reason=skip_reason(model, plan, engine, args.gpus, os.cpu_count() or 1))  # fmt: skip
+
+def _configuration(settings: Settings) -> Configuration:
+    if len(settings.matrix) != 1:
+        raise SystemExit(f"pytest-glm45 serve: one configuration at a time; these options make {len(settings.matrix)}: "
+                         f"{', '.join(c.id for c in settings.matrix)}")  # fmt: skip
+    return settings.matrix[0]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _configuration(args)
-    spec = spec_for(config, tuple(split_server_args(args.server_arg)))
+    """Start (or print) the server the fixtures would boot for one configuration."""
+    settings = _settings(args)
+    config = _configuration(settings)
+    spec = spec_for(config, settings.server_args)
     if args.print:
         print(spec.shell_line(args.host, args.port or 8000))
         if config.skip_reason:
@@ -57,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     api_key = os.environ.get("GLM45_API_KEY")
     log = Path(args.log or f"{config.id}.log")
-    server = VllmServer(spec, log, api_key=api_key, startup_timeout=args.startup_timeout, port=args.port)
+    server = ServerProcess(spec, log, api_key=api_key, startup_timeout=settings.startup_timeout, port=args.port)
     print(f"pytest-glm45: starting {config.id}, log {log}", flush=True)
     try:
         server.start()
@@ -78,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
+    """Build the tiny model (once per cache) and print its directory."""
     from pytest_glm45.tinymodel import ensure_tiny_model
 
     print(ensure_tiny_model(Path(args.cache_dir) if args.cache_dir else None).path)
@@ -85,6 +87,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
+    """Print this host's GPU inventory."""
     from pytest_glm45.inventory import read_inventory
 
     inv = read_inventory()
@@ -93,6 +96,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
+    """Print the preflight verdict of every model at every plan this host allows."""
     from pytest_glm45.catalog import CATALOG
     from pytest_glm45.inventory import read_inventory
     from pytest_glm45.preflight import table
@@ -106,20 +110,15 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pytest_glm45 import report
+    """Print what changed between two reports; exit 1 on a regression."""
+    from pytest_glm45 import compare, report
 
-    tolerances = {}
-    for item in args.tolerance or []:
-        metric, _, value = item.partition("=")
-        try:
-            tolerances[metric] = float(value)
-        except ValueError:
-            raise SystemExit(f"pytest-glm45 compare: --tolerance {item!r} is not accepted; accepted: metric=fraction") from None
     try:
+        tolerances = parse_tolerances(args.tolerance, "--tolerance")
         old, new = report.load(Path(args.old)), report.load(Path(args.new))
     except (OSError, ValueError) as exc:
         raise SystemExit(f"pytest-glm45 compare: {exc}") from None
-    comparison = report.compare(old, new, tolerances)
+    comparison = compare.compare(old, new, tolerances, accept_known=args.accept_known)
     text = comparison.markdown()
     print(text)
     if args.markdown:
@@ -128,19 +127,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
     parser = argparse.ArgumentParser(prog="pytest-glm45", description="GLM-4.5 serving conformance kit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="Start (or --print) the server the fixtures would boot for one configuration")
     serve.add_argument("--model", default="tiny", help="Alias, hub id or path. Default: tiny.")
     serve.add_argument("--plan", default="tp1", help="Parallel plan such as tp1, tp8, dp2-tp4. Default: tp1.")
-    serve.add_argument("--gpus", type=int, default=None, help="GPUs; 0 = CPU engine. Default: those of this host.")
+    serve.add_argument("--gpus", default=None, help="GPUs; 0 = CPU engine. Default: those of this host.")
     serve.add_argument("--strict", choices=("on", "off"), default="on", help="VLLM_ENFORCE_STRICT_TOOL_CALLING. Default: on.")
-    serve.add_argument("--max-model-len", type=int, default=None, help="Default: 8192 for tiny, 65536 otherwise.")
+    serve.add_argument("--max-model-len", default=None, help="Default: 8192 for tiny, 65536 otherwise.")
     serve.add_argument("--host", default="127.0.0.1", help="Only with --print (the kit itself binds 127.0.0.1). Default: 127.0.0.1.")
     serve.add_argument("--port", type=int, default=None, help="Default: a free port (8000 with --print).")
     serve.add_argument("--server-arg", action="append", help="Extra vLLM argument; repeatable.")
-    serve.add_argument("--startup-timeout", type=float, default=900, help="Seconds. Default: 900.")
+    serve.add_argument("--startup-timeout", default=None, help="Seconds. Default: 900.")
     serve.add_argument("--log", default=None, help="Log file. Default: <config id>.log.")
     serve.add_argument("--print", action="store_true", help="Print the command and its environment; start nothing.")
     serve.set_defaults(func=cmd_serve)
@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("new", help="report.json of the run under test")
     cmp.add_argument("--tolerance", action="append", help="metric=fraction, repeatable (default: 10%% throughput, 15-25%% latency)")
     cmp.add_argument("--markdown", default=None, help="Also write the summary to this file (for a CI comment).")
+    cmp.add_argument("--accept-known", action="store_true",
+                     help="Pass the gate when every check that broke is a recorded known failure (read them first).")
     cmp.set_defaults(func=cmd_compare)
 
     inv = sub.add_parser("inventory", help="Print this host's GPU inventory")
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console command's entry point."""
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

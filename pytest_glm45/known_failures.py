@@ -1,16 +1,21 @@
 """Known failures: conformance checks that fail because a given vLLM version is wrong.
 
-One TOML file per vLLM version, `vllm-<version>.toml`, lists the check ids expected to fail
-there, each with the reason and the evidence (request, expected, got)::
+One TOML file per vLLM version, `vllm-<version>.toml`. Each entry names the checks it covers,
+the configurations, why vLLM is wrong, the evidence, and the *signature*: what the failure
+looks like. A failure of a covered check that matches the signature is known; one that does
+not is a new failure, reported with the entry it was checked against and what was seen::
 
     [[failure]]
-    check = "test_tool_calling::test_replay[native-one-call]"
-    configs = ["*", "!*-nostrict"]    # optional: fnmatch patterns on configuration ids; ! excludes
+    checks = ["test_tool_calling::test_replay[native-*]"]   # patterns on check ids: * and ? (brackets are literal)
+    configs = ["*", "!*-nostrict"]     # optional: patterns on configuration ids; ! excludes
+    models = ["glm-4.5*"]              # optional: patterns on the model family
     reason = "the strict grammar rejects GLM-4.5's native newline after the name"
+    signature = { status = 500 }       # and/or match = "regex" on the observed failure text
     evidence = { request = "...", expected = "...", got = "HTTP 500 Internal Server Error" }
 
-A known failure does not fail the run; an unexpected failure does; a known failure that
-passes is reported (XPASS) so its entry can go. A check id never changes meaning.
+One defect that hits many checks is one entry (a list or patterns in `checks`). `check = "id"`
+is accepted for a single check. A known failure that passes fails the run (as pytest's
+`xfail_strict`), naming the entry to remove.
 
 The same file pins behaviours where the API leaves a choice and a version's choice must not
 change silently (a check compares what it sees with the pin, and asks for one if missing)::
@@ -21,7 +26,7 @@ change silently (a check compares what it sees with the pin, and asks for one if
 
 from __future__ import annotations
 
-import fnmatch
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -38,22 +43,63 @@ class KnownFailuresError(ValueError):
     """A known-failures file that does not have the documented shape."""
 
 
+def glob_match(value: str, pattern: str) -> bool:
+    """`*` is any text and `?` one character; everything else, brackets included, is literal (check ids hold `[...]`)."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+def _matches(value: str, patterns: tuple[str, ...]) -> bool:
+    """True when some pattern matches and no `!pattern` excludes `value`."""
+    include = [p for p in patterns if not p.startswith("!")] or ["*"]
+    exclude = [p[1:] for p in patterns if p.startswith("!")]
+    return any(glob_match(value, p) for p in include) and not any(glob_match(value, p) for p in exclude)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a known failure looks like: an HTTP status and/or a pattern on the observed failure text."""
+
+    status: int | None = None
+    match: str | None = None
+
+    def matches(self, observed: str) -> bool:
+        """Whether the observed failure text is this failure."""
+        if self.status is not None and not re.search(rf"\bHTTP {self.status}\b|\bcode {self.status}\b", observed):
+            return False
+        return self.match is None or re.search(self.match, observed, re.DOTALL) is not None
+
+    def describe(self) -> str:
+        """The signature in words, for messages."""
+        parts = ([f"HTTP {self.status}"] if self.status is not None else []) + (
+            [f"text matching /{self.match}/"] if self.match is not None else []
+        )
+        return " and ".join(parts)
+
+
 @dataclass(frozen=True)
 class KnownFailure:
-    """One entry: which check, where, why, and the evidence."""
+    """One entry: which checks, where, why, what the failure looks like, and the evidence."""
 
-    check: str
+    checks: tuple[str, ...]
     reason: str
+    signature: Signature
     evidence: dict[str, Any]
     configs: tuple[str, ...] = ("*",)
+    models: tuple[str, ...] = ("*",)
     source: str = ""
 
-    def applies_to(self, config_id: str) -> bool:
-        """True when some pattern matches and no `!pattern` excludes the configuration."""
-        include = [p for p in self.configs if not p.startswith("!")] or ["*"]
-        exclude = [p[1:] for p in self.configs if p.startswith("!")]
-        return any(fnmatch.fnmatchcase(config_id, p) for p in include) and not any(
-            fnmatch.fnmatchcase(config_id, p) for p in exclude
+    @property
+    def check(self) -> str:
+        """The entry's check patterns as one line (for messages)."""
+        return ", ".join(self.checks)
+
+    def covers(self, check: str, config_id: str, model_family: str | None = None) -> bool:
+        """Whether this entry speaks for `check` on `config_id` (and the model family, when known)."""
+        return (
+            any(glob_match(check, p) for p in self.checks)
+            and _matches(config_id, self.configs)
+            and (model_family is None or _matches(model_family, self.models))
         )
 
 
@@ -66,9 +112,10 @@ class KnownFailures:
     path: Path | None = None
     pins: dict[str, Any] = field(default_factory=dict)
 
-    def lookup(self, check: str, config_id: str) -> KnownFailure | None:
+    def lookup(self, check: str, config_id: str, model_family: str | None = None) -> KnownFailure | None:
+        """The first entry that covers this check on this configuration, or None."""
         for entry in self.entries:
-            if entry.check == check and entry.applies_to(config_id):
+            if entry.covers(check, config_id, model_family):
                 return entry
         return None
 
@@ -95,6 +142,35 @@ def load(version: str | None, directory: Path | None = None) -> KnownFailures:
     return KnownFailures(version, parse(text, str(path)), path, dict(tomllib.loads(text).get("pins", {})))
 
 
+def _patterns(raw: Any, key: str, source: str, n: int) -> tuple[str, ...]:
+    value = raw.get(key, ["*"])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise KnownFailuresError(f"{source}: entry {n}: {key} = {value!r}; accepted: a pattern or a list of patterns")
+    return tuple(value)
+
+
+def _signature(raw: Any, source: str, n: int) -> Signature:
+    sig = raw.get("signature")
+    where = f"{source}: entry {n} ({raw.get('check') or raw.get('checks')})"
+    if not isinstance(sig, dict) or not (sig.get("status") or sig.get("match")):
+        raise KnownFailuresError(f"{where} lacks a signature; accepted: signature = {{ status = 500 }} and/or "
+                                 "{ match = \"regex on the observed failure\" }")  # fmt: skip
+    unknown = set(sig) - {"status", "match"}
+    if unknown:
+        raise KnownFailuresError(f"{where}: signature keys {sorted(unknown)} are not accepted; accepted: status, match")
+    if sig.get("match") is not None:
+        try:
+            re.compile(sig["match"])
+        except re.error as exc:
+            raise KnownFailuresError(f"{where}: signature match {sig['match']!r} is not a regular expression: {exc}") from None
+    status = sig.get("status")
+    if status is not None and not isinstance(status, int):
+        raise KnownFailuresError(f"{where}: signature status {status!r}; accepted: an HTTP status number")
+    return Signature(status=status, match=sig.get("match"))
+
+
 def parse(text: str, source: str = "<string>") -> list[KnownFailure]:
     """Parse one file; raise KnownFailuresError naming the entry and what is missing."""
     try:
@@ -103,19 +179,21 @@ def parse(text: str, source: str = "<string>") -> list[KnownFailure]:
         raise KnownFailuresError(f"{source}: not valid TOML: {exc}") from exc
     out = []
     for n, raw in enumerate(data.get("failure", []), 1):
-        missing = [k for k in ("check", "reason", "evidence") if not raw.get(k)]
+        checks = raw.get("checks") or ([raw["check"]] if raw.get("check") else [])
+        if isinstance(checks, str):
+            checks = [checks]
+        missing = [k for k, v in (("check or checks", checks), ("reason", raw.get("reason")), ("evidence", raw.get("evidence"))) if not v]
         if missing:
-            raise KnownFailuresError(f"{source}: entry {n} ({raw.get('check', '?')}) lacks {', '.join(missing)}")
-        configs = raw.get("configs", ["*"])
-        if isinstance(configs, str):
-            configs = [configs]
+            raise KnownFailuresError(f"{source}: entry {n} ({raw.get('check') or raw.get('checks') or '?'}) lacks {', '.join(missing)}")
         out.append(
             KnownFailure(
-                check=raw["check"],
+                checks=tuple(checks),
                 reason=raw["reason"],
+                signature=_signature(raw, source, n),
                 evidence=dict(raw["evidence"]),
-                configs=tuple(configs),
-                source=f"{source}#{n}",
+                configs=_patterns(raw, "configs", source, n),
+                models=_patterns(raw, "models", source, n),
+                source=f"{Path(source).name}#{n}",
             )
         )
     return out

@@ -11,12 +11,18 @@ Metrics are defined as `vllm bench serve` defines them (vllm/benchmarks/serve.py
 calculate_metrics): throughputs over the benchmark's wall time; TTFT from send to the first
 chunk with text; TPOT = (latency - TTFT) / (output tokens - 1); ITL = the gaps between chunks;
 E2EL = latency. Percentiles interpolate linearly, as numpy.percentile does.
+
+A figure the measurement cannot support is marked invalid, not reported: when the client reads
+a stream in fewer distinct arrivals than MIN_ARRIVAL_SHARE of its tokens (a client starved of
+CPU reads a whole answer at once: TTFT becomes the request's length, ITL 0), its TTFT, TPOT and
+ITL figures say nothing about the server and are dropped with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import statistics
 import time
@@ -39,6 +45,13 @@ CANDIDATE_WORDS = tuple(
     " " + w
     for w in ["the", "of", "and", "to", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "as", "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but", "not", "what", "all", "were", "we", "when", "your", "can", "said", "there", "use", "an", "each", "which", "she", "do", "how", "their", "if", "will", "up", "other", "about", "out", "many", "then", "them", "these", "so", "some", "her", "would", "make", "like", "him", "into", "time", "has", "look", "two", "more", "write", "go", "see", "number", "no", "way", "could", "people", "my", "than", "first", "water", "been", "call", "who", "oil", "its", "now", "find", "long", "down", "day", "did", "get", "come", "made", "may", "part"]
 )
+
+#: A stream must arrive in at least this share of its tokens' worth of distinct reads for its
+#: latency figures to count (vLLM sends a chunk per decode step; detokenization may merge a few).
+MIN_ARRIVAL_SHARE = 0.5
+#: Latency figures that the arrival rule invalidates (throughputs and E2EL stand).
+ARRIVAL_METRICS = ("ttft", "tpot", "itl")
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -85,6 +98,7 @@ class RequestResult:
     ttft: float = 0.0
     ttfat: float | None = None  # time to first answer (content) token, chat endpoint
     latency: float = 0.0
+    arrivals: int = 0  # distinct reads that carried text
     itl: list[float] = field(default_factory=list)
     error: str = ""
 
@@ -125,11 +139,25 @@ class Metrics:
     total_token_throughput: float
     latencies: dict[str, float]
     errors: list[str]
+    #: metric -> why it cannot be trusted (absent from `flat()`)
+    invalid: dict[str, str] = field(default_factory=dict)
 
     def flat(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("latencies", "errors")}
-        out.update(self.latencies)
+        """Every valid figure by its `vllm bench serve` name."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("latencies", "errors", "invalid")}
+        out.update({k: v for k, v in self.latencies.items() if k not in self.invalid})
         return out
+
+
+def arrival_problem(results: Sequence[RequestResult]) -> str | None:
+    """Why these streams cannot support latency figures, or None when they can."""
+    ok = [r for r in results if r.success and r.output_tokens > 1]
+    tokens = sum(r.output_tokens for r in ok)
+    arrivals = sum(r.arrivals for r in ok)
+    if tokens and arrivals < MIN_ARRIVAL_SHARE * tokens:
+        return (f"the client read {tokens} tokens in {arrivals} distinct arrivals (< {MIN_ARRIVAL_SHARE:.0%} of the tokens): "
+                "it was not reading as the server sent (starved of CPU?), so TTFT, TPOT and ITL would measure the client")
+    return None
 
 
 def compute_metrics(results: Sequence[RequestResult], duration: float) -> Metrics:
@@ -147,6 +175,8 @@ def compute_metrics(results: Sequence[RequestResult], duration: float) -> Metric
     ttfat = [r.ttfat for r in ok if r.ttfat is not None]
     if ttfat:
         lat.update(_stats("ttfat", ttfat))
+    problem = arrival_problem(results)
+    invalid = {k: problem for k in lat if problem and any(f"_{m}_" in k for m in ARRIVAL_METRICS)}
     return Metrics(
         duration=duration,
         completed=len(ok),
@@ -158,6 +188,7 @@ def compute_metrics(results: Sequence[RequestResult], duration: float) -> Metric
         total_token_throughput=(total_in + total_out) / duration if duration else 0.0,
         latencies=lat,
         errors=[r.error for r in results if not r.success][:20],
+        invalid=invalid,
     )
 
 
@@ -253,6 +284,8 @@ class LoadGenerator:
                         text = c.get("text") or delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content")
                         if not text:
                             continue
+                        if now != last or result.arrivals == 0:
+                            result.arrivals += 1
                         if result.ttft == 0.0:
                             result.ttft = now - start
                         else:
@@ -307,9 +340,19 @@ class LoadGenerator:
             duration = time.perf_counter() - started
         return compute_metrics(results, duration), list(results)
 
-    def run(self, workload: Workload, on_progress: Callable[[int, int, int, float], None] | None = None) -> tuple[Metrics, list[RequestResult]]:
-        """Run one workload to completion (its own event loop)."""
-        return asyncio.run(self.run_async(workload, on_progress))
+    def run(self, workload: Workload, on_progress: Callable[[int, int, int, float], None] | None = None,
+            cpus: Sequence[int] | None = None) -> tuple[Metrics, list[RequestResult]]:  # fmt: skip
+        """Run one workload to completion (its own event loop), on `cpus` when given (the calling
+        thread's affinity is restored afterwards)."""
+        previous = None
+        if cpus and hasattr(os, "sched_setaffinity"):
+            previous = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, set(cpus))
+        try:
+            return asyncio.run(self.run_async(workload, on_progress))
+        finally:
+            if previous is not None:
+                os.sched_setaffinity(0, previous)
 
 
 def bench_serve_json(workload: Workload, metrics: Metrics, results: Sequence[RequestResult], model: str, config_id: str) -> dict[str, Any]:

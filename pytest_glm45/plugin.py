@@ -6,24 +6,28 @@ It imports neither vLLM, torch nor openai; fixtures import what they need when t
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_glm45.matrix import Configuration
-from pytest_glm45.session import ServerHandle, ServerPool
+from pytest_glm45.pool import ServerHandle, ServerPool
 from pytest_glm45.settings import Settings, SettingsError, resolve_settings
+from pytest_glm45.verdict import Verdicts
+
+if TYPE_CHECKING:
+    from pytest_glm45.throughput import ThroughputSession
 
 SETTINGS = pytest.StashKey[Settings]()
-POOL = pytest.StashKey["ServerPool"]()
-OUTCOMES = pytest.StashKey["Outcomes"]()
-THROUGHPUT = pytest.StashKey[Any]()
+POOL = pytest.StashKey[ServerPool]()
+VERDICTS = pytest.StashKey[Verdicts]()
+THROUGHPUT = pytest.StashKey["ThroughputSession"]()
+COMPARISON = pytest.StashKey["Comparison"]()
 CHECK_ID = pytest.StashKey[str]()
+PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 
 # (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default.
 OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -38,7 +42,9 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--glm45-strict-tools", "glm45_strict_tools", "glm45_strict_tools",
      "VLLM_ENFORCE_STRICT_TOOL_CALLING per server: on, off, or on,off (two servers per plan). Default: on for every plan, and off too for the first plan.", "str"),
     ("--glm45-base-url", "glm45_base_url", "glm45_base_url",
-     "Test a server that is already running at this URL and boot nothing. Default: none.", "str"),
+     "Test a server that is already running at this URL and boot nothing; declare what it serves with "
+     "--glm45-model (live checks run for real GLM-4.x weights) and --glm45-strict-tools. "
+     "Default: none.", "str"),
     ("--glm45-api-key", "glm45_api_key", "glm45_api_key",
      "API key for --glm45-base-url (or set GLM45_API_KEY). Default: none.", "str"),
     ("--glm45-max-model-len", "glm45_max_model_len", "glm45_max_model_len",
@@ -69,6 +75,12 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Write report.json and report.html (conformance matrix, throughput plots) into this directory. Default: none.", "str"),
     ("--glm45-compare-to", "glm45_compare_to", "glm45_compare_to",
      "A report.json of an earlier run: print what changed and fail the run on a regression. Default: none.", "str"),
+    ("--glm45-unrunnable", "glm45_unrunnable", "glm45_unrunnable",
+     "A configuration you named (model, --gpus, plan) that this host cannot run: fail (a usage error before "
+     "anything boots) or skip (for matrix jobs that expect some to be absent). Default: fail.", "str"),
+    ("--glm45-strict-known-failures", "glm45_strict_known_failures", "glm45_strict_known_failures",
+     "on: a known failure that passes fails the run, naming the entry to remove; off: it is reported only. "
+     "Default: on.", "str"),
     ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
      "Per-metric tolerances for --glm45-compare-to, e.g. output_throughput=0.1,median_ttft_ms=0.2. "
      "Default: 10%% for throughputs, 15-25%% for latencies.", "str"),
@@ -98,6 +110,7 @@ def _raw_values(config: pytest.Config) -> dict[str, Any]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Resolve the settings once, apply the profile to Hypothesis, and make the session's server pool."""
     config.addinivalue_line("markers", "glm45_live: needs real GLM-4.5 weights; skipped on the tiny model")
     config.addinivalue_line("markers", "glm45_boot: checks how a server booted; skipped against --glm45-base-url")
     config.addinivalue_line(
@@ -105,46 +118,71 @@ def pytest_configure(config: pytest.Config) -> None:
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
         "the -nostrict twin of a configuration is skipped, saying so",
     )
-    from pytest_glm45.inventory import gpu_count
+    from pytest_glm45.inventory import gpu_count, read_inventory
+    from pytest_glm45.recipe import cpu_cores
 
     try:
-        settings = resolve_settings(
-            _raw_values(config),
-            detected_gpus=gpu_count,
-            cpu_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-            rootdir=Path(str(config.rootpath)),
-        )
+        settings = resolve_settings(_raw_values(config), detected_gpus=gpu_count, cpu_cores=len(cpu_cores()),
+                                    rootdir=Path(str(config.rootpath)), inventory=read_inventory)  # fmt: skip
     except SettingsError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if settings.engine == "gpu":
-        from dataclasses import replace
-
-        from pytest_glm45 import preflight
-        from pytest_glm45.inventory import read_inventory
-
-        settings = replace(settings, matrix=preflight.apply(settings.matrix, read_inventory()))
     config.stash[SETTINGS] = settings
     config.stash[POOL] = ServerPool(settings, reporter=_Reporter(config))
-    config.stash[OUTCOMES] = Outcomes()
-    _terminate_on_sigterm()
+    config.stash[VERDICTS] = Verdicts(strict_known_failures=settings.strict_known_failures)
+    _apply_hypothesis_profile(config, settings)
+    config.stash[PREVIOUS_SIGTERM] = _terminate_on_sigterm()
+
+
+def _apply_hypothesis_profile(config: pytest.Config, settings: Settings) -> None:
+    """The profile's example count for every property check, unless the user chose a Hypothesis profile.
+
+    Each example is a round trip to a real server: no deadline, a fixed seed per run
+    (derandomize) so a failure reproduces, and a health check that tolerates slow data.
+    """
+    try:
+        from hypothesis import HealthCheck
+        from hypothesis import settings as hypothesis_settings
+    except ImportError:  # only the property checks need Hypothesis
+        return
+    if config.getoption("hypothesis_profile", None):
+        return
+    hypothesis_settings.register_profile(
+        "glm45",
+        max_examples=settings.profile.hypothesis_examples,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        print_blob=True,
+    )
+    hypothesis_settings.load_profile("glm45")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop every server still running and give SIGTERM back its previous handler."""
     pool = config.stash.get(POOL, None)
     if pool is not None:
         pool.stop_all()
-
-
-def _terminate_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so fixtures tear down and servers stop."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-
-        def _raise(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        # Not possible outside the main thread (pytester in a thread, say): then pytest's default stays.
+    if PREVIOUS_SIGTERM in config.stash and config.stash[PREVIOUS_SIGTERM] is not None:
         with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGTERM, _raise)
+            signal.signal(signal.SIGTERM, config.stash[PREVIOUS_SIGTERM])
+
+
+def _terminate_on_sigterm() -> Any:
+    """Turn SIGTERM into KeyboardInterrupt so fixtures tear down and servers stop; returns the
+    handler it replaced (None when it left pytest's alone)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return None
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Not possible outside the main thread (pytester in a thread, say): then pytest's default stays.
+    try:
+        signal.signal(signal.SIGTERM, _raise)
+    except ValueError:
+        return None
+    return previous
 
 
 class _Reporter:
@@ -152,50 +190,52 @@ class _Reporter:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self._last_percent = -1
+
+    def _write(self, write: Callable[[Any], None]) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None or self.config.get_verbosity() < 0:
+            return
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                write(tr)
+        else:
+            write(tr)
 
     def progress(self, text: str, final: bool) -> None:
-        """A live line on a terminal (rewritten in place); on a pipe, a line per quarter and the last."""
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if tr is None:
-            return
+        """A live line on a terminal (rewritten in place); on a pipe, only the final lines."""
 
-        def write() -> None:
+        def write(tr: Any) -> None:
             if tr.isatty():
                 tr.rewrite(text, final=final)
                 if final:
                     tr.write_line("")
-            else:
-                tr.write_line(text) if final else None
+            elif final:
+                tr.write_line(text)
 
-        if capman is not None:
-            with capman.global_and_fixture_disabled():
-                write()
-        else:
-            write()
+        self._write(write)
 
     def line(self, text: str) -> None:
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if tr is None:
-            return
-        if capman is not None:
-            with capman.global_and_fixture_disabled():
-                tr.write_line(text)
-        else:
-            tr.write_line(text)
+        """One permanent line."""
+        self._write(lambda tr: tr.write_line(text))
 
 
 # -- the matrix -------------------------------------------------------------------------
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize `glm45_server` with the matrix, once per session, with readable ids; and
+    `glm45_point` with the profile's throughput points (shape, batch)."""
+    settings = metafunc.config.stash[SETTINGS]
+    if "glm45_point" in metafunc.fixturenames:
+        from pytest_glm45.loadgen import profile_points
+
+        points = profile_points(settings.profile.name)
+        metafunc.parametrize("glm45_point", points, ids=[f"{s.name}-{s.input_len}x{s.output_len}-bs{b}" for s, b in points])
     if "glm45_server" not in metafunc.fixturenames:
         return
-    settings = metafunc.config.stash[SETTINGS]
-    if settings.base_url:
-        metafunc.parametrize("glm45_server", [None], indirect=True, scope="session", ids=["remote"])
+    if settings.remote is not None:
+        metafunc.parametrize("glm45_server", [None], indirect=True, scope="session", ids=[settings.remote.config_id])
         return
     strict_irrelevant = metafunc.definition.get_closest_marker("glm45_strict_irrelevant") is not None
     params = []
@@ -208,19 +248,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every item its stable check id."""
+    remote = config.stash[SETTINGS].remote
     for item in items:
-        item.stash[CHECK_ID] = check_id(item)
+        item.stash[CHECK_ID] = check_id(item, remote.config_id if remote else None)
 
 
-def check_id(item: pytest.Item) -> str:
+def check_id(item: pytest.Item, remote_id: str | None = None) -> str:
     """A stable id per check: `module::test[params]` without the configuration part."""
     name = getattr(item, "originalname", item.name)
     base = f"{item.path.stem}::{name}"
     callspec = getattr(item, "callspec", None)
     if callspec is None:
         return base
-    config = callspec.params.get("glm45_server")
-    cid = config.id if isinstance(config, Configuration) else ("remote" if "glm45_server" in callspec.params else None)
+    cid = _config_id_of(item, remote_id)
     rest = callspec.id
     # The configuration's id joins the test's own parameter ids; drop it wherever it stands.
     if cid and rest.endswith(cid):
@@ -228,6 +269,16 @@ def check_id(item: pytest.Item) -> str:
     elif cid and rest.startswith(cid):
         rest = rest[len(cid) :].lstrip("-")
     return f"{base}[{rest}]" if rest else base
+
+
+def _config_id_of(item: pytest.Item, remote_id: str | None = None) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "glm45_server" not in callspec.params:
+        return None
+    config = callspec.params["glm45_server"]
+    if isinstance(config, Configuration):
+        return config.id
+    return remote_id or item.config.stash[SETTINGS].remote.config_id  # type: ignore[union-attr]
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -249,11 +300,13 @@ def glm45_settings(request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def glm45_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
+def glm45_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle | None]:
     """A ready vLLM server for one configuration of the matrix, booted once per session.
 
     Gives the base URL, configuration id, served model name, log path, startup seconds,
-    vLLM version and engine. With --glm45-base-url, the server already running there.
+    vLLM version, engine and distribution. With --glm45-base-url, the server already running there.
+    A server that fails to start, or that the kit booted and does not replay, fails every check of
+    its configuration: the first with the whole story and the log tail, the others with a pointer to it.
     """
     from pytest_glm45.server import ServerError
 
@@ -261,10 +314,31 @@ def glm45_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
     config: Configuration | None = getattr(request, "param", None)
     try:
         handle = pool.acquire(config)
-    except ServerError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    except ServerError:
+        yield None  # the boot gate below fails each check, saying why
+        return
     yield handle
     pool.release(handle)
+
+
+@pytest.fixture(autouse=True)
+def _glm45_gate(request: pytest.FixtureRequest) -> None:
+    """Before each check on a server: fail when its server did not come up; skip a live check
+    (@pytest.mark.glm45_live) unless the server has real GLM-4.x weights."""
+    if "glm45_server" not in request.fixturenames:
+        return
+    handle: ServerHandle | None = request.getfixturevalue("glm45_server")
+    if handle is None:
+        callspec = getattr(request.node, "callspec", None)
+        config = callspec.params.get("glm45_server") if callspec else None
+        pool = request.config.stash[POOL]
+        pytest.fail(pool.failure(config.id if isinstance(config, Configuration) else None), pytrace=False)
+    if request.node.get_closest_marker("glm45_live") is None or handle.real_weights:
+        return
+    if handle.booted:
+        pytest.skip("needs real GLM-4.5 weights: the tiny model's dummy weights emit noise")
+    pytest.skip(f"needs real GLM-4.x weights: {handle.served_name} at {handle.base_url} is not declared as such; "
+                "add --glm45-model with its alias (air-fp8, fp8, ...) if it is")  # fmt: skip
 
 
 @pytest.fixture
@@ -275,46 +349,19 @@ def glm45_examples(glm45_server: ServerHandle, glm45_settings: Settings) -> Call
 
 
 @pytest.fixture(scope="session")
-def glm45_throughput(request: pytest.FixtureRequest) -> Any:
+def glm45_throughput(request: pytest.FixtureRequest) -> ThroughputSession:
     """The session's throughput points (`pytest_glm45.throughput.ThroughputSession`): run, export, check."""
     return _throughput(request.config)
 
 
-def _throughput(config: pytest.Config) -> Any:
+def _throughput(config: pytest.Config) -> ThroughputSession:
     from pytest_glm45.throughput import ThroughputSession
 
     if THROUGHPUT not in config.stash:
         settings = config.stash[SETTINGS]
-        config.stash[THROUGHPUT] = ThroughputSession(settings.bench_dir, settings.thresholds, _Reporter(config).progress)
+        config.stash[THROUGHPUT] = ThroughputSession(settings.bench_dir, settings.thresholds, settings.profile.rounds,
+                                                     _Reporter(config).progress)  # fmt: skip
     return config.stash[THROUGHPUT]
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    settings = session.config.stash.get(SETTINGS, None)
-    if settings is None:
-        return
-    tp = session.config.stash.get(THROUGHPUT, None)
-    if tp is not None and settings.save_baseline is not None and tp.points:
-        from pytest_glm45.session import installed_engine
-
-        engine, version = installed_engine()
-        tp.save_baseline(settings.save_baseline, settings.baseline_margin, f"{engine} {version}, {len(tp.points)} points")
-    if settings.report_dir is None and settings.compare_to is None:
-        return
-    from pytest_glm45.runreport import build_report
-
-    data = build_report(settings, session.config.stash[POOL], session.config.stash[OUTCOMES], tp)
-    if settings.report_dir is not None:
-        from pytest_glm45 import report
-
-        report.write(data, settings.report_dir)
-    if settings.compare_to is not None:
-        from pytest_glm45 import report
-
-        comparison = report.compare(report.load(settings.compare_to), data, settings.tolerances)
-        session.config.stash[OUTCOMES].comparison = comparison
-        if comparison.regressed:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -353,7 +400,8 @@ def glm45_async_client(glm45_server: ServerHandle) -> Any:
 def glm45_replay(glm45_server: ServerHandle, glm45_chat: Any) -> Any:
     """Replays a scripted GLM-4.5 output: `glm45_replay.chat(script, stream=...)`, `.both(script)`.
 
-    Skips, with the flag to add, when the server does not have the replay processor loaded.
+    A remote server without the replay processor skips, naming the flag to add (a server the kit
+    booted always replays: one that does not is an error at boot).
     """
     from pytest_glm45.chat import Replayer
     from pytest_glm45.replay import REPLAY_PROCESSOR
@@ -364,35 +412,11 @@ def glm45_replay(glm45_server: ServerHandle, glm45_chat: Any) -> Any:
     return Replayer(glm45_chat)
 
 
-# -- reports ----------------------------------------------------------------------------
-
-
-@dataclass
-class Outcomes:
-    """Per configuration: outcome counts, and the known-failure entries that passed."""
-
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    unexpected_passes: list[tuple[str, str, str]] = field(default_factory=list)
-    records: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
-    #: seconds per (check, configuration), setup + call + teardown (a server's boot lands on its first check)
-    seconds: dict[tuple[str, str], float] = field(default_factory=dict)
-    comparison: Any = None
-
-    def record(self, check: str, config_id: str, outcome: str, reason: str) -> None:
-        """The outcome a report shows: an error or failure in any phase outranks a pass."""
-        previous = self.records.get((check, config_id))
-        if previous is not None and previous[0] in ("failed", "error") and outcome == "passed":
-            return
-        self.records[(check, config_id)] = (outcome, reason)
-
-    def add(self, config_id: str, outcome: str) -> None:
-        per = self.counts.setdefault(config_id, {})
-        per[outcome] = per.get(outcome, 0) + 1
+# -- verdicts -----------------------------------------------------------------------------
 
 
 def _handle_of(item: pytest.Item) -> ServerHandle | None:
-    funcargs = getattr(item, "funcargs", {})
-    handle = funcargs.get("glm45_server")
+    handle = getattr(item, "funcargs", {}).get("glm45_server")
     return handle if isinstance(handle, ServerHandle) else None
 
 
@@ -404,101 +428,100 @@ def pytest_runtest_call(item: pytest.Item) -> None:
         _ensure_alive(handle)
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("glm45_live") is None:
-        return
-    callspec = getattr(item, "callspec", None)
-    config = callspec.params.get("glm45_server") if callspec else None
-    if isinstance(config, Configuration) and config.model.is_tiny:
-        pytest.skip("needs real GLM-4.5 weights: the tiny model's dummy weights emit noise")
-
-
-def _config_id_of(item: pytest.Item) -> str | None:
-    callspec = getattr(item, "callspec", None)
-    if callspec is None or "glm45_server" not in callspec.params:
-        return None
-    config = callspec.params["glm45_server"]
-    return config.id if isinstance(config, Configuration) else "remote"
-
-
-def _reason(report: pytest.TestReport) -> str:
-    if hasattr(report, "wasxfail"):
-        return str(report.wasxfail)
+def _observed(report: pytest.TestReport) -> str:
+    """What a failing phase said: the exception's message, or a skip's reason."""
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
-        return str(crash.message if crash is not None else report.longreprtext)[:500]
+        return str(crash.message if crash is not None else report.longreprtext)
     return ""
-
-
-def _outcome(report: pytest.TestReport) -> str:
-    """passed, failed or skipped, with a known-failure entry's verdict in place of xfail/xpass."""
-    if hasattr(report, "wasxfail"):
-        return "known failure" if report.skipped else "unexpected pass"
-    return report.outcome
-
-
-def _record(item: pytest.Item, report: pytest.TestReport) -> None:
-    config_id = _config_id_of(item)
-    if config_id is None:
-        return
-    key = (item.stash.get(CHECK_ID, item.nodeid), config_id)
-    seconds = item.config.stash[OUTCOMES].seconds
-    seconds[key] = seconds.get(key, 0.0) + (report.duration or 0.0)
-    if report.when == "call":
-        outcome = _outcome(report)
-    elif report.failed:
-        outcome = "error"
-    elif report.skipped:
-        outcome = "skipped"
-    else:
-        return
-    item.config.stash[OUTCOMES].record(item.stash.get(CHECK_ID, item.nodeid), config_id, outcome, _reason(report))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Apply the verdict (known failures, unexpected passes) to each phase and record it in the one tally."""
     report: pytest.TestReport = yield
-    handle = _handle_of(item)
-    if handle is None:
-        _record(item, report)
+    config_id = _config_id_of(item)
+    if config_id is None:
         return report
-    outcomes = item.config.stash[OUTCOMES]
-    if report.when == "call" or (report.when == "setup" and report.failed):
-        entry = handle.known.lookup(item.stash.get(CHECK_ID, ""), handle.config_id)
-        if entry is not None and not hasattr(report, "wasxfail"):
-            version = handle.known.version
-            if report.failed:
-                report.outcome = "skipped"
-                report.wasxfail = f"known failure on vLLM {version}: {entry.reason}"
-            elif report.passed:
-                report.wasxfail = f"known failure on vLLM {version} passed: remove {entry.check} from {entry.source}"
-                outcomes.unexpected_passes.append((handle.config_id, entry.check, entry.source))
-        if report.failed:
-            report.sections.append((f"glm45 server log: {handle.config_id} ({handle.log_path})", handle.log_tail(40)))
-    if report.when == "call" or report.outcome != "passed":
-        outcome = _outcome(report)
-        if report.when == "call" or outcome != "passed":
-            outcomes.add(handle.config_id, outcome)
-    _record(item, report)
+    verdicts = item.config.stash[VERDICTS]
+    check = item.stash.get(CHECK_ID, item.nodeid)
+    verdicts.add_seconds(check, config_id, report.duration or 0.0)
+    if report.when != "call" and report.passed:
+        return report
+    handle = _handle_of(item)
+    observed = _observed(report)
+    model = handle.config.model.family if handle is not None and handle.config is not None else None
+    judgement = verdicts.judge(check, config_id, report.when, report.outcome, observed,
+                               handle.known if handle is not None else None, model)  # fmt: skip
+    if judgement.xfail_reason is not None:
+        report.wasxfail = judgement.xfail_reason
+        if judgement.outcome == "known failure":
+            report.outcome = "skipped"
+    if judgement.failure is not None:
+        report.outcome = "failed"
+        report.longrepr = judgement.failure
+    if judgement.note is not None:
+        report.sections.append((f"glm45 known failure {judgement.entry.source if judgement.entry else ''}", judgement.note))
+    if report.failed and handle is not None:
+        report.sections.append((f"glm45 server log: {handle.config_id} ({handle.log_path})", handle.log_tail(40)))
+    verdicts.record(check, config_id, judgement, observed)
     return report
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Save the baseline, write the report, compare with the reference run."""
+    config = session.config
+    settings = config.stash.get(SETTINGS, None)
+    if settings is None:
+        return
+    tp = config.stash.get(THROUGHPUT, None)
+    if tp is not None and settings.save_baseline is not None and tp.points:
+        from pytest_glm45.pool import installed_vllm
+
+        distribution, version = installed_vllm()
+        try:
+            tp.save_baseline(settings.save_baseline, settings.baseline_margin, f"{distribution} {version}, {len(tp.points)} points")
+        except ValueError as exc:
+            _Reporter(config).line(f"glm45: baseline not saved: {exc}")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if settings.report_dir is None and settings.compare_to is None:
+        return
+    from pytest_glm45 import report
+
+    data = report.build(settings, config.stash[POOL].history, config.stash[VERDICTS], tp.points if tp is not None else [])
+    if settings.report_dir is not None:
+        report.write(data, settings.report_dir)
+    if settings.compare_to is not None:
+        from pytest_glm45 import compare
+
+        comparison = compare.compare(report.load(settings.compare_to), data, settings.tolerances)
+        config.stash[COMPARISON] = comparison
+        if comparison.regressed:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What the session serves: profile, models, engine, configurations, GPUs."""
     settings = config.stash.get(SETTINGS, None)
     if settings is None:
         return []
-    from pytest_glm45.session import installed_engine
+    from pytest_glm45.pool import installed_vllm
 
     lines = [f"glm45: profile {settings.profile.name}, models {', '.join(m.alias for m in settings.models)}"]
-    if settings.base_url:
-        lines.append(f"glm45: testing the running server at {settings.base_url} (nothing is booted)")
+    if settings.remote is not None:
+        remote = settings.remote
+        weights = {True: "real GLM-4.x weights (declared)", False: "not real GLM-4.x weights (declared)",
+                   None: "weights read from /v1/models"}[remote.real_weights]  # fmt: skip
+        strict = ("strict tool calling (declared)" if remote.strict_tools else "lax tool calling (declared)") if remote.strict_declared \
+            else "strict tool calling assumed (vLLM's default; declare with --glm45-strict-tools)"
+        lines.append(f"glm45: testing the running server at {remote.base_url} as {remote.config_id}: {weights}, {strict}")
         return lines
-    engine, version = installed_engine()
+    distribution, version = installed_vllm()
     runnable = [c.id for c in settings.matrix if not c.skip_reason]
     skipped = [c.id for c in settings.matrix if c.skip_reason]
-    lines.append(f"glm45: engine {engine} {version or '(not installed)'}, GPUs {settings.gpus} ({settings.gpus_from})")
+    lines.append(f"glm45: engine {settings.engine} ({distribution} {version or '(not installed)'}), GPUs {settings.gpus} ({settings.gpus_from})")
     lines.append(f"glm45: configurations {', '.join(runnable) or 'none runnable'}"
                  + (f"; skipped {', '.join(skipped)}" if skipped else ""))  # fmt: skip
     if settings.gpus > 0:
@@ -509,25 +532,31 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Per configuration: how it booted and its outcome counts; stale known failures; the comparison."""
     pool = config.stash.get(POOL, None)
-    outcomes = config.stash.get(OUTCOMES, None)
-    if pool is None or outcomes is None or not pool.history:
+    verdicts = config.stash.get(VERDICTS, None)
+    if pool is None or verdicts is None or not pool.history:
         return
     tr = terminalreporter
     tr.section("glm45 configurations")
     for record in pool.history:
-        counts = outcomes.counts.get(record.config_id, {})
+        counts = verdicts.counts(record.config_id)
         shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests"
         boot = record.status
         if record.startup_seconds is not None:
             boot = f"ready in {record.startup_seconds:.1f} s" + ("" if record.status == "ready" else f", then {record.status}")
-        tr.write_line(f"{record.config_id}: {boot}; vLLM {record.vllm_version or '?'} ({record.engine}); {shown}")
-        tr.write_line(f"    log: {record.log_path}")
-    for config_id, check, source in outcomes.unexpected_passes:
-        tr.write_line(f"unexpected pass on {config_id}: {check} is recorded as a known failure in {source}; remove it")
+        tr.write_line(f"{record.config_id}: {boot}; vLLM {record.vllm_version or '?'} ({record.engine}, "
+                      f"{record.distribution or 'remote'}); {shown}")  # fmt: skip
+        if record.log_path:
+            tr.write_line(f"    log: {record.log_path}")
+    for config_id, check, source in verdicts.unexpected_passes:
+        tr.write_line(f"unexpected pass on {config_id}: {check} is recorded as a known failure in {source}; remove it there")
+    for config_id, check, source in verdicts.mismatches:
+        tr.write_line(f"new failure on {config_id}: {check} fails, but not as known failure {source} says it does")
     settings = config.stash[SETTINGS]
     if settings.report_dir is not None:
         tr.write_line(f"report: {settings.report_dir / 'report.json'} and {settings.report_dir / 'report.html'}")
-    if outcomes.comparison is not None:
+    comparison = config.stash.get(COMPARISON, None)
+    if comparison is not None:
         tr.section("glm45 comparison")
-        tr.write_line(outcomes.comparison.markdown())
+        tr.write_line(comparison.markdown())

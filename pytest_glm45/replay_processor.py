@@ -27,6 +27,7 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
+from pytest_glm45.glm_format import END_OF_TEXT
 from pytest_glm45.replay import REPLAY_XARG, check_script
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class ReplayLogitsProcessor(LogitsProcessor):
     def _stop_token(self) -> int:
         if self._stop_id is None:
             tok = self._tok()
-            stop = tok.convert_tokens_to_ids("<|endoftext|>")
+            stop = tok.convert_tokens_to_ids(END_OF_TEXT)
             if not isinstance(stop, int) or stop == getattr(tok, "unk_token_id", None):
                 stop = tok.eos_token_id
             self._stop_id = int(stop)

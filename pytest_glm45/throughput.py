@@ -1,6 +1,10 @@
-"""A session's throughput points: run, export, check against thresholds, save as a baseline.
+"""A session's throughput points: run each over its rounds, export, check against thresholds,
+save as a baseline.
 
-No pytest here: the plugin hands the suite a `ThroughputSession` through a fixture.
+No pytest here: the plugin hands the suite a `ThroughputSession` through a fixture. A point's
+figure is the median over its rounds; every round's value is kept so that thresholds and
+`compare` can judge a change against the spread the rounds measured. A figure invalid in any
+round (see `pytest_glm45.loadgen.arrival_problem`) is invalid for the point.
 """
 
 from __future__ import annotations
@@ -8,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +24,29 @@ from pytest_glm45.loadgen import LoadGenerator, Metrics, Shape, Workload, bench_
 
 @dataclass
 class Point:
+    """One measured point: medians over its rounds, each round's values, and what is invalid."""
+
     config_id: str
     shape: Shape
     batch: int
     metrics: dict[str, Any]
+    rounds: dict[str, list[float]] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+
+
+def combine(config_id: str, shape: Shape, batch: int, runs: Sequence[Metrics]) -> Point:
+    """The point from its rounds: counts summed per round are taken from the last round, figures as medians."""
+    invalid: dict[str, str] = {}
+    for m in runs:
+        invalid.update(m.invalid)
+    flats = [m.flat() for m in runs]
+    rounds = {k: [float(f[k]) for f in flats] for k in flats[-1] if k not in invalid and all(k in f for f in flats)
+              and isinstance(flats[-1][k], (int, float))}  # fmt: skip
+    metrics: dict[str, Any] = {k: statistics.median(v) for k, v in rounds.items()}
+    for key in ("completed", "failed", "total_input_tokens", "total_output_tokens"):
+        metrics[key] = flats[-1][key]
+    metrics["rounds"] = len(runs)
+    return Point(config_id, shape, batch, metrics, rounds, invalid)
 
 
 @dataclass
@@ -31,40 +55,48 @@ class ThroughputSession:
 
     export_dir: Path
     thresholds_file: Path | None = None
+    rounds: int = 1
     progress: Callable[[str, bool], None] | None = None
     points: list[Point] = field(default_factory=list)
     _entries: list[thresholds.Entry] | None = None
 
     def entries(self) -> list[thresholds.Entry]:
+        """The thresholds that apply this session."""
         if self._entries is None:
             self._entries = thresholds.load(self.thresholds_file) if self.thresholds_file else []
         return self._entries
 
     def run(self, base_url: str, api_key: str | None, model: str, config_id: str, shape: Shape, batch: int,
-            request_rate: float = math.inf, endpoint: str = "completions") -> Metrics:  # fmt: skip
-        """Run one point, show live progress, export it as `vllm bench serve` JSON, remember it."""
+            request_rate: float = math.inf, endpoint: str = "completions", client_cpus: Sequence[int] | None = None,
+            ) -> tuple[Point, list[Metrics]]:  # fmt: skip
+        """Run one point over the session's rounds, show live progress, export it as `vllm bench serve` JSON."""
         workload = Workload(shape=shape, num_prompts=batch, request_rate=request_rate, endpoint=endpoint)
-        label = f"{config_id} {shape.name} {shape.input_len}/{shape.output_len} x{batch}"
+        runs: list[Metrics] = []
+        exported: dict[str, Any] | None = None
+        for n in range(1, self.rounds + 1):
+            label = f"{config_id} {shape.name} {shape.input_len}/{shape.output_len} x{batch} round {n}/{self.rounds}"
 
-        def on_progress(done: int, total: int, tokens: int, elapsed: float) -> None:
-            if self.progress is not None:
-                rate = tokens / elapsed if elapsed > 0 else 0.0
-                # A permanent line at each quarter (what a CI log keeps); live rewrites in between.
-                milestone = done == total or (done * 4 // total) != ((done - 1) * 4 // total)
-                self.progress(f"glm45 throughput: {label}: {done}/{total} requests, {rate:,.0f} output tok/s", milestone)
+            def on_progress(done: int, total: int, tokens: int, elapsed: float, label: str = label) -> None:
+                if self.progress is not None:
+                    rate = tokens / elapsed if elapsed > 0 else 0.0
+                    self.progress(f"glm45 throughput: {label}: {done}/{total} requests, {rate:,.0f} output tok/s", done == total)
 
-        metrics, results = LoadGenerator(base_url, api_key, model).run(workload, on_progress)
-        self.points.append(Point(config_id, shape, batch, metrics.flat()))
+            metrics, results = LoadGenerator(base_url, api_key, model).run(workload, on_progress, cpus=client_cpus)
+            runs.append(metrics)
+            exported = bench_serve_json(workload, metrics, results, model, config_id)  # the last round's
+        point = combine(config_id, shape, batch, runs)
+        self.points.append(point)
         self.export_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{config_id}-{shape.name}-{batch}") + ".json"
-        (self.export_dir / name).write_text(json.dumps(bench_serve_json(workload, metrics, results, model, config_id), indent=1))
-        return metrics
+        (self.export_dir / name).write_text(json.dumps(exported, indent=1))
+        return point, runs
 
-    def check(self, config_id: str, shape: Shape, batch: int, measured: dict[str, Any]) -> tuple[bool, str, int]:
+    def check(self, point: Point) -> tuple[bool, str, int]:
         """(every matching bound holds, the table, how many bounds applied)."""
-        bounds = thresholds.bounds_for(self.entries(), config_id, shape.name, batch)
-        ok, table = thresholds.check(bounds, measured)
+        bounds = thresholds.bounds_for(self.entries(), point.config_id, point.shape.name, point.batch)
+        ok, table = thresholds.check(bounds, point.metrics, point.invalid)
         return ok, table, len(bounds)
 
     def save_baseline(self, path: Path, margin: float, note: str) -> None:
-        thresholds.save_baseline(path, [(p.config_id, p.shape.name, p.batch, p.metrics) for p in self.points], margin, note)
+        """Write the session's points as a thresholds file (worst round less the margin)."""
+        thresholds.save_baseline(path, [(p.config_id, p.shape.name, p.batch, p.rounds) for p in self.points], margin, note)

@@ -12,13 +12,15 @@ from typing import Any
 import pytest
 
 from pytest_glm45.chat import ChatClient, HttpError, Replayer
-from pytest_glm45.server import ServerSpec, ServerStartError, VllmServer
-from pytest_glm45.session import ServerHandle
-from pytest_glm45.toolcall import Tool, render_call
+from pytest_glm45.glm_format import render_call
+from pytest_glm45.pool import ServerHandle
+from pytest_glm45.server import ServerProcess, ServerStartError
+from pytest_glm45.settings import Settings
+from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
 
 UNIT = " the"  # one token per repetition in GLM's tokenizers and in the tiny one (checked below)
 pytestmark = pytest.mark.glm45_strict_irrelevant
-WEATHER = Tool("get_weather", {"city": {"type": "string"}, "days": {"type": "integer"}}, ("city",)).schema()
+WEATHER = WEATHER_TOOL.schema()
 
 
 @pytest.fixture
@@ -181,16 +183,21 @@ def test_replay_still_parses_at_90_percent_of_the_window(glm45_replay: Replayer,
 
 
 @pytest.mark.glm45_boot
-def test_boot_above_max_position_embeddings_is_refused(glm45_server: ServerHandle, tmp_path: Any) -> None:
+def test_boot_above_max_position_embeddings_is_refused(glm45_server: ServerHandle, glm45_settings: Settings, tmp_path: Any) -> None:
     """A boot-configuration check: vLLM must refuse --max-model-len above the model's maximum."""
     if not glm45_server.booted or glm45_server.server is None or glm45_server.config is None:
         pytest.skip("the server runs elsewhere: the kit boots nothing to check")
     if glm45_server.config.plan.tp > 1 or not glm45_server.config.strict_tools:
         pytest.skip("checked once per model, on its first plan")
-    spec: ServerSpec = glm45_server.server.spec
-    too_long = glm45_server.config.model.max_position_embeddings + 1
-    bad = ServerSpec(**{**spec.__dict__, "max_model_len": too_long, "config_id": spec.config_id + "-too-long"})
-    server = VllmServer(bad, tmp_path / "too-long.log", startup_timeout=600)
+    from dataclasses import replace
+
+    from pytest_glm45.recipe import spec_for
+
+    config = glm45_server.config
+    too_long = replace(config, max_model_len=config.model.max_position_embeddings + 1)
+    spec = spec_for(too_long, glm45_settings.server_args, glm45_settings.cache_dir)
+    bad = replace(spec, config_id=config.id + "-too-long")
+    server = ServerProcess(bad, tmp_path / "too-long.log", startup_timeout=600)
     with pytest.raises(ServerStartError) as err:
         server.start()
     assert "exited with code" in str(err.value), str(err.value)

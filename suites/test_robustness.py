@@ -1,6 +1,11 @@
-"""Robustness: malformed and hostile requests get a 4xx with an error body, never a 5xx or a hang,
-and the server keeps serving; concurrent mixed traffic never crosses wires; only the session's
-key opens the door.
+"""Robustness: invalid requests get a 4xx with an error body, valid odd ones reach generation,
+nothing gets a 5xx or a hang, and the server keeps serving; concurrent mixed traffic never
+crosses wires; only the session's key opens the door.
+
+Validity is the API contract's (OpenAI Chat Completions), case by case: each named invalid request
+must be refused with a 4xx, each named valid one must come back 200 with generated tokens. The
+generated batches mix those with random junk in every field and check what holds for any request:
+no 5xx, no hang, an error body with every 4xx.
 
 Every 5xx found is written as a request file a person can replay with curl
 (`.glm45/robustness/<config>/*.json`).
@@ -21,9 +26,10 @@ from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 from pytest_glm45.chat import ChatClient, Replayer
-from pytest_glm45.server import SECRET_ENV
-from pytest_glm45.session import ServerHandle
-from pytest_glm45.toolcall import render_call
+from pytest_glm45.glm_format import render_call
+from pytest_glm45.pool import ServerHandle
+from pytest_glm45.redaction import SECRET_ENV
+from pytest_glm45.settings import Settings
 
 DEADLINE_S = 30.0
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
@@ -58,10 +64,57 @@ fields_to_break = st.sampled_from(
 )  # fmt: skip
 
 
+# -- named requests: what the contract says each must get ------------------------------------
+
+F_TOOLS = [TOOL]
+#: Requests the contract refuses: each must get a 4xx with an error body.
+INVALID: dict[str, Any] = {
+    "raw-truncated-json": b'{"messages": ',
+    "raw-not-utf8": b"\xff\xfe",
+    "raw-empty-body": b"",
+    "raw-two-objects": b'{"a":1}{"b":2}',
+    "raw-json-array": b"[]",
+    "messages-empty": {"messages": []},
+    "message-without-role": {"messages": [{"content": "no role"}]},
+    "message-unknown-role": {"messages": [{"role": "wizard", "content": "x"}]},
+    "message-content-a-number": {"messages": [{"role": "user", "content": 42}]},
+    "message-unknown-content-part": {"messages": [{"role": "user", "content": [{"type": "mystery", "data": "x"}]}]},
+    "tool-without-function": {"tools": [{"type": "function"}]},
+    "tool-without-name": {"tools": [{"type": "function", "function": {"parameters": {}}}]},
+    "tool-unknown-type": {"tools": [{"type": "nope", "function": {"name": "f"}}]},
+    "tools-a-string": {"tools": "tools as a string"},
+    "tool-parameters-a-string": {"tools": [{"type": "function", "function": {"name": "f", "parameters": "not a schema"}}]},
+    "tool-choice-undeclared-tool": {"tools": F_TOOLS, "tool_choice": {"type": "function", "function": {"name": "absent"}}},
+    "tool-choice-unknown-word": {"tools": F_TOOLS, "tool_choice": "sometimes"},
+    "tool-choice-a-number": {"tools": F_TOOLS, "tool_choice": 7},
+    "max-tokens-negative": {"max_tokens": -1},
+    "n-zero": {"n": 0},
+    "temperature-negative": {"temperature": -1.0},
+    "top-logprobs-negative": {"logprobs": True, "top_logprobs": -1},
+    "unknown-model": {"model": "no-such-model-7f3a"},
+}
+#: Valid requests, odd but meant to reach generation: each must come back 200 with generated tokens.
+MUST_GENERATE: dict[str, Any] = {
+    "control-characters": {"messages": [{"role": "user", "content": "\x01\x07\t\u200b\u2028 \x1b[31mred\x00 \ud7ff"}]},
+    "hundred-tools": {"tools": [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object", "properties": {}}}}
+                                for i in range(100)]},
+    "n-3-with-required-tool": {"n": 3, "tools": F_TOOLS, "tool_choice": "required"},
+}  # fmt: skip
+
+
+def named_body(fields: Any) -> Any:
+    """A named case's body: raw bytes as they are, else a small valid request with the case's fields over it."""
+    return fields if isinstance(fields, bytes) else {"messages": GOOD_MESSAGES, "max_tokens": 4, **fields}
+
+
 @st.composite
 def hostile_request(draw: st.DrawFn) -> tuple[str, Any]:
     """(kind, body): one bad request, or a raw non-JSON body (kind 'raw')."""
-    kind = draw(st.sampled_from(["field", "messages", "tools", "tool_choice", "numbers", "raw", "many-tools", "control", "n-tools"]))
+    kind = draw(st.sampled_from(["field", "messages", "tools", "tool_choice", "numbers", "raw", "many-tools", "control", "n-tools",
+                                 "named"]))  # fmt: skip
+    if kind == "named":
+        name = draw(st.sampled_from(sorted(INVALID) + sorted(MUST_GENERATE)))
+        return f"named:{name}", named_body({**INVALID, **MUST_GENERATE}[name])
     body: dict[str, Any] = {"messages": GOOD_MESSAGES, "max_tokens": 4}
     if kind == "raw":
         return kind, draw(st.sampled_from([b"{", b"[]", b"null", b'{"messages": ', b"\xff\xfe", b"", b'{"a":1}{"b":2}']))
@@ -85,9 +138,8 @@ def hostile_request(draw: st.DrawFn) -> tuple[str, Any]:
         body["tools"] = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object", "properties": {}}}} for i in range(n)]
     elif kind == "control":
         body["messages"] = [{"role": "user", "content": draw(control_text) + "\x00\x1b[31m\ud7ff"}]
-        body["max_tokens"] = 0
     elif kind == "n-tools":
-        body.update(n=draw(st.integers(2, 4)), tools=[TOOL], tool_choice="required", max_tokens=0)
+        body.update(n=draw(st.integers(2, 4)), tools=[TOOL], tool_choice="required")
     return kind, body
 
 
@@ -112,13 +164,16 @@ class Tally:
             self.server_errors.append(path)
 
 
-TALLIES: dict[str, Tally] = {}
+@pytest.fixture(scope="session")
+def tallies() -> dict[str, Tally]:
+    """One tally per configuration, kept for the session."""
+    return {}
 
 
 @pytest.fixture
-def tally(glm45_server: ServerHandle, request: pytest.FixtureRequest) -> Tally:
+def tally(glm45_server: ServerHandle, request: pytest.FixtureRequest, tallies: dict[str, Tally]) -> Tally:
     out = Path(str(request.config.rootpath)) / ".glm45" / "robustness" / glm45_server.config_id
-    return TALLIES.setdefault(glm45_server.config_id, Tally(out))
+    return tallies.setdefault(glm45_server.config_id, Tally(out))
 
 
 @pytest.fixture
@@ -136,21 +191,19 @@ def send(http: httpx.Client, model: str, body: Any) -> httpx.Response:
     return http.post("/v1/chat/completions", json=body)
 
 
-def per_batch(request: pytest.FixtureRequest, glm45_examples: Callable[[int], int]) -> int:
+def per_batch(settings: Settings, glm45_examples: Callable[[int], int]) -> int:
     """Hostile requests in each of the five batches: a fifth of the profile's count, shared out by glm45_examples."""
-    from pytest_glm45.plugin import SETTINGS
-
-    return glm45_examples(max(1, request.config.stash[SETTINGS].profile.robustness_requests // 5))
+    return glm45_examples(max(1, settings.profile.robustness_requests // 5))
 
 
 @pytest.mark.parametrize("batch", range(5))
 def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
     glm45_server: ServerHandle, glm45_chat: ChatClient, http: httpx.Client, tally: Tally, batch: int,
-    request: pytest.FixtureRequest, glm45_examples: Callable[[int], int],
+    glm45_settings: Settings, glm45_examples: Callable[[int], int],
 ) -> None:  # fmt: skip
     """Five batches of generated bad requests (the profile's count in all, a share of it on a model's
     other parallel plans: see glm45_examples); after each, a normal request works."""
-    count = per_batch(request, glm45_examples)
+    count = per_batch(glm45_settings, glm45_examples)
     failures: list[str] = []
 
     @seed(4500 + batch)  # a fixed, distinct seed per batch: reproducible, and the batches differ
@@ -170,8 +223,8 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
         tally.record(kind, body, status, resp.text[:2000])
         if status >= 500:
             failures.append(f"{kind}: HTTP {status} after {elapsed:.1f} s: {resp.text[:200]}")
-        elif status >= 400:
-            assert "error" in resp.json() or "message" in resp.json() or "detail" in resp.json(), f"{kind}: {status} without an error body"
+        elif status >= 400 and not _error_body(resp):
+            failures.append(f"{kind}: HTTP {status} without an error body: {resp.text[:200]}")
 
     probe()
     # The server must still answer a normal request after the batch.
@@ -182,23 +235,54 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
     )
 
 
-def test_robustness_tally(glm45_server: ServerHandle, tally: Tally, record_property: Any, request: pytest.FixtureRequest,
+def test_robustness_tally(glm45_server: ServerHandle, tally: Tally, record_property: Any, glm45_settings: Settings,
                           glm45_examples: Callable[[int], int]) -> None:  # fmt: skip
     """The count of what was tried, per configuration (runs after the batches)."""
     record_property("hostile_requests", tally.sent)
     record_property("by_status", json.dumps(tally.by_status, sort_keys=True))
-    planned = 5 * per_batch(request, glm45_examples)
+    planned = 5 * per_batch(glm45_settings, glm45_examples)
     assert tally.sent >= planned * 0.9, f"only {tally.sent} of {planned} planned hostile requests were sent"
     print(f"\n{glm45_server.config_id}: {tally.sent} hostile requests, answers by status {tally.by_status}, "
           f"{len(tally.server_errors)} 5xx")  # fmt: skip
 
 
+# -- named requests ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_request_is_refused(glm45_server: ServerHandle, glm45_chat: ChatClient, http: httpx.Client, case: str) -> None:
+    """The contract refuses it: a 4xx with an error body, and the server keeps serving."""
+    body = named_body(INVALID[case])
+    resp = send(http, glm45_server.served_name, body)
+    assert 400 <= resp.status_code < 500, f"{case}: an invalid request got HTTP {resp.status_code}, not a 4xx: {resp.text[:300]}"
+    assert _error_body(resp), f"{case}: HTTP {resp.status_code} without an error body: {resp.text[:300]}"
+    assert glm45_chat.chat(GOOD_MESSAGES, max_tokens=2).finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("case", sorted(MUST_GENERATE))
+def test_valid_odd_request_reaches_generation(glm45_server: ServerHandle, http: httpx.Client, case: str) -> None:
+    """Valid, if odd: HTTP 200 and generated tokens for every choice asked for."""
+    body = named_body(MUST_GENERATE[case])
+    resp = send(http, glm45_server.served_name, body)
+    assert resp.status_code == 200, f"{case}: a valid request got HTTP {resp.status_code}: {resp.text[:300]}"
+    answer = resp.json()
+    assert len(answer["choices"]) == body.get("n", 1), f"{case}: {len(answer['choices'])} choices for n={body.get('n', 1)}"
+    assert answer["usage"]["completion_tokens"] >= len(answer["choices"]), f"{case}: nothing generated: {answer['usage']}"
+
+
+def _error_body(resp: httpx.Response) -> bool:
+    try:
+        data = resp.json()
+    except ValueError:
+        return False
+    return isinstance(data, dict) and ("error" in data or "message" in data or "detail" in data)
+
+
 # -- concurrency ---------------------------------------------------------------------------
 
 
-def test_64_concurrent_mixed_requests_never_cross(glm45_server: ServerHandle, glm45_replay: Replayer) -> None:
-    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
-               "properties": {"city": {"type": "string"}}}}}  # fmt: skip
+def test_64_concurrent_mixed_requests_never_cross(glm45_server: ServerHandle, glm45_replay: Replayer, weather_tool: dict[str, Any]) -> None:
+    weather = weather_tool
 
     def one(i: int) -> tuple[int, bool, str]:
         kind = ("tool", "reasoning", "replay", "plain")[i % 4]

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from pytest_glm45.chat import ChatClient, Replayer
-from pytest_glm45.server import http_get
-from pytest_glm45.session import ServerHandle
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-            "required": ["city"],
-        },
-    },
-}
+from pytest_glm45.pool import ServerHandle
+from pytest_glm45.probes import http_get
 
 
 def test_models_lists_served_name_and_max_model_len(glm45_server: ServerHandle) -> None:
@@ -37,8 +25,8 @@ def test_chat_completion_returns(glm45_chat: ChatClient) -> None:
     assert result.usage is not None and 0 < result.usage["completion_tokens"] <= 8
 
 
-def test_replayed_tool_call_is_parsed(glm45_replay: Replayer) -> None:
+def test_replayed_tool_call_is_parsed(glm45_replay: Replayer, weather_tool: dict[str, Any]) -> None:
     script = "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value><arg_key>days</arg_key><arg_value>3</arg_value></tool_call>"
-    result = glm45_replay.chat(script, tools=[WEATHER_TOOL], chat_template_kwargs={"enable_thinking": False})
+    result = glm45_replay.chat(script, tools=[weather_tool], chat_template_kwargs={"enable_thinking": False})
     assert result.finish_reason == "tool_calls"
     assert result.calls() == [("get_weather", {"city": "Paris", "days": 3})]

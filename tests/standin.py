@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
+from pytest_glm45.server import HOST, PORT, ServerSpec
+
 STANDIN = str(Path(__file__).with_name("standin_server.py"))
+
+
+def standin_spec(mode: str, served_name: str = "standin", config_id: str = "standin-tp1", **env: str) -> ServerSpec:
+    """A ServerSpec that runs the stand-in (it reads --host, --port and --served-model-name as vLLM does)."""
+    return ServerSpec(
+        argv=(sys.executable, STANDIN, "--served-model-name", served_name, "--host", HOST, "--port", PORT),
+        served_name=served_name,
+        config_id=config_id,
+        env=tuple({"STANDIN_MODE": mode, **env}.items()),
+    )
 
 def pids_in_log(text: str) -> list[int]:
     """Every pid a stand-in (and its child) printed into its log."""

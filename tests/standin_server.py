@@ -12,6 +12,7 @@ just well enough for the kit's lifecycle. Its behaviour comes from STANDIN_MODE:
   spawn-child     start a grandchild in the same process group (stop must reap it)
   slow=S          sleep S seconds before listening
   port-taken      exit 1 with "address already in use" on the first try (STANDIN_STATE file)
+  no-replay       serve, but completions ignore the replay script (a server without the processor)
 
 Never used in place of vLLM by the suites.
 """
@@ -95,7 +96,8 @@ def main() -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             script = (body.get("vllm_xargs") or {}).get("glm45_replay", "hello")
             if self.path == "/v1/completions":
-                self._send(200, {"choices": [{"index": 0, "text": script, "finish_reason": "stop"}]})
+                text = "noise from a model that does not replay" if mode == "no-replay" else script
+                self._send(200, {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}]})
             elif self.path == "/v1/chat/completions":
                 served["chat"] += 1
                 if die_after is not None and served["chat"] > die_after:

@@ -1,4 +1,4 @@
-"""Known failures: the file format, and the outcomes (known, new, unexpected pass) through pytester."""
+"""Known failures: the file format, signatures, and the verdicts (known, new, unexpected pass) through pytester."""
 
 from __future__ import annotations
 
@@ -6,19 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45.known_failures import KnownFailuresError, load, normalize_version, parse
+from pytest_glm45.known_failures import KnownFailuresError, Signature, glob_match, load, normalize_version, parse
+from pytest_glm45.verdict import Verdicts
 
 ENTRY = """
 [[failure]]
-check = "test_kf::test_broken"
+checks = ["test_kf::test_broken"]
 configs = ["*-tp1"]
 reason = "vLLM gets it wrong"
-evidence = { request = "POST /v1/chat/completions {}", expected = "200", got = "500" }
+signature = { status = 500, match = "Internal server error" }
+evidence = { request = "POST /v1/chat/completions {}", expected = "200", got = "HTTP 500 Internal server error" }
 """
 
 TESTS = """
+import os
+
 def test_broken(glm45_server):
-    assert False, "vLLM is wrong here"
+    raise AssertionError(os.environ.get("KF_FAILURE", "HTTP 500: Internal server error"))
 
 def test_fine(glm45_server):
     pass
@@ -35,18 +39,66 @@ def test_parse_and_lookup(tmp_path: Path) -> None:
     assert normalize_version("0.32.0+cpu") == "0.32.0"
 
 
-def test_an_entry_without_evidence_is_refused() -> None:
-    with pytest.raises(KnownFailuresError, match="lacks evidence"):
-        parse('[[failure]]\ncheck = "x"\nreason = "y"\n', "f.toml")
+def test_one_entry_covers_many_checks_by_pattern_with_literal_brackets() -> None:
+    entry = parse('[[failure]]\nchecks = ["t::test_replay[native-*]", "t::other"]\nreason = "r"\n'
+                  'signature = {status = 500}\nevidence = {got = "g"}\n')[0]  # fmt: skip
+    assert entry.covers("t::test_replay[native-format-plain]", "tiny-bf16-tp1")
+    assert entry.covers("t::other", "tiny-bf16-tp1")
+    assert not entry.covers("t::test_replay[compact-format-plain]", "tiny-bf16-tp1")
+    assert glob_match("a[b]", "a[b]") and not glob_match("ab", "a[b]")  # brackets are not a character class
+
+
+def test_signature_matches_status_and_pattern() -> None:
+    sig = Signature(status=500, match=r"grammar")
+    assert sig.matches("HTTP 500: grammar rejected tokens")
+    assert not sig.matches("HTTP 400: grammar")
+    assert not sig.matches("HTTP 500: something else")
+    assert Signature(match="content=None").matches("got: reasoning='x' content=None")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('[[failure]]\ncheck = "x"\nreason = "y"\nsignature = {status = 500}\n', "lacks evidence"),
+        ('[[failure]]\ncheck = "x"\nreason = "y"\nevidence = {got = "g"}\n', "lacks a signature"),
+        ('[[failure]]\ncheck = "x"\nreason = "y"\nsignature = {match = "(("}\nevidence = {got = "g"}\n', "not a regular expression"),
+        ('[[failure]]\ncheck = "x"\nreason = "y"\nsignature = {code = 5}\nevidence = {got = "g"}\n', "lacks a signature"),
+    ],
+)
+def test_an_entry_without_what_it_needs_is_refused(text: str, error: str) -> None:
+    with pytest.raises(KnownFailuresError, match=error):
+        parse(text, "f.toml")
 
 
 def test_shipped_files_parse() -> None:
     from pytest_glm45.known_failures import default_dir
 
     files = sorted(default_dir().glob("vllm-*.toml"))
+    assert files
     for f in files:
         entries = parse(f.read_text(), str(f))
         assert all(e.evidence.get("got") for e in entries), f
+
+
+def test_exclusion_patterns() -> None:
+    entry = parse('[[failure]]\ncheck = "c"\nreason = "r"\nconfigs = ["*", "!*-nostrict"]\nsignature = {status = 500}\n'
+                  'evidence = {got = "g"}\n')[0]  # fmt: skip
+    assert entry.covers("c", "tiny-bf16-tp1") and entry.covers("c", "air-fp8-tp8")
+    assert not entry.covers("c", "tiny-bf16-tp1-nostrict")
+
+
+def test_verdicts_directly(tmp_path: Path) -> None:
+    (tmp_path / "vllm-1.2.3.toml").write_text(ENTRY)
+    kf = load("1.2.3", tmp_path)
+    v = Verdicts()
+    assert v.judge("test_kf::test_broken", "tiny-bf16-tp1", "call", "failed", "HTTP 500: Internal server error", kf).outcome == "known failure"
+    other = v.judge("test_kf::test_broken", "tiny-bf16-tp1", "call", "failed", "HTTP 400: bad request", kf)
+    assert other.outcome == "failed" and other.note is not None and "does not match" in other.note and "HTTP 400" in other.note
+    xpass = v.judge("test_kf::test_broken", "tiny-bf16-tp1", "call", "passed", "", kf)
+    assert xpass.outcome == "unexpected pass" and xpass.failure is not None and "remove" in xpass.failure
+    assert v.judge("test_kf::test_broken", "tiny-bf16-tp1", "setup", "failed", "boom", kf).outcome == "error"
+    assert Verdicts(strict_known_failures=False).judge("test_kf::test_broken", "tiny-bf16-tp1", "call", "passed", "",
+                                                      kf).failure is None  # fmt: skip
 
 
 @pytest.fixture
@@ -56,10 +108,10 @@ def kf_dir(tmp_path: Path) -> Path:
     return d
 
 
-def run(pytester: pytest.Pytester, kf_dir: Path) -> pytest.RunResult:
+def run(pytester: pytest.Pytester, kf_dir: Path, *extra: str) -> pytest.RunResult:
     pytester.makepyfile(test_kf=TESTS)
-    return pytester.runpytest("-p", "no:cacheprovider", "-rxX", "--gpus", "0", "--glm45-parallel", "tp1",
-                              "--glm45-strict-tools", "on", "--glm45-known-failures", str(kf_dir))  # fmt: skip
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rxX", "--gpus", "0", "--glm45-parallel", "tp1",
+                                         "--glm45-strict-tools", "on", "--glm45-known-failures", str(kf_dir), *extra)  # fmt: skip
 
 
 def test_known_failure_does_not_fail_the_run(pytester: pytest.Pytester, standin, kf_dir: Path) -> None:
@@ -67,7 +119,20 @@ def test_known_failure_does_not_fail_the_run(pytester: pytest.Pytester, standin,
     result = run(pytester, kf_dir)
     assert result.ret == 0
     result.assert_outcomes(passed=1, xfailed=1)
-    assert "known failure on vLLM 0.0.0-standin: vLLM gets it wrong" in result.stdout.str()
+    assert "known failure on vLLM 0.0.0-standin (vllm-0.0.0-standin.toml#1): vLLM gets it wrong" in result.stdout.str()
+
+
+def test_a_known_failure_that_fails_differently_is_a_new_failure(pytester: pytest.Pytester, standin, kf_dir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY)
+    monkeypatch.setenv("KF_FAILURE", "HTTP 400: the request was refused")
+    result = run(pytester, kf_dir)
+    assert result.ret == 1
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "covered by known failure vllm-0.0.0-standin.toml#1" in out and "does not match it" in out
+    assert "Observed: AssertionError: HTTP 400: the request was refused" in out
+    assert "new failure on tiny-bf16-tp1: test_kf::test_broken fails, but not as known failure" in out
 
 
 def test_removing_the_entry_makes_the_run_fail(pytester: pytest.Pytester, standin, kf_dir: Path) -> None:
@@ -76,14 +141,18 @@ def test_removing_the_entry_makes_the_run_fail(pytester: pytest.Pytester, standi
     result.assert_outcomes(passed=1, failed=1)
 
 
-def test_a_known_failure_that_passes_is_reported(pytester: pytest.Pytester, standin, kf_dir: Path) -> None:
+def test_an_unexpected_pass_fails_the_run_naming_the_entry(pytester: pytest.Pytester, standin, kf_dir: Path) -> None:
     (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY.replace("test_broken", "test_fine"))
     result = run(pytester, kf_dir)
+    assert result.ret == 1
+    result.assert_outcomes(failed=2)  # test_broken is not recorded; test_fine passed against its entry
+    out = result.stdout.str()
+    assert "[XPASS(strict)] known failure vllm-0.0.0-standin.toml#1" in out
+    assert "unexpected pass on tiny-bf16-tp1: test_kf::test_fine is recorded as a known failure in vllm-0.0.0-standin.toml#1" in out
+
+
+def test_an_unexpected_pass_can_be_relaxed(pytester: pytest.Pytester, standin, kf_dir: Path) -> None:
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY.replace("test_broken", "test_fine"))
+    result = run(pytester, kf_dir, "--glm45-strict-known-failures", "off")
     result.assert_outcomes(failed=1, xpassed=1)
     assert "unexpected pass on tiny-bf16-tp1: test_kf::test_fine" in result.stdout.str()
-
-
-def test_exclusion_patterns() -> None:
-    entry = parse('[[failure]]\ncheck = "c"\nreason = "r"\nconfigs = ["*", "!*-nostrict"]\nevidence = {got = "g"}\n')[0]
-    assert entry.applies_to("tiny-bf16-tp1") and entry.applies_to("air-fp8-tp8")
-    assert not entry.applies_to("tiny-bf16-tp1-nostrict")

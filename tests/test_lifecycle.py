@@ -8,32 +8,25 @@ import socket
 from pathlib import Path
 
 import pytest
-from standin import STANDIN, assert_all_gone, pids_in_log
+from standin import assert_all_gone, pids_in_log, standin_spec
 
+from pytest_glm45.probes import http_get, http_post_json
 from pytest_glm45.server import (
     ServerDiedError,
+    ServerProcess,
     ServerSpec,
     ServerStartError,
-    VllmServer,
-    http_get,
-    http_post_json,
     process_group_members,
 )
 
 
 def spec(mode: str, **env: str) -> ServerSpec:
-    return ServerSpec(
-        model="unused",
-        served_name="standin",
-        config_id="standin-tp1",
-        entry=(STANDIN,),
-        env=tuple({"STANDIN_MODE": mode, **env}.items()),
-    )
+    return standin_spec(mode, **env)
 
 
-def server(tmp_path: Path, mode: str, **kw: object) -> VllmServer:
+def server(tmp_path: Path, mode: str, **kw: object) -> ServerProcess:
     env = kw.pop("env", {})
-    return VllmServer(spec(mode, **env), tmp_path / "server.log", api_key="glm45-test-key-123456", **kw)  # type: ignore[arg-type]
+    return ServerProcess(spec(mode, **env), tmp_path / "server.log", api_key="glm45-test-key-123456", **kw)  # type: ignore[arg-type]
 
 
 def log_text(tmp_path: Path) -> str:
@@ -67,7 +60,7 @@ def test_crash_at_boot_fails_at_once_with_exit_code_and_log_tail(tmp_path: Path)
     assert "standin-tp1 exited with code 3 during start" in text
     assert "RuntimeError: standin crashed at boot" in text
     assert str(tmp_path / "server.log") in text
-    assert "Command: " in text and "--tool-call-parser glm45" in text
+    assert "Command: " in text and "--served-model-name standin" in text
     assert_all_gone(pids_in_log(log_text(tmp_path)))
 
 

@@ -89,21 +89,35 @@ def test_ini_sets_plans_and_the_command_line_wins(pytester: pytest.Pytester) -> 
 
 def test_gpu_ids_and_plans(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(USES_SERVER)
-    out = run(pytester, "--collect-only", "-q", "--glm45-model", "air-fp8,fp8", "--gpus", "8",
+    out = run(pytester, "--collect-only", "-q", "--glm45-model", "air-fp8,fp8", "--gpus", "8", "--glm45-unrunnable", "skip",
               "--glm45-parallel", "tp8,dp2-tp4,tp8-ep", "--glm45-strict-tools", "on").stdout.str()  # fmt: skip
     for cid in ("air-fp8-tp8", "air-fp8-dp2-tp4", "air-fp8-tp8-ep", "glm45-fp8-tp8", "glm45-fp8-dp2-tp4"):
         assert f"[{cid}]" in out, out
 
 
-def test_what_the_machine_cannot_run_stays_visible_as_a_skip(pytester: pytest.Pytester) -> None:
+def test_what_the_user_asked_for_and_the_host_cannot_run_fails_before_anything_boots(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(USES_SERVER)
+    result = run(pytester, "--glm45-model", "air-fp8", "--gpus", "8")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "this host cannot run what was asked for" in err and "air-fp8-tp8: preflight: tp8 needs 8 GPUs; this host has 0" in err
+    assert "--glm45-unrunnable skip" in err
+
+    result = run(pytester, "--gpus", "0", "--glm45-parallel", "dp2-tp1", "--glm45-strict-tools", "on")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "data parallel does not run on the CPU engine" in result.stderr.str()
+
+
+def test_with_unrunnable_skip_what_the_machine_cannot_run_stays_visible_as_a_skip(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(USES_SERVER)
     result = run(pytester, "-rs", "--gpus", "0", "--glm45-model", "air-fp8", "--glm45-parallel", "dp2-tp1,tp1",
-                 "--glm45-strict-tools", "on")  # fmt: skip
+                 "--glm45-strict-tools", "on", "--glm45-unrunnable", "skip")  # fmt: skip
     result.assert_outcomes(skipped=4)
     out = result.stdout.str()
     assert "GLM-4.5 weights need GPUs" in out
 
-    result = run(pytester, "-rs", "--gpus", "0", "--glm45-parallel", "dp2-tp1", "--glm45-strict-tools", "on")
+    result = run(pytester, "-rs", "--gpus", "0", "--glm45-parallel", "dp2-tp1", "--glm45-strict-tools", "on",
+                 "--glm45-unrunnable", "skip")  # fmt: skip
     result.assert_outcomes(skipped=2)
     assert "data parallel does not run on the CPU engine" in result.stdout.str()
 
@@ -237,12 +251,12 @@ def test_sigterm_to_the_kit_stops_its_servers(pytester: pytest.Pytester, standin
 
 
 def test_base_url_boots_nothing_and_probes_replay(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    from standin import STANDIN
+    from standin import standin_spec
 
-    from pytest_glm45.server import ServerSpec, VllmServer
+    from pytest_glm45.server import ServerProcess
 
-    spec = ServerSpec(model="m", served_name="remote-model", entry=(STANDIN,), env=(("STANDIN_MODE", "ok"),))
-    with VllmServer(spec, tmp_path / "remote.log", api_key="remote-key-123456", startup_timeout=30) as remote:
+    spec = standin_spec("ok", served_name="remote-model")
+    with ServerProcess(spec, tmp_path / "remote.log", api_key="remote-key-123456", startup_timeout=30) as remote:
         pytester.makepyfile(
             """
             def test_remote(glm45_server):
@@ -275,3 +289,71 @@ def test_strict_irrelevant_suites_skip_the_lax_twin_visibly(pytester: pytest.Pyt
     result = run(pytester, "-rs", "--gpus", "0", "--glm45-parallel", "tp1", "-k", "nostrict")
     result.assert_outcomes(skipped=1)
     assert "tool-calling strictness does not change what this check measures" in result.stdout.str()
+
+
+# -- the verdict's edges ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("profile", "examples"), [("smoke", 20), ("standard", 100), ("full", 1000)])
+def test_the_profile_sets_hypothesis_example_counts(pytester: pytest.Pytester, profile: str, examples: int) -> None:
+    """The installed plugin applies the profile (no conftest.py in the tested project)."""
+    pytester.makepyfile(
+        f"""
+        from hypothesis import settings
+
+        def test_count():
+            assert settings.default.max_examples == {examples}
+            assert settings.default.deadline is None
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--glm45-profile", profile)
+    result.assert_outcomes(passed=1)
+
+
+def test_a_booted_server_that_does_not_replay_is_an_error_stated_once(pytester: pytest.Pytester, standin) -> None:
+    standin("no-replay")
+    pytester.makepyfile(
+        """
+        def test_one(glm45_replay):
+            pass
+
+        def test_two(glm45_replay):
+            pass
+        """
+    )
+    result = run(pytester, "--gpus", "0", "--glm45-parallel", "tp1", "--glm45-strict-tools", "on")
+    result.assert_outcomes(errors=2)
+    out = result.stdout.str()
+    assert "does not replay: the replay probe's script did not come back" in out
+    assert out.count("Last lines of the log") == 1, out
+    assert "the whole error, with the log tail, is on this configuration's first check" in out
+    assert "tiny-bf16-tp1: ready in" in out and "no replay" in out
+
+
+def test_a_remote_server_without_replay_skips_naming_the_flag(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    from standin import standin_spec
+
+    from pytest_glm45.server import ServerProcess
+
+    with ServerProcess(standin_spec("no-replay", served_name="remote-model"), tmp_path / "r.log", startup_timeout=30) as remote:
+        pytester.makepyfile(
+            """
+            import pytest
+
+            def test_replayed(glm45_replay):
+                pass
+
+            @pytest.mark.glm45_live
+            def test_live(glm45_server):
+                pass
+            """
+        )
+        result = run(pytester, "-rs", "--glm45-base-url", remote.base_url)
+        result.assert_outcomes(skipped=2)
+        out = result.stdout.str()
+        assert "--logits-processors pytest_glm45.replay_processor:ReplayLogitsProcessor" in out
+        assert "is not declared as such; add --glm45-model" in out
+        assert "strict tool calling assumed (vLLM's default; declare with --glm45-strict-tools)" in out
+        declared = run(pytester, "-rs", "--glm45-base-url", remote.base_url, "--glm45-model", "air-fp8", "--glm45-strict-tools", "off")
+        declared.assert_outcomes(passed=1, skipped=1)
+        assert "[remote-nostrict]" in declared.stdout.str() or "remote-nostrict" in declared.stdout.str()

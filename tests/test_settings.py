@@ -28,18 +28,63 @@ def test_defaults_follow_the_detected_gpus() -> None:
     assert s.max_model_len == 65536
 
 
-def test_more_gpus_than_detected_is_a_visible_skip() -> None:
-    s = settings(4, model="air-bf16", parallel="tp8", strict_tools="on")
+def test_asked_for_and_not_runnable_is_an_error_naming_why() -> None:
+    with pytest.raises(SettingsError) as err:
+        settings(4, model="air-bf16", parallel="tp8", strict_tools="on")
+    assert "air-bf16-tp8: tp8 needs 8 GPUs; this machine has 4" in str(err.value)
+    assert "--glm45-unrunnable skip" in str(err.value)
+
+
+def test_more_gpus_than_detected_is_a_visible_skip_when_asked() -> None:
+    s = settings(4, model="air-bf16", parallel="tp8", strict_tools="on", unrunnable="skip")
     assert s.matrix[0].skip_reason == "tp8 needs 8 GPUs; this machine has 4"
 
 
+def test_gpus_missing_from_the_inventory_fail_preflight() -> None:
+    """--gpus 8 in a container that sees 4: preflight names the GPUs that are not there."""
+    from pytest_glm45.inventory import Gpu, Inventory
+
+    four = Inventory(gpus=tuple(Gpu(index=i, name="NVIDIA H100 80GB HBM3", memory_bytes=80 * 2**30, compute_capability=(9, 0)) for i in range(4)))
+    with pytest.raises(SettingsError) as err:
+        resolve_settings({"model": "air-fp8", "gpus": "8", "strict_tools": "on"}, detected_gpus=lambda: 4, cpu_cores=2,
+                         rootdir=Path("/r"), inventory=lambda: four)  # fmt: skip
+    assert "air-fp8-tp8: preflight: tp8 needs 8 GPUs; this host has 4" in str(err.value)
+
+
+def test_only_the_defaults_own_expansion_may_skip() -> None:
+    one_core = settings(0, cores=1).matrix  # nothing named: tp2 on one core is a skip, not an error
+    assert [c.skip_reason for c in one_core if c.plan.tp == 2] == ["tp2 needs 2 CPU cores for its workers; this machine has 1"]
+
+
 def test_cpu_engine_refusals() -> None:
-    reasons = {c.id: c.skip_reason for c in settings(0, model="tiny,air-fp8", parallel="tp1,dp2-tp1", strict_tools="on").matrix}
+    reasons = {c.id: c.skip_reason for c in settings(0, model="tiny,air-fp8", parallel="tp1,dp2-tp1", strict_tools="on",
+                                                     unrunnable="skip").matrix}  # fmt: skip
     assert reasons["tiny-bf16-tp1"] is None
     assert "data parallel" in (reasons["tiny-bf16-dp2-tp1"] or "")
     assert "need GPUs" in (reasons["air-fp8-tp1"] or "")
-    one_core = settings(0, cores=1, parallel="tp2", strict_tools="on").matrix[0]
+    one_core = settings(0, cores=1, parallel="tp2", strict_tools="on", unrunnable="skip").matrix[0]
     assert one_core.skip_reason == "tp2 needs 2 CPU cores for its workers; this machine has 1"
+
+
+def test_remote_mode_is_declared() -> None:
+    s = settings(0, base_url="http://127.0.0.1:9/v1", model="air-fp8", strict_tools="off")
+    assert s.remote is not None and s.remote.base_url == "http://127.0.0.1:9"
+    assert (s.remote.real_weights, s.remote.strict_tools, s.remote.config_id) == (True, False, "remote-nostrict")
+    undeclared = settings(0, base_url="http://127.0.0.1:9").remote
+    assert undeclared is not None and undeclared.real_weights is None and undeclared.strict_tools and not undeclared.strict_declared
+    with pytest.raises(SettingsError, match="with --glm45-base-url"):
+        settings(0, base_url="http://127.0.0.1:9", strict_tools="on,off")
+
+
+def test_tolerances_and_numbers_are_parsed_once() -> None:
+    from pytest_glm45.settings import parse_tolerances
+
+    assert parse_tolerances("output_throughput=0.1, median_ttft_ms=0.2") == {"output_throughput": 0.1, "median_ttft_ms": 0.2}
+    for bad in ("output_throughput", "=0.1", "x=abc", "x=-1"):
+        with pytest.raises(SettingsError):
+            parse_tolerances(bad)
+    with pytest.raises(SettingsError, match="--glm45-startup-timeout"):
+        settings(0, startup_timeout="-3")
 
 
 def test_server_args_split_and_repeat() -> None:

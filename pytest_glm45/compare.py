@@ -1,0 +1,212 @@
+"""Compare two run reports: may we upgrade, may we accept this box?
+
+The verdict answers first. A check that passed before and now fails, or now fails as a known
+failure, is a *regression*: the upgrade breaks it, whether or not someone has recorded why.
+Regressions that are all recorded known failures can be accepted deliberately
+(`accept_known`); a new failure never can. A check that failed before and passes now is a fix.
+Checks that only one run has are listed apart. Performance is judged against the spread the
+rounds of each point measured: a change is a regression only when it is beyond the tolerance
+*and* the two runs' rounds do not overlap; points measured in one round cannot show their
+spread and are listed as not judged.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Default tolerances: a relative change beyond these (and beyond the rounds' spread) is a
+#: regression. Throughputs regress when they fall, latencies when they rise.
+DEFAULT_TOLERANCES = {
+    "output_throughput": 0.10,
+    "total_token_throughput": 0.10,
+    "request_throughput": 0.10,
+    "median_ttft_ms": 0.20,
+    "p99_ttft_ms": 0.25,
+    "median_tpot_ms": 0.15,
+    "mean_tpot_ms": 0.15,
+}
+HIGHER_IS_BETTER = frozenset({"output_throughput", "total_token_throughput", "request_throughput"})
+FAILING = frozenset({"failed", "error"})
+
+
+def _state(outcome: str) -> str:
+    """passed (P), known failure (K), failing (F), skipped (S), absent (A)."""
+    if outcome in ("passed", "unexpected pass"):
+        return "P"
+    if outcome == "known failure":
+        return "K"
+    if outcome in FAILING:
+        return "F"
+    return "A" if outcome == "absent" else "S"
+
+
+@dataclass
+class Comparison:
+    """What changed from `old` to `new`, and whether that blocks the upgrade."""
+
+    old_label: str
+    new_label: str
+    accept_known: bool = False
+    #: passed before, failing now and not recorded (or failing otherwise than recorded)
+    new_failures: list[str] = field(default_factory=list)
+    #: passed before, a recorded known failure now
+    known_regressions: list[str] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)
+    #: failing before, recorded as a known failure now
+    now_recorded: list[str] = field(default_factory=list)
+    known_reworded: list[str] = field(default_factory=list)
+    one_side_only: list[str] = field(default_factory=list)
+    other_changes: list[str] = field(default_factory=list)
+    perf_regressions: list[str] = field(default_factory=list)
+    perf_improvements: list[str] = field(default_factory=list)
+    perf_not_judged: list[str] = field(default_factory=list)
+
+    @property
+    def regressed(self) -> bool:
+        """Whether the comparison blocks: a new failure, a performance regression, or (unless accepted) a known one."""
+        return bool(self.new_failures or self.perf_regressions or (self.known_regressions and not self.accept_known))
+
+    def verdict(self) -> str:
+        """One line: what broke, what was fixed, whether performance moved beyond noise."""
+        broke = len(self.new_failures) + len(self.known_regressions)
+        parts = []
+        if broke:
+            parts.append(f"{self.new_label} breaks {broke} check(s) that pass on {self.old_label} "
+                         f"({len(self.new_failures)} new, {len(self.known_regressions)} recorded as known failures"
+                         + (", accepted" if self.accept_known and self.known_regressions else "") + ")")  # fmt: skip
+        else:
+            parts.append(f"no check that passes on {self.old_label} fails on {self.new_label}")
+        parts.append(f"{len(self.fixes)} fixed")
+        if self.perf_regressions:
+            parts.append(f"performance: {len(self.perf_regressions)} regression(s) beyond the measured spread")
+        elif self.perf_not_judged and not self.perf_improvements:
+            parts.append(f"performance: not judged ({len(self.perf_not_judged)} change(s) from single-round points)")
+        else:
+            parts.append("performance: no regression beyond the measured spread")
+        head = "❌ regression" if self.regressed else ("✅ accepted" if self.known_regressions else "✅ no regression")
+        return f"{head}: " + "; ".join(parts)
+
+    def markdown(self) -> str:
+        """The summary for a CI comment: the verdict, then the lists, most important first."""
+        lines = [f"### pytest-glm45: {self.old_label} → {self.new_label}", "", self.verdict(), ""]
+        sections = (
+            ("New failures (passed before, failing now, not as recorded)", self.new_failures),
+            ("Regressions recorded as known failures" + (" (accepted)" if self.accept_known else ""), self.known_regressions),
+            ("Performance regressions (beyond tolerance and the rounds' spread)", self.perf_regressions),
+            ("Fixed", self.fixes),
+            ("Failing before, recorded as known failures now", self.now_recorded),
+            ("Checks in one run only", self.one_side_only),
+            ("Other outcome changes", self.other_changes),
+            ("Performance improvements", self.perf_improvements),
+            ("Performance changes not judged (one round: no spread measured)", self.perf_not_judged),
+            ("Known failures on both sides, recorded with another reason", self.known_reworded),
+        )
+        for title, items in sections:
+            lines.append(f"**{title}** ({len(items)})")
+            lines += [f"- {' '.join(item.split())}" for item in items] or ["- none"]  # one line per item
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _why(reason: str | None) -> str:
+    """A known failure's reason without the "known failure on vLLM X.Y.Z (file#n): " prefix."""
+    text = reason or ""
+    return text.split(": ", 1)[1] if text.startswith("known failure on vLLM ") and ": " in text else text
+
+
+def _label(report: Mapping[str, Any]) -> str:
+    versions = sorted({str(c.get("vllm_version")) for c in report["configurations"].values()})
+    return "vLLM " + "/".join(versions) if versions else str(report.get("created"))
+
+
+def _rounds(point: Mapping[str, Any], metric: str) -> list[float]:
+    values = (point.get("rounds") or {}).get(metric)
+    if values:
+        return [float(v) for v in values]
+    return [float(point[metric])] if metric in point and point[metric] is not None else []
+
+
+def _judge_checks(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str, Any], shared: set[str]) -> None:
+    before = {(c["id"], c["config"]): c for c in old["checks"] if c["config"] in shared}
+    after = {(c["id"], c["config"]): c for c in new["checks"] if c["config"] in shared}
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key) or {}, after.get(key) or {}
+        was, now = a.get("outcome", "absent"), b.get("outcome", "absent")
+        s, t = _state(was), _state(now)
+        name = f"`{key[0]}` on {key[1]}"
+        seen = b.get("observed") or b.get("reason") or ""
+        if s == "A" or t == "A":
+            side = "only in the new run" if s == "A" else "only in the reference run"
+            cmp.one_side_only.append(f"{name}: {side} ({now if s == 'A' else was})")
+            if s == "A" and t == "F":
+                cmp.new_failures.append(f"{name}: absent → {now}: {seen}")
+            continue
+        if s == t:
+            if t == "K" and _why(a.get("reason")) != _why(b.get("reason")):
+                cmp.known_reworded.append(f"{name}: reason now: {b.get('reason')}")
+            elif was != now:
+                cmp.other_changes.append(f"{name}: {was} → {now}")
+            continue
+        if t == "F" and s in ("P", "K", "S"):
+            cmp.new_failures.append(f"{name}: {was} → {now}: {seen}".rstrip(": "))
+        elif t == "K" and s in ("P", "S"):
+            cmp.known_regressions.append(f"{name}: {was} → known failure: {_why(b.get('reason'))}")
+        elif s in ("F", "K") and t == "P":
+            cmp.fixes.append(f"{name}: {was} → {now}")
+        elif s == "F" and t == "K":
+            cmp.now_recorded.append(f"{name}: {was} → known failure: {_why(b.get('reason'))}")
+        else:
+            cmp.other_changes.append(f"{name}: {was} → {now}")
+
+
+def _judge_performance(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str, Any], shared: set[str],
+                       tolerances: Mapping[str, float]) -> None:  # fmt: skip
+    old_points = {(p["config"], p["shape"], p["batch"]): p for p in old["benchmarks"] if p["config"] in shared}
+    for p in new["benchmarks"]:
+        q = old_points.get((p["config"], p["shape"], p["batch"]))
+        if q is None:
+            continue
+        invalid = set(p.get("invalid") or {}) | set(q.get("invalid") or {})
+        for metric, limit in tolerances.items():
+            if metric in invalid:
+                continue
+            before, after = _rounds(q, metric), _rounds(p, metric)
+            if not before or not after or not statistics.median(before):
+                continue
+            b, a = statistics.median(before), statistics.median(after)
+            change = (a - b) / b
+            worse = -change if metric in HIGHER_IS_BETTER else change
+            if abs(worse) <= limit:
+                continue
+            text = (f"{p['config']} {p['shape']} x{p['batch']}: {metric} {b:.4g} → {a:.4g} ({change:+.1%}, tolerance "
+                    f"{limit:.0%}; rounds {_span(before)} → {_span(after)})")  # fmt: skip
+            if len(before) < 2 or len(after) < 2:
+                cmp.perf_not_judged.append(text)
+                continue
+            apart = max(after) < min(before) if metric in HIGHER_IS_BETTER else min(after) > max(before)
+            apart_better = min(after) > max(before) if metric in HIGHER_IS_BETTER else max(after) < min(before)
+            if worse > 0 and apart:
+                cmp.perf_regressions.append(text)
+            elif worse < 0 and apart_better:
+                cmp.perf_improvements.append(text)
+
+
+def _span(values: Sequence[float]) -> str:
+    return f"{min(values):.4g}..{max(values):.4g}" if len(values) > 1 else f"{values[0]:.4g} (one)"
+
+
+def compare(old: Mapping[str, Any], new: Mapping[str, Any], tolerances: Mapping[str, float] | None = None,
+            accept_known: bool = False) -> Comparison:  # fmt: skip
+    """What changed from the reference report `old` to `new`."""
+    cmp = Comparison(_label(old), _label(new), accept_known=accept_known)
+    # Only configurations both runs have are compared check by check; the others are named.
+    shared = set(old["configurations"]) & set(new["configurations"])
+    for side, report_ in (("only in the reference run", old), ("only in the new run", new)):
+        for config_id in sorted(set(report_["configurations"]) - shared):
+            cmp.one_side_only.append(f"configuration {config_id} {side}: not compared")
+    _judge_checks(cmp, old, new, shared)
+    _judge_performance(cmp, old, new, shared, {**DEFAULT_TOLERANCES, **(tolerances or {})})
+    return cmp
