@@ -38,10 +38,12 @@ class ModelInfo:
 
     @property
     def is_tiny(self) -> bool:
+        """Whether this is the kit's tiny model (the embedded default)."""
         return self.family == "tiny"
 
     @property
     def bytes_per_param(self) -> float:
+        """Bytes per weight: 1 for FP8, 2 for BF16."""
         return 1.0 if self.precision == "fp8" else 2.0
 
     @property

@@ -25,6 +25,7 @@ class HttpError(Exception):
 
     @property
     def message(self) -> str:
+        """The error message the server gave, wherever its body put it."""
         if isinstance(self.body, dict):
             err = self.body.get("error")
             if isinstance(err, dict):
@@ -53,6 +54,7 @@ class ChatClient:
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
+        """Close the HTTP connection pool."""
         self._http.close()
 
     def __enter__(self) -> ChatClient:
@@ -69,6 +71,8 @@ class ChatClient:
         data = _json(resp)
         if resp.status_code != 200:
             raise HttpError(resp.status_code, data, path)
+        if not isinstance(data, dict):
+            raise HttpError(resp.status_code, data, path)
         return data
 
     def post_stream(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -76,6 +80,7 @@ class ChatClient:
         return list(self.iter_stream(path, body))
 
     def iter_stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST with stream=true and yield each data chunk; an error event mid-stream raises HttpError."""
         with self._http.stream("POST", path, json={**body, "stream": True}) as resp:
             if resp.status_code != 200:
                 resp.read()
@@ -95,6 +100,7 @@ class ChatClient:
     # -- chat ----------------------------------------------------------------------------
 
     def chat_body(self, messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+        """The JSON body of a chat completion request (fields that are None are left out)."""
         body: dict[str, Any] = {"model": self.model, "messages": messages}
         body.update({k: v for k, v in fields.items() if v is not None})
         return body
@@ -113,6 +119,7 @@ class ChatClient:
         return self.post("/tokenize", body)
 
     def count_tokens(self, text: str) -> int:
+        """How many tokens `text` is in the served tokenizer, without special tokens."""
         return int(self.post("/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": False})["count"])
 
 

@@ -26,6 +26,7 @@ class Gpu:
 
     @property
     def memory_gib(self) -> float:
+        """Memory in GiB."""
         return self.memory_bytes / 2**30
 
 
@@ -41,6 +42,7 @@ class Inventory:
 
     @property
     def count(self) -> int:
+        """How many GPUs the host has."""
         return len(self.gpus)
 
     def summary(self) -> str:
@@ -60,6 +62,7 @@ class Inventory:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The inventory as JSON-ready data (for reports)."""
         return asdict(self)
 
 
@@ -109,7 +112,7 @@ def _from_nvml() -> Inventory:
                     index=i,
                     name=_text(pynvml.nvmlDeviceGetName(h)),
                     memory_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
-                    compute_capability=cc,  # type: ignore[arg-type]
+                    compute_capability=cc,
                     uuid=_text(pynvml.nvmlDeviceGetUUID(h)),
                     nvlink_links=links,
                 )

@@ -306,6 +306,7 @@ class LoadGenerator:
         return result
 
     async def run_async(self, workload: Workload, on_progress: Callable[[int, int, int, float], None] | None = None) -> tuple[Metrics, list[RequestResult]]:
+        """Run one workload: build its prompts, send one test request, then every request; the metrics and each result."""
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=self.timeout)

@@ -34,10 +34,12 @@ class Plan:
 
     @property
     def gpus(self) -> int:
+        """Devices the plan occupies: tp x dp."""
         return self.tp * self.dp
 
     @property
     def id(self) -> str:
+        """The plan as written in ids: `tp8`, `dp2-tp4`, `tp8-ep`."""
         parts = ([f"dp{self.dp}"] if self.dp > 1 else []) + [f"tp{self.tp}"] + (["ep"] if self.ep else [])
         return "-".join(parts)
 

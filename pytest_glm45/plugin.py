@@ -9,23 +9,22 @@ import contextlib
 import signal
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
+from pytest_glm45.compare import Comparison
 from pytest_glm45.matrix import Configuration
 from pytest_glm45.pool import ServerHandle, ServerPool
 from pytest_glm45.settings import Settings, SettingsError, resolve_settings
+from pytest_glm45.throughput import ThroughputSession
 from pytest_glm45.verdict import Verdicts
-
-if TYPE_CHECKING:
-    from pytest_glm45.throughput import ThroughputSession
 
 SETTINGS = pytest.StashKey[Settings]()
 POOL = pytest.StashKey[ServerPool]()
 VERDICTS = pytest.StashKey[Verdicts]()
-THROUGHPUT = pytest.StashKey["ThroughputSession"]()
-COMPARISON = pytest.StashKey["Comparison"]()
+THROUGHPUT = pytest.StashKey[ThroughputSession]()
+COMPARISON = pytest.StashKey[Comparison]()
 CHECK_ID = pytest.StashKey[str]()
 PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 
@@ -88,6 +87,7 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """One option group, every flag mirrored by an ini key."""
     group = parser.getgroup("glm45", "GLM-4.5 serving conformance (pytest-glm45)")
     for flag, ini, dest, help_text, kind in OPTIONS:
         if kind == "append":
@@ -355,8 +355,6 @@ def glm45_throughput(request: pytest.FixtureRequest) -> ThroughputSession:
 
 
 def _throughput(config: pytest.Config) -> ThroughputSession:
-    from pytest_glm45.throughput import ThroughputSession
-
     if THROUGHPUT not in config.stash:
         settings = config.stash[SETTINGS]
         config.stash[THROUGHPUT] = ThroughputSession(settings.bench_dir, settings.thresholds, settings.profile.rounds,

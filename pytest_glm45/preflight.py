@@ -42,6 +42,7 @@ BANDWIDTH = (
 
 
 def bandwidth(gpu_name: str) -> float | None:
+    """Peak memory bandwidth of a GPU model in bytes/s, or None when unknown."""
     for fragment, bw in BANDWIDTH:
         if fragment.lower() in gpu_name.lower():
             return bw
@@ -59,6 +60,7 @@ class Verdict:
     numbers: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
+        """The verdict in one line: why not, or how it fits."""
         if not self.runnable:
             return "; ".join(self.reasons)
         return ("tight: " if self.tight else "fits: ") + "; ".join(self.notes)
@@ -72,6 +74,7 @@ def kv_bytes_per_token_per_gpu(model: ModelInfo, plan: Plan, kv_bytes: float = 2
 
 
 def weight_bytes_per_gpu(model: ModelInfo, plan: Plan) -> float:
+    """Weights each GPU holds: split over tp, experts also over the expert-parallel group."""
     total = model.weight_bytes or 0.0
     if plan.ep:
         return total * (1 - EXPERT_SHARE) / plan.tp + total * EXPERT_SHARE / plan.gpus

@@ -58,6 +58,6 @@ def probe_request(model: str) -> dict[str, Any]:
 def probe_says_loaded(response_json: dict[str, Any]) -> bool:
     """Whether a probe's response shows the replay processor at work."""
     try:
-        return response_json["choices"][0]["text"] == PROBE_SCRIPT
+        return bool(response_json["choices"][0]["text"] == PROBE_SCRIPT)
     except (KeyError, IndexError, TypeError):
         return False

@@ -47,7 +47,7 @@ class _Slot:
         self.output_ids = output_ids
 
 
-class ReplayLogitsProcessor(LogitsProcessor):
+class ReplayLogitsProcessor(LogitsProcessor):  # type: ignore[misc]  # vLLM ships no type information
     """Force scripted requests to emit their script, then end-of-text."""
 
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool) -> None:
@@ -67,11 +67,13 @@ class ReplayLogitsProcessor(LogitsProcessor):
                 raise ValueError(problem)
 
     def is_argmax_invariant(self) -> bool:
+        """False: replay changes which token wins, so vLLM must apply it even under greedy sampling."""
         return False
 
     # -- state -------------------------------------------------------------------------
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
+        """Follow the batch: start, move and drop the scripts of the requests in it."""
         if batch_update is None:
             return
         for index in batch_update.removed:
@@ -92,6 +94,7 @@ class ReplayLogitsProcessor(LogitsProcessor):
                 self._slots[src] = b
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """Force each replaying request's next scripted token (then the end of text)."""
         if not self._slots:
             return logits
         rows: list[int] = []

@@ -171,20 +171,25 @@ class ServerProcess:
 
     @property
     def base_url(self) -> str:
+        """http://host:port of the server."""
         return f"http://{self.HOST}:{self.port}"
 
     @property
     def secrets(self) -> tuple[str, ...]:
+        """Values that must not appear in what the kit shows (the API key, tokens from the environment)."""
         return known_secrets((self.api_key,))
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the log, secrets redacted."""
         return tail(self.log_path, lines, self.secrets)
 
     def alive(self) -> bool:
+        """Whether the process is running."""
         return self.process is not None and self.process.poll() is None
 
     @property
     def exit_code(self) -> int | None:
+        """The exit code, or None while running (or never started)."""
         return None if self.process is None else self.process.poll()
 
     # -- start ---------------------------------------------------------------------------

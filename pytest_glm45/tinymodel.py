@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from pytest_glm45.glm_format import CONTROL_TOKENS, END_OF_TEXT, SPECIAL_TOKENS, STOP_TOKENS
 
@@ -58,6 +59,7 @@ class TinyModel:
 
     @property
     def template_path(self) -> Path:
+        """The chat template file in the model directory."""
         return self.path / "chat_template.jinja"
 
 
@@ -195,7 +197,7 @@ def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", "utf-8")
 
 
-def _train_tokenizer(vocab_size: int):  # -> tokenizers.Tokenizer
+def _train_tokenizer(vocab_size: int) -> Any:  # a tokenizers.Tokenizer
     """A byte-level BPE tokenizer, identical on every machine for the same inputs."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
