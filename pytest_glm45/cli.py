@@ -22,6 +22,12 @@ from pytest_glm45.server import ServerError, ServerProcess
 from pytest_glm45.settings import Settings, SettingsError, parse_tolerances, resolve_settings
 
 
+#: The plugin's option names as this command spells them, for error messages.
+CLI_FLAGS = {"--glm45-model": "--model", "--glm45-parallel": "--plan", "--glm45-strict-tools": "--strict",
+             "--glm45-max-model-len": "--max-model-len", "--glm45-startup-timeout": "--startup-timeout",
+             "--glm45-server-arg": "--server-arg"}  # fmt: skip
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """The same resolution the plugin uses, from this command's options (one configuration)."""
     from pytest_glm45.inventory import gpu_count, read_inventory
@@ -33,7 +39,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         return resolve_settings(values, detected_gpus=gpu_count, cpu_cores=len(cpu_cores()), rootdir=Path.cwd(),
                                 inventory=read_inventory)  # fmt: skip
     except SettingsError as exc:
-        raise SystemExit(f"pytest-glm45 serve: {exc}") from None
+        text = str(exc)
+        for plugin_flag, flag in CLI_FLAGS.items():
+            text = text.replace(plugin_flag, flag)
+        raise SystemExit(f"pytest-glm45 serve: {text}") from None
 
 
 def _configuration(settings: Settings) -> Configuration:
