@@ -43,3 +43,20 @@ def test_profiles_scale_the_recipe() -> None:
     assert {(s.name, s.input_len, s.output_len) for s, _ in standard} == {
         ("prompt-heavy", 800, 100), ("decode-heavy", 100, 800), ("balanced", 100, 100)}  # fmt: skip
     assert {b for _, b in standard} == {1, 8}
+
+
+def test_a_stream_read_in_one_piece_cannot_support_latency_figures() -> None:
+    """A starved client read 100 tokens in 2 reads: TTFT, TPOT and ITL are invalid; throughputs and E2EL stand."""
+    starved = [RequestResult(True, prompt_len=10, output_tokens=100, ttft=0.9, latency=1.0, itl=[0.0] * 99, arrivals=2)]
+    m = compute_metrics(starved, duration=1.0)
+    assert m.invalid and all(("_ttft_" in k or "_tpot_" in k or "_itl_" in k) for k in m.invalid)
+    assert "median_tpot_ms" in m.invalid and "2 distinct arrivals" in m.invalid["median_tpot_ms"]
+    flat = m.flat()
+    assert "median_tpot_ms" not in flat and "p99_itl_ms" not in flat and "median_ttft_ms" not in flat
+    assert flat["output_throughput"] == 100.0 and "median_e2el_ms" in flat
+
+
+def test_a_stream_read_as_it_was_sent_keeps_its_figures() -> None:
+    steady = [RequestResult(True, prompt_len=10, output_tokens=100, ttft=0.05, latency=1.0, itl=[0.0095] * 99, arrivals=100)]
+    m = compute_metrics(steady, duration=1.0)
+    assert m.invalid == {} and m.flat()["median_tpot_ms"] > 0

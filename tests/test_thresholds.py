@@ -78,3 +78,19 @@ def test_shipped_files_parse() -> None:
     folder = Path(str(resources.files("pytest_glm45").joinpath("thresholds")))
     assert thresholds.load(folder / "embedded-default.toml")
     assert thresholds.load(folder / "gpu-template.toml") == []
+
+
+def test_a_point_is_the_median_of_its_rounds_and_invalid_if_any_round_is() -> None:
+    from pytest_glm45.loadgen import Metrics, Shape
+    from pytest_glm45.throughput import combine
+
+    def metrics(throughput: float, tpot: float, invalid: dict[str, str] | None = None) -> Metrics:
+        return Metrics(duration=1.0, completed=4, failed=0, total_input_tokens=40, total_output_tokens=400,
+                       request_throughput=4.0, output_throughput=throughput, total_token_throughput=throughput + 40,
+                       latencies={"median_tpot_ms": tpot, "median_ttft_ms": 20.0}, errors=[], invalid=invalid or {})  # fmt: skip
+
+    point = combine("tiny-bf16-tp1", Shape("balanced", 10, 100), 4,
+                    [metrics(100, 5.0), metrics(90, 6.0, {"median_tpot_ms": "starved"}), metrics(120, 4.0)])  # fmt: skip
+    assert point.metrics["output_throughput"] == 100 and point.rounds["output_throughput"] == [100.0, 90.0, 120.0]
+    assert "median_tpot_ms" not in point.metrics and point.invalid == {"median_tpot_ms": "starved"}
+    assert point.metrics["median_ttft_ms"] == 20.0 and point.metrics["rounds"] == 3
