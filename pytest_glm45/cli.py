@@ -21,7 +21,6 @@ from pytest_glm45.recipe import cpu_cores, spec_for
 from pytest_glm45.server import ServerError, ServerProcess
 from pytest_glm45.settings import Settings, SettingsError, parse_tolerances, resolve_settings
 
-
 #: The plugin's option names as this command spells them, for error messages.
 CLI_FLAGS = {"--glm45-model": "--model", "--glm45-parallel": "--plan", "--glm45-strict-tools": "--strict",
              "--glm45-max-model-len": "--max-model-len", "--glm45-startup-timeout": "--startup-timeout",

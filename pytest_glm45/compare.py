@@ -5,9 +5,9 @@ failure, is a *regression*: the upgrade breaks it, whether or not someone has re
 Regressions that are all recorded known failures can be accepted deliberately
 (`accept_known`); a new failure never can. A check that failed before and passes now is a fix.
 Checks that only one run has are listed apart. Performance is judged against the spread the
-rounds of each point measured: a change is a regression only when it is beyond the tolerance
-*and* the two runs' rounds do not overlap; points measured in one round cannot show their
-spread and are listed as not judged.
+rounds of each point measured: a change is a regression only when even the two runs' closest
+rounds are further apart than the tolerance (the old run's worst round against the new run's
+best); points measured in one round cannot show their spread and are listed as not judged.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class Comparison:
         sections = (
             ("New failures (passed before, failing now, not as recorded)", self.new_failures),
             ("Regressions recorded as known failures" + (" (accepted)" if self.accept_known else ""), self.known_regressions),
-            ("Performance regressions (beyond tolerance and the rounds' spread)", self.perf_regressions),
+            ("Performance regressions (the runs' closest rounds further apart than the tolerance)", self.perf_regressions),
             ("Fixed", self.fixes),
             ("Failing before, recorded as known failures now", self.now_recorded),
             ("Checks in one run only", self.one_side_only),
@@ -181,16 +181,18 @@ def _judge_performance(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str
             worse = -change if metric in HIGHER_IS_BETTER else change
             if abs(worse) <= limit:
                 continue
-            text = (f"{p['config']} {p['shape']} x{p['batch']}: {metric} {b:.4g} → {a:.4g} ({change:+.1%}, tolerance "
-                    f"{limit:.0%}; rounds {_span(before)} → {_span(after)})")  # fmt: skip
+            # The gap between the two runs' rounds: how far apart even their closest rounds are.
+            if metric in HIGHER_IS_BETTER:
+                gap_worse, gap_better = (min(before) - max(after)) / b, (min(after) - max(before)) / b
+            else:
+                gap_worse, gap_better = (min(after) - max(before)) / b, (min(before) - max(after)) / b
+            text = (f"{p['config']} {p['shape']} x{p['batch']}: {metric} {b:.4g} → {a:.4g} ({change:+.1%}; rounds "
+                    f"{_span(before)} → {_span(after)}, {max(gap_worse, gap_better, 0.0):.1%} apart; tolerance {limit:.0%})")  # fmt: skip
             if len(before) < 2 or len(after) < 2:
                 cmp.perf_not_judged.append(text)
-                continue
-            apart = max(after) < min(before) if metric in HIGHER_IS_BETTER else min(after) > max(before)
-            apart_better = min(after) > max(before) if metric in HIGHER_IS_BETTER else max(after) < min(before)
-            if worse > 0 and apart:
+            elif gap_worse > limit:
                 cmp.perf_regressions.append(text)
-            elif worse < 0 and apart_better:
+            elif gap_better > limit:
                 cmp.perf_improvements.append(text)
 
 

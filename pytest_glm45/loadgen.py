@@ -213,10 +213,10 @@ class LoadGenerator:
     async def _tokenize_count(self, session: Any, text: str) -> int:
         async with session.post(self.base_url + "/tokenize", json={"model": self.model, "prompt": text,
                                 "add_special_tokens": False}, headers=self._headers()) as resp:  # fmt: skip
-            body = loads(await resp.read())
+            raw = await resp.read()
             if resp.status != 200:
-                raise RuntimeError(f"/tokenize answered {resp.status}: {body}")
-            return int(body["count"])
+                raise RuntimeError(f"/tokenize answered {resp.status}: {raw[:300]!r}")
+            return int(loads(raw)["count"])
 
     async def one_token_words(self, session: Any) -> list[str]:
         """The candidate words that are one token each here (asked once per generator)."""

@@ -99,13 +99,17 @@ def test_throughput_30_percent_lower_beyond_the_spread_is_a_regression(tmp_path:
     new["benchmarks"][2] = point(16, 1120.0)
     result = run_compare(tmp_path, sample(), new)
     assert result.returncode == 1
-    assert "tiny-bf16-tp1 balanced x16: output_throughput 1600 → 1120 (-30.0%, tolerance 10%; rounds 1568..1632 → 1098..1142)" in result.stdout
+    assert ("tiny-bf16-tp1 balanced x16: output_throughput 1600 → 1120 (-30.0%; rounds 1568..1632 → 1098..1142, 26.6% apart; "
+            "tolerance 10%)") in result.stdout
 
 
 def test_a_change_inside_the_measured_spread_is_noise() -> None:
     new = sample()
     new["benchmarks"][2] = point(16, 1400.0, spread=0.2)  # -12.5%, but the rounds reach 1680: they overlap the old ones
     assert not compare.compare(sample(), new).regressed
+    drifted = sample()
+    drifted["benchmarks"][2] = point(16, 1440.0, spread=0.02)  # -10%: apart, but the closest rounds differ by 7.7%
+    assert not compare.compare(sample(), drifted).regressed
 
 
 def test_single_round_points_are_not_judged() -> None:
