@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_glm45.verdict import FAILING
+
 #: Default tolerances: a relative change beyond these (and beyond the rounds' spread) is a
 #: regression. Throughputs regress when they fall, latencies when they rise.
 DEFAULT_TOLERANCES = {
@@ -29,7 +31,6 @@ DEFAULT_TOLERANCES = {
     "mean_tpot_ms": 0.15,
 }
 HIGHER_IS_BETTER = frozenset({"output_throughput", "total_token_throughput", "request_throughput"})
-FAILING = frozenset({"failed", "error"})
 
 
 def _state(outcome: str) -> str:

@@ -164,14 +164,13 @@ def _on_off(option: str, value: Any, default: bool) -> bool:
 
 def parse_tolerances(items: Any, option: str = "--glm45-tolerance") -> dict[str, float]:
     """`metric=fraction` pairs (a comma list, or a list of them) into a mapping."""
+    accepted = "accepted: metric=fraction pairs, e.g. output_throughput=0.1"
     tolerances: dict[str, float] = {}
     for item in _split(items):
-        metric, _, number = item.partition("=")
-        tolerances[metric.strip()] = _float(option, number if metric.strip() else None, float("nan"),
-                                            "accepted: metric=fraction pairs, e.g. output_throughput=0.1",
-                                            lambda v: v >= 0)  # fmt: skip
-        if tolerances[metric.strip()] != tolerances[metric.strip()]:  # NaN: no metric or no number
-            raise SettingsError(option, item, "accepted: metric=fraction pairs, e.g. output_throughput=0.1")
+        metric, _, number = (part.strip() for part in item.partition("="))
+        if not metric or not number:
+            raise SettingsError(option, item, accepted)
+        tolerances[metric] = _float(option, number, 0.0, accepted, lambda v: v >= 0)
     return tolerances
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from pytest_glm45.known_failures import KnownFailure, KnownFailures
 
-OUTCOMES = ("passed", "failed", "error", "known failure", "unexpected pass", "skipped")
 #: Outcomes that fail a run.
 FAILING = frozenset({"failed", "error"})
 #: The most observed text a record keeps.
@@ -107,10 +106,6 @@ class Verdicts:
         key = (check, config_id)
         record = self.records.setdefault(key, CheckRecord(check, config_id, "passed"))
         record.seconds += seconds
-
-    def failing(self) -> list[CheckRecord]:
-        """Records whose outcome fails the run."""
-        return [r for r in self.records.values() if r.outcome in FAILING or (r.outcome == "unexpected pass" and self.strict_known_failures)]
 
     def counts(self, config_id: str) -> dict[str, int]:
         """Outcome counts for one configuration (the terminal summary's and the report's)."""
