@@ -27,7 +27,7 @@ from typing import Any
 from pytest_glm45.catalog import CATALOG
 from pytest_glm45.loadgen import LoadGenerator, Shape, Workload
 from pytest_glm45.matrix import Configuration, Plan
-from pytest_glm45.recipe import spec_for
+from pytest_glm45.recipe import client_cores, spec_for
 from pytest_glm45.server import ServerProcess
 from pytest_glm45.tinymodel import ensure_tiny_model
 
@@ -45,9 +45,11 @@ main(parser.parse_args(sys.argv[1:]))
 """
 
 
-def bench_serve(base_url: str, model: str, tokenizer: str, shape: Shape, batch: int, out_dir: Path) -> dict:
+def bench_serve(base_url: str, model: str, tokenizer: str, shape: Shape, batch: int, out_dir: Path,
+                cpus: tuple[int, ...] = ()) -> dict:  # fmt: skip
     name = f"bench-{time.time_ns()}.json"
-    cmd = [sys.executable, "-c", BENCH_SERVE, "--backend", "vllm", "--base-url", base_url,
+    pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []
+    cmd = [*pin, sys.executable, "-c", BENCH_SERVE, "--backend", "vllm", "--base-url", base_url,
            "--model", model, "--tokenizer", tokenizer, "--dataset-name", "random", "--random-input-len", str(shape.input_len),
            "--random-output-len", str(shape.output_len), "--num-prompts", str(batch), "--ignore-eos", "--save-result",
            "--result-dir", str(out_dir), "--result-filename", name, "--request-rate", "inf", "--temperature", "0", "--disable-tqdm"]  # fmt: skip
@@ -57,9 +59,10 @@ def bench_serve(base_url: str, model: str, tokenizer: str, shape: Shape, batch: 
     return json.loads((out_dir / name).read_text())
 
 
-def kit(base_url: str, model: str, shape: Shape, batch: int, prompts: list[str] | None = None) -> dict:
+def kit(base_url: str, model: str, shape: Shape, batch: int, prompts: list[str] | None = None,
+        cpus: tuple[int, ...] = ()) -> dict:  # fmt: skip
     generator = LoadGenerator(base_url, None, model) if prompts is None else FixedPrompts(base_url, None, model, prompts)
-    metrics, _ = generator.run(Workload(shape, batch))
+    metrics, _ = generator.run(Workload(shape, batch), cpus=cpus or None)
     return metrics.flat()
 
 
@@ -90,24 +93,24 @@ METRICS = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")
 
 def fidelity(rounds: int, batch: int, shape: Shape, same_prompts: bool = False) -> None:
     config = Configuration(CATALOG["tiny"], Plan(tp=1), strict_tools=True, engine="cpu", max_model_len=8192)
-    spec = spec_for(config)
+    spec = spec_for(config)  # the server's threads on every core but the last (recipe.server_cores)
+    pin = client_cores(config) or ()  # both clients on the last
     tiny = ensure_tiny_model()
     with (
         tempfile.TemporaryDirectory() as tmp,
         ServerProcess(spec, Path(tmp) / "server.log", api_key=None, startup_timeout=900) as server,
     ):
-        print(
-            f"server {server.base_url} ready in {server.startup_seconds:.0f} s; workload {shape} x{batch}, {rounds} rounds each"
-        )
+        print(f"server {server.base_url} ready in {server.startup_seconds:.0f} s on cores {list(spec.cpus) or 'all'}; "
+              f"clients on {list(pin) or 'any core'}; workload {shape} x{batch}, {rounds} rounds each")  # fmt: skip
         prompts = bench_serve_prompts(str(tiny.path), shape, batch) if same_prompts else None
         if prompts is not None:
             print("the kit sends bench serve's own prompts (--same-prompts)")
-        kit(server.base_url, spec.served_name, shape, batch, prompts)  # warm-up, not counted
+        kit(server.base_url, spec.served_name, shape, batch, prompts, pin)  # warm-up, not counted
         ours, theirs = [], []
         for r in range(rounds):
             # Alternate which tool goes first, so that a drift in the machine's speed hits both alike.
-            runs = [("kit", lambda: kit(server.base_url, spec.served_name, shape, batch, prompts)),
-                    ("bench", lambda: bench_serve(server.base_url, spec.served_name, str(tiny.path), shape, batch, Path(tmp)))]  # fmt: skip
+            runs = [("kit", lambda: kit(server.base_url, spec.served_name, shape, batch, prompts, pin)),
+                    ("bench", lambda: bench_serve(server.base_url, spec.served_name, str(tiny.path), shape, batch, Path(tmp), pin))]  # fmt: skip
             for name, go in runs if r % 2 == 0 else runs[::-1]:
                 (ours if name == "kit" else theirs).append(go())
             figures = "  ".join(
@@ -162,10 +165,17 @@ def standin(port: int) -> None:
 
 
 def capacity(streams: int, chunks: int, rounds: int) -> None:
-    from pytest_glm45.server import free_port, http_get
+    """Chunks per second each client takes in from the stand-in: the stand-in on the first core, each
+    client in turn on the last (the kit's through its `cpus`, bench serve's through taskset), rounds
+    alternating which goes first."""
+    from pytest_glm45.probes import http_get
+    from pytest_glm45.recipe import cpu_cores
+    from pytest_glm45.server import free_port
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "standin", "--port", str(port)])
+    cores = cpu_cores()
+    server_core, client_core = cores[0], cores[-1]
+    port = free_port("127.0.0.1")
+    proc = subprocess.Popen(["taskset", "-c", str(server_core), sys.executable, __file__, "standin", "--port", str(port)])
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -175,20 +185,27 @@ def capacity(streams: int, chunks: int, rounds: int) -> None:
             time.sleep(0.1)
         shape = Shape("capacity", 8, chunks)
         tiny = ensure_tiny_model()
-        kit_rates, bench_rates = [], []
-        print(
-            f"stand-in {base} (its own process); {streams} streams x {chunks} chunks, {rounds} rounds each, alternating"
-        )
+        rates: dict[str, list[float]] = {"kit": [], "bench": []}
+        print(f"stand-in {base} on core {server_core}; clients on core {client_core}; "
+              f"{streams} streams x {chunks} chunks, {rounds} rounds each, alternating which goes first")  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
+
+            def ours() -> float:
+                metrics, _ = LoadGenerator(base, None, "standin").run(Workload(shape, streams), cpus=(client_core,))
+                return metrics.total_output_tokens / metrics.duration
+
+            def theirs() -> float:
+                out = bench_serve(base, "standin", str(tiny.path), shape, streams, Path(tmp), cpus=(client_core,))
+                return float(out["total_output_tokens"] / out["duration"])
+
             for r in range(rounds):
-                ours = kit(base, "standin", shape, streams)
-                kit_rates.append(ours["total_output_tokens"] / ours["duration"])
-                theirs = bench_serve(base, "standin", str(tiny.path), shape, streams, Path(tmp))
-                bench_rates.append(theirs["total_output_tokens"] / theirs["duration"])
-                print(
-                    f"round {r + 1}: kit {kit_rates[-1]:,.0f} chunks/s, vllm bench serve {bench_rates[-1]:,.0f} chunks/s"
-                )
-        a, b = statistics.median(kit_rates), statistics.median(bench_rates)
+                order = [("kit", ours), ("bench", theirs)]
+                for name, go in order if r % 2 == 0 else order[::-1]:
+                    rates[name].append(go())
+                print(f"round {r + 1} ({'kit' if r % 2 == 0 else 'bench serve'} first): kit {rates['kit'][-1]:,.0f} chunks/s, "
+                      f"vllm bench serve {rates['bench'][-1]:,.0f} chunks/s, kit/bench {rates['kit'][-1] / rates['bench'][-1]:.2f}",
+                      flush=True)  # fmt: skip
+        a, b = statistics.median(rates["kit"]), statistics.median(rates["bench"])
         print(f"median: kit {a:,.0f} chunks/s, vllm bench serve {b:,.0f} chunks/s, kit/bench {a / b:.2f}")
     finally:
         proc.terminate()

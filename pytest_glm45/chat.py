@@ -47,11 +47,14 @@ def curl_line(base_url: str, body: dict[str, Any], path: str = "/v1/chat/complet
 class ChatClient:
     """Posts to one OpenAI-compatible server; returns raw JSON or ChatResult."""
 
-    def __init__(self, base_url: str, api_key: str | None, model: str, timeout: float = 120.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None, model: str, timeout: float = 120.0,
+                 max_connections: int = 20) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        # Thread-safe: the batched checks (pytest_glm45.batch) share one client across threads.
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits)
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -74,6 +77,13 @@ class ChatClient:
         if not isinstance(data, dict):
             raise HttpError(resp.status_code, data, path)
         return data
+
+    def send(self, path: str, body: Any, timeout: float | None = None) -> httpx.Response:
+        """POST `body` as it is (bytes raw, anything else as JSON) and return the response, whatever its status."""
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        if isinstance(body, bytes):
+            return self._http.post(path, content=body, headers={"Content-Type": "application/json"}, **extra)
+        return self._http.post(path, json=body, **extra)
 
     def post_stream(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         """POST with stream=true and return every data chunk as a dict, until [DONE]."""

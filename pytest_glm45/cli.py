@@ -180,8 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The console command's entry point."""
+    from pytest_glm45.inventory import InventoryError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except InventoryError as exc:
+        raise SystemExit(f"pytest-glm45 {args.command}: {exc}") from None
 
 
 if __name__ == "__main__":

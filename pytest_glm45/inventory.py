@@ -7,10 +7,20 @@ else `nvidia-smi`'s CSV query, else an empty inventory (a CPU host).
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+#: A JSON file describing the GPUs to assume instead of reading them (`from_file`).
+INVENTORY_ENV = "GLM45_INVENTORY"
+
+
+class InventoryError(ValueError):
+    """A described inventory (GLM45_INVENTORY) that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +76,24 @@ class Inventory:
         return asdict(self)
 
 
+def from_file(path: Path) -> Inventory:
+    """An inventory described in a JSON file (`Inventory.to_dict`'s shape: `gpus` with index, name,
+    memory_bytes, compute_capability, ...): a host you do not have, for preflight and scheduling dry runs."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        gpus = tuple(Gpu(**{**g, "compute_capability": tuple(g["compute_capability"]) if g.get("compute_capability") else None})
+                     for g in data.get("gpus", []))  # fmt: skip
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise InventoryError(f"{INVENTORY_ENV}={path}: not an inventory file ({exc}); expected JSON with a list "
+                         '"gpus" of {"index", "name", "memory_bytes", "compute_capability": [9, 0]}') from None  # fmt: skip
+    return Inventory(gpus, data.get("driver_version"), data.get("cuda_version"), f"file {path}")
+
+
 def read_inventory() -> Inventory:
-    """Read the host's GPUs: NVML first, nvidia-smi second, else none."""
+    """Read the host's GPUs: the file GLM45_INVENTORY names when set, else NVML, else nvidia-smi, else none."""
+    described = os.environ.get(INVENTORY_ENV)
+    if described:
+        return from_file(Path(described))
     notes: list[str] = []
     try:
         return _from_nvml()

@@ -26,10 +26,12 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 try:
     import orjson
@@ -77,13 +79,19 @@ RECIPE_SHAPES = (Shape("prompt-heavy", 8000, 1000), Shape("decode-heavy", 1000, 
 RECIPE_BATCHES = (1, 16, 32, 64, 128, 256, 512)
 
 
-def profile_points(profile: str) -> list[tuple[Shape, int]]:
+#: How much `standard` divides the recipe's lengths by, per engine. On GPUs by 10; on the CPU
+#: engine by 40, as `smoke` does: at 10, the embedded default's decode-heavy points (100 in, 800
+#: out) took 127 s of tp2's 175 s of throughput and 4.6 of the run's 17 minutes (2026-11-29).
+STANDARD_DIVISOR = {"gpu": 10, "remote": 10, "cpu": 40}
+
+
+def profile_points(profile: str, engine: str = "gpu") -> list[tuple[Shape, int]]:
     """(shape, batch) per profile. `full` is the recipe's matrix; `standard` divides every length
-    by 10 and runs batches 1 and 8; `smoke` divides by 40 and runs batches 1 and 4. The scaled
-    profiles keep each shape's ratio, so the CPU engine finishes in minutes."""
+    by 10 (by 40 on the CPU engine: STANDARD_DIVISOR) and runs batches 1 and 8; `smoke` divides
+    by 40 and runs batches 1 and 4. The scaled profiles keep each shape's ratio."""
     if profile == "full":
         return [(s, b) for s in RECIPE_SHAPES for b in RECIPE_BATCHES]
-    div, batches = (10, (1, 8)) if profile == "standard" else (40, (1, 4))
+    div, batches = (STANDARD_DIVISOR.get(engine, 10), (1, 8)) if profile == "standard" else (40, (1, 4))
     return [(Shape(s.name, s.input_len // div, s.output_len // div), b) for s in RECIPE_SHAPES for b in batches]
 
 
@@ -350,10 +358,28 @@ class LoadGenerator:
             previous = os.sched_getaffinity(0)
             os.sched_setaffinity(0, set(cpus))
         try:
-            return asyncio.run(self.run_async(workload, on_progress))
+            return run_loop(self.run_async(workload, on_progress))
         finally:
             if previous is not None:
                 os.sched_setaffinity(0, previous)
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on a fresh event loop: uvloop's when it is installed (vLLM brings it), else asyncio's.
+
+    The client's work per stream chunk is event-loop work; uvloop does it in C and lets one core
+    take in more chunks per second than the server can send (benchmarks/loadgen_vs_bench_serve.py capacity).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    loop = uvloop.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)  # type: ignore[no-any-return]
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def bench_serve_json(workload: Workload, metrics: Metrics, results: Sequence[RequestResult], model: str, config_id: str) -> dict[str, Any]:

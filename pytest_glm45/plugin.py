@@ -26,6 +26,8 @@ VERDICTS = pytest.StashKey[Verdicts]()
 THROUGHPUT = pytest.StashKey[ThroughputSession]()
 COMPARISON = pytest.StashKey[Comparison]()
 CHECK_ID = pytest.StashKey[str]()
+BATCHES = pytest.StashKey[dict[str, Any]]()
+AHEAD = pytest.StashKey[dict[str, tuple[Configuration, str]]]()
 PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 
 # (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default.
@@ -80,6 +82,9 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--glm45-strict-known-failures", "glm45_strict_known_failures", "glm45_strict_known_failures",
      "on: a known failure that passes fails the run, naming the entry to remove; off: it is reported only. "
      "Default: on.", "str"),
+    ("--glm45-concurrency", "glm45_concurrency", "glm45_concurrency",
+     "Conformance requests in flight per configuration: a check function's replay requests go out together "
+     "and each check asserts on its own answer; 1 sends them one at a time. Default: 16.", "str"),
     ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
      "Per-metric tolerances for --glm45-compare-to, e.g. output_throughput=0.1,median_ttft_ms=0.2. "
      "Default: 10%% for throughputs, 15-25%% for latencies.", "str"),
@@ -118,17 +123,27 @@ def pytest_configure(config: pytest.Config) -> None:
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
         "the -nostrict twin of a configuration is skipped, saying so",
     )
-    from pytest_glm45.inventory import gpu_count, read_inventory
+    from pytest_glm45.inventory import InventoryError, gpu_count, read_inventory
     from pytest_glm45.recipe import cpu_cores
 
     try:
         settings = resolve_settings(_raw_values(config), detected_gpus=gpu_count, cpu_cores=len(cpu_cores()),
                                     rootdir=Path(str(config.rootpath)), inventory=read_inventory)  # fmt: skip
-    except SettingsError as exc:
+    except (SettingsError, InventoryError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SETTINGS] = settings
     config.stash[POOL] = ServerPool(settings, reporter=_Reporter(config))
     config.stash[VERDICTS] = Verdicts(strict_known_failures=settings.strict_known_failures)
+    config.stash[BATCHES] = {}
+    config.pluginmanager.register(_Ordering(), "glm45-ordering")
+    numprocesses = getattr(config.option, "numprocesses", None) or 0
+    if numprocesses and not hasattr(config, "workerinput"):
+        from pytest_glm45.sidebyside import SideBySideError, distribution_mode
+
+        try:
+            config.option.dist = distribution_mode(settings.engine, int(numprocesses), config.option.dist)
+        except SideBySideError as exc:
+            raise pytest.UsageError(str(exc)) from None
     _apply_hypothesis_profile(config, settings)
     config.stash[PREVIOUS_SIGTERM] = _terminate_on_sigterm()
 
@@ -159,6 +174,10 @@ def _apply_hypothesis_profile(config: pytest.Config, settings: Settings) -> None
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop every server still running and give SIGTERM back its previous handler."""
+    if BATCHES in config.stash:
+        batches: dict[str, Any] = config.stash[BATCHES]
+        for config_id in list(batches):
+            _close_batch(config, config_id)
     pool = config.stash.get(POOL, None)
     if pool is not None:
         pool.stop_all()
@@ -230,7 +249,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "glm45_point" in metafunc.fixturenames:
         from pytest_glm45.loadgen import profile_points
 
-        points = profile_points(settings.profile.name)
+        points = profile_points(settings.profile.name, settings.engine)
         metafunc.parametrize("glm45_point", points, ids=[f"{s.name}-{s.input_len}x{s.output_len}-bs{b}" for s, b in points])
     if "glm45_server" not in metafunc.fixturenames:
         return
@@ -247,11 +266,85 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("glm45_server", params, indirect=True, scope="session")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give every item its stable check id."""
     remote = config.stash[SETTINGS].remote
     for item in items:
         item.stash[CHECK_ID] = check_id(item, remote.config_id if remote else None)
+
+
+class _Ordering:
+    """Throughput points first within each configuration's run of checks (after pytest has grouped
+    the items by configuration): what follows them is not timing-sensitive, so the next
+    configuration can boot ahead meanwhile (pytest_collection_finish plans it)."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Reorder in place, keeping each configuration's checks together and otherwise in order."""
+        ordered: list[pytest.Item] = []
+        start = 0
+        for n in range(1, len(items) + 1):
+            if n == len(items) or _config_id_of(items[n]) != _config_id_of(items[start]):
+                run = items[start:n]
+                ordered += [i for i in run if _measures(i)] + [i for i in run if not _measures(i)]
+                start = n
+        items[:] = ordered
+
+
+def _measures(item: pytest.Item) -> bool:
+    """A timing-sensitive check that will run: a throughput point not marked to skip."""
+    return "glm45_point" in getattr(item, "fixturenames", ()) and item.get_closest_marker("skip") is None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Plan the boots ahead: when a configuration's last throughput point is done (or at its first
+    check when it has none), the next configuration starts booting in the background."""
+    settings = session.config.stash[SETTINGS]
+    plan: dict[str, tuple[Configuration, str]] = {}
+    session.config.stash[AHEAD] = plan
+    if settings.remote is not None or hasattr(session.config, "workerinput") or len(settings.matrix) < 2:
+        return
+    runs: list[tuple[Configuration, list[pytest.Item]]] = []
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        config = callspec.params.get("glm45_server") if callspec else None
+        if not isinstance(config, Configuration):
+            continue
+        if runs and runs[-1][0].id == config.id:
+            runs[-1][1].append(item)
+        else:
+            runs.append((config, [item]))
+    seen: set[str] = set()
+    for n, (current, run) in enumerate(runs[:-1]):
+        seen.add(current.id)
+        following = runs[n + 1][0]
+        if following.skip_reason or following.id in seen:  # nothing to boot, or booted already
+            continue
+        measured = [i for i in run if _measures(i)]
+        plan[(measured[-1] if measured else run[0]).nodeid] = (following, current.id)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """After the check that a boot ahead waits for, start it; show what boots ahead said meanwhile."""
+    result = yield
+    pool = item.config.stash.get(POOL, None)
+    planned = item.config.stash.get(AHEAD, {}).get(item.nodeid)
+    if pool is not None and planned is not None:
+        from pytest_glm45.recipe import client_cores
+
+        following, current = planned
+        pool.boot_ahead(following, current, client_cores(_configuration(item)) or ())
+    if pool is not None:
+        pool.flush_messages()
+    return result
+
+
+def _configuration(item: pytest.Item) -> Configuration | None:
+    callspec = getattr(item, "callspec", None)
+    config = callspec.params.get("glm45_server") if callspec else None
+    return config if isinstance(config, Configuration) else None
 
 
 def check_id(item: pytest.Item, remote_id: str | None = None) -> str:
@@ -318,6 +411,7 @@ def glm45_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle | None
         yield None  # the boot gate below fails each check, saying why
         return
     yield handle
+    _close_batch(request.config, handle.config_id)
     pool.release(handle)
 
 
@@ -410,6 +504,53 @@ def glm45_replay(glm45_server: ServerHandle, glm45_chat: Any) -> Any:
     return Replayer(glm45_chat)
 
 
+@pytest.fixture
+def glm45_batch(request: pytest.FixtureRequest, glm45_server: ServerHandle) -> Any:
+    """This check's share of its configuration's concurrent traffic (`pytest_glm45.batch.Checks`):
+    `glm45_batch.answer(job)` runs `job(replayer, params)` for every selected item of this check
+    function on this configuration at once (--glm45-concurrency in flight) and returns this item's
+    answer; `.each(jobs_for)` does the same for checks made of many requests. The replayer's client
+    lives as long as the server (a check that replays asks for `glm45_replay` too, which skips on a
+    server without the replay processor)."""
+    from pytest_glm45.batch import Checks
+
+    _ensure_alive(glm45_server)
+
+    batch, replayer = _batch_for(request.config, glm45_server)
+    node = request.node
+    function = getattr(node, "originalname", node.name)
+    siblings = [_own_params(item) for item in request.session.items
+                if getattr(item, "originalname", None) == function and item.path == node.path
+                and _config_id_of(item) == glm45_server.config_id]  # fmt: skip
+    return Checks(batch, (str(node.path), function), _own_params(node), siblings, replayer)
+
+
+def _own_params(item: Any) -> dict[str, Any]:
+    callspec = getattr(item, "callspec", None)
+    return {k: v for k, v in callspec.params.items() if k != "glm45_server"} if callspec else {}
+
+
+def _batch_for(config: pytest.Config, handle: ServerHandle) -> tuple[Any, Any]:
+    """The configuration's Batch and the replayer its jobs share (one client, kept while it serves)."""
+    from pytest_glm45.batch import Batch
+    from pytest_glm45.chat import ChatClient, Replayer
+
+    batches = config.stash[BATCHES]
+    if handle.config_id not in batches:
+        in_flight = config.stash[SETTINGS].concurrency
+        client = ChatClient(handle.base_url, handle.api_key, handle.served_name, max_connections=in_flight + 4)
+        batches[handle.config_id] = (Batch(handle.config_id, in_flight), Replayer(client))
+    return batches[handle.config_id]  # type: ignore[no-any-return]
+
+
+def _close_batch(config: pytest.Config, config_id: str) -> None:
+    entry = config.stash[BATCHES].pop(config_id, None) if BATCHES in config.stash else None
+    if entry is not None:
+        batch, replayer = entry
+        batch.close()
+        replayer.client.close()
+
+
 # -- verdicts -----------------------------------------------------------------------------
 
 
@@ -468,13 +609,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist: one unit of work per configuration, so each boots once, on one worker."""
+    from pytest_glm45.sidebyside import make_scheduler
+
+    settings = config.stash[SETTINGS]
+    ids = [c.id for c in settings.matrix] + ([settings.remote.config_id] if settings.remote else [])
+    return make_scheduler(config, log, ids)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist: a worker finished; take what it learned (boots, verdicts, throughput points)."""
+    from pytest_glm45.sidebyside import OUTPUT_KEY, merge
+
+    config: pytest.Config = node.config
+    data = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
+    if data and SETTINGS in config.stash:
+        merge(data, config.stash[POOL].history, config.stash[VERDICTS], _throughput(config).points)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Save the baseline, write the report, compare with the reference run."""
+    """Save the baseline, write the report, compare with the reference run (in a pytest-xdist
+    worker: hand what it learned to the controller, which does all of that for the whole run)."""
     config = session.config
     settings = config.stash.get(SETTINGS, None)
     if settings is None:
         return
     tp = config.stash.get(THROUGHPUT, None)
+    if hasattr(config, "workerinput"):
+        from pytest_glm45.sidebyside import OUTPUT_KEY, pack
+
+        config.workeroutput[OUTPUT_KEY] = pack(config.stash[POOL].history, config.stash[VERDICTS],  # type: ignore[attr-defined]
+                                               tp.points if tp is not None else [])  # fmt: skip
+        return
     if tp is not None and settings.save_baseline is not None and tp.points:
         from pytest_glm45.pool import installed_vllm
 

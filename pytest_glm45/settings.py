@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_glm45.batch import DEFAULT_CONCURRENCY
 from pytest_glm45.catalog import ALIASES, ModelInfo, UnknownModel, resolve_model
 from pytest_glm45.inventory import Inventory
 from pytest_glm45.matrix import Configuration, Plan, PlanError, build_matrix, default_plans, parse_plan
@@ -105,6 +106,8 @@ class Settings:
     unrunnable: str = "fail"
     #: a known failure that passes fails the run (as xfail_strict) unless this is False
     strict_known_failures: bool = True
+    #: conformance requests in flight per configuration (pytest_glm45.batch); 1 sends them one at a time
+    concurrency: int = DEFAULT_CONCURRENCY
 
     @property
     def engine(self) -> str:
@@ -278,6 +281,10 @@ def resolve_settings(
     if unrunnable not in UNRUNNABLE_POLICIES:
         raise SettingsError("--glm45-unrunnable", unrunnable, f"accepted: {', '.join(UNRUNNABLE_POLICIES)}")
     strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"), True)
+    concurrency = DEFAULT_CONCURRENCY
+    if values.get("concurrency") is not None:
+        concurrency = _int("--glm45-concurrency", values["concurrency"], 1,
+                           "accepted: a whole number of requests in flight, 1 or more (1 sends them one at a time)")  # fmt: skip
     settings = Settings(
         models=tuple(models),
         gpus=gpus,
@@ -302,6 +309,7 @@ def resolve_settings(
         tolerances=tolerances,
         unrunnable=unrunnable,
         strict_known_failures=strict_known,
+        concurrency=concurrency,
     )
     if base_url:
         return replace(settings, remote=_remote(base_url, values, strict_modes))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_glm45 import thresholds
+from pytest_glm45 import gpulease, thresholds
 from pytest_glm45.loadgen import LoadGenerator, Metrics, Shape, Workload, bench_serve_json
 
 
@@ -71,7 +71,17 @@ class ThroughputSession:
     def run(self, base_url: str, api_key: str | None, model: str, config_id: str, shape: Shape, batch: int,
             request_rate: float = math.inf, endpoint: str = "completions", client_cpus: Sequence[int] | None = None,
             ) -> tuple[Point, list[Metrics]]:  # fmt: skip
-        """Run one point over the session's rounds, show live progress, export it as `vllm bench serve` JSON."""
+        """Run one point over the session's rounds, show live progress, export it as `vllm bench serve` JSON.
+
+        The point holds the host-wide throughput lock (`pytest_glm45.gpulease.alone`): configurations
+        that run side by side never measure at the same time."""
+        label = f"{config_id} {shape.name} x{batch}"
+        on_wait = None if self.progress is None else (lambda text: self.progress(text, True))  # type: ignore[misc]
+        with gpulease.alone(label, on_wait=on_wait):
+            return self._run(base_url, api_key, model, config_id, shape, batch, request_rate, endpoint, client_cpus)
+
+    def _run(self, base_url: str, api_key: str | None, model: str, config_id: str, shape: Shape, batch: int,
+             request_rate: float, endpoint: str, client_cpus: Sequence[int] | None) -> tuple[Point, list[Metrics]]:  # fmt: skip
         workload = Workload(shape=shape, num_prompts=batch, request_rate=request_rate, endpoint=endpoint)
         generator = LoadGenerator(base_url, api_key, model)
         if config_id not in self.warmed:

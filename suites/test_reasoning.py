@@ -11,7 +11,7 @@ must still agree exactly, so a server that strips in one mode and not the other 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,9 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from pytest_glm45.answers import REASONING_FIELDS, ChatResult, markup_leaks, protocol_violations
+from pytest_glm45.batch import Checks
 from pytest_glm45.chat import ChatClient, HttpError, Replayer
 from pytest_glm45.glm_format import SPECIAL_TOKENS, THINK_TAGS, render_call
-from pytest_glm45.pool import ServerHandle
 from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
 
 WEATHER = WEATHER_TOOL.schema()
@@ -163,26 +163,27 @@ def check(case: Case, result: ChatResult) -> None:
         assert result.reasoning_field in REASONING_FIELDS
 
 
+def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
+    """One case's request, streamed or not: what the batch sends for a `test_replay` item."""
+    return run(replay, params["case"], stream=params["mode"] == "stream")
+
+
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_replay(glm45_server: ServerHandle, glm45_replay: Replayer, plain_answers: Any, case: Case, mode: str,
-                record_property: Any) -> None:  # fmt: skip
-    def plain_answer() -> ChatResult:
-        return plain_answers.get((glm45_server.config_id, "reasoning", case.id), lambda: run(glm45_replay, case, stream=False))  # type: ignore[no-any-return]
-
+def test_replay(glm45_batch: Checks, glm45_replay: Replayer, case: Case, mode: str, record_property: Any) -> None:
+    """Each case's answer comes from its configuration's batch (every case, both modes, sent together)."""
+    result = glm45_batch.answer(replay_job)
     if mode == "plain":
-        result = plain_answer()
         record_property("reasoning_field", result.reasoning_field)
         check(case, result)
         return
-    streamed = run(glm45_replay, case, stream=True)
     choice = "auto" if case.calls else None
-    problems = [p for p in protocol_violations(streamed.raw, choice) if "finish_reason" not in p or case.calls]
-    assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + describe(case, streamed)
-    check(case, streamed)
-    plain = plain_answer()
-    assert (streamed.reasoning, streamed.content) == (plain.reasoning, plain.content), (
-        "streamed and non-streamed split differently" + describe(case, streamed) + describe(case, plain)
+    problems = [p for p in protocol_violations(result.raw, choice) if "finish_reason" not in p or case.calls]
+    assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + describe(case, result)
+    check(case, result)
+    plain = glm45_batch.answer(replay_job, {"case": case, "mode": "plain"})
+    assert (result.reasoning, result.content) == (plain.reasoning, plain.content), (
+        "streamed and non-streamed split differently" + describe(case, result) + describe(case, plain)
     )
 
 
@@ -251,20 +252,27 @@ TEXT = st.lists(st.text(max_size=6) | NEAR_TAGS, min_size=1, max_size=4).map("".
 )
 
 
-def test_random_reasoning_and_answers_round_trip(glm45_replay: Replayer, glm45_examples: Callable[[int], int]) -> None:
-    """Half the profile's examples (50 in standard; a share of that on a model's other parallel plans)."""
+#: Generated examples per Hypothesis draw: they go to the server together (pytest_glm45.batch).
+EXAMPLES_PER_DRAW = 8
 
-    @settings(max_examples=glm45_examples(max(10, settings.default.max_examples // 2)))
-    @given(reasoning=TEXT, answer=TEXT)
-    def round_trip(reasoning: str, answer: str) -> None:
-        script = f"<think>{reasoning}</think>{answer}"
-        note(f"replayed script: {script!r}")
-        plain = glm45_replay.chat(script)
-        assert (plain.reasoning, plain.content) == (reasoning, answer)
-        streamed = glm45_replay.chat(script, stream=True)
-        assert (streamed.reasoning, streamed.content) == (reasoning, answer)
 
-    round_trip()
+def test_random_reasoning_and_answers_round_trip(glm45_batch: Checks, glm45_replay: Replayer,
+                                                  glm45_examples: Callable[[int], int]) -> None:  # fmt: skip
+    """Half the profile's examples (50 in standard; a share of that on a model's other parallel plans),
+    drawn EXAMPLES_PER_DRAW at a time and sent together, each streamed and not."""
+    draws = max(1, -(-glm45_examples(max(10, settings.default.max_examples // 2)) // EXAMPLES_PER_DRAW))
+
+    @settings(max_examples=draws)
+    @given(st.lists(st.tuples(TEXT, TEXT), min_size=EXAMPLES_PER_DRAW, max_size=EXAMPLES_PER_DRAW))
+    def round_trip(drawn: list[tuple[str, str]]) -> None:
+        scripts = [f"<think>{reasoning}</think>{answer}" for reasoning, answer in drawn]
+        jobs = [(lambda sc=script, s=stream: glm45_replay.chat(sc, stream=s)) for script in scripts for stream in (False, True)]
+        outcomes = glm45_batch.run_all(jobs)
+        for i, (reasoning, answer) in enumerate(drawn):
+            note(f"example {i}: replayed script: {scripts[i]!r}")
+            plain, streamed = outcomes[2 * i].get(), outcomes[2 * i + 1].get()
+            assert (plain.reasoning, plain.content) == (reasoning, answer)
+            assert (streamed.reasoning, streamed.content) == (reasoning, answer)
 
 
 # -- live, real weights only -------------------------------------------------------------

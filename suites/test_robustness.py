@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
+from pytest_glm45.batch import Checks
 from pytest_glm45.chat import ChatClient, Replayer
 from pytest_glm45.glm_format import render_call
 from pytest_glm45.pool import ServerHandle
@@ -32,6 +33,15 @@ from pytest_glm45.redaction import SECRET_ENV
 from pytest_glm45.settings import Settings
 
 DEADLINE_S = 30.0
+#: The slowest decode a hostile request may meet, tokens/s: a valid request without max_tokens
+#: (`"max_tokens": null` is one) generates to the window, which is not a hang, however long it takes.
+SLOWEST_DECODE_TOK_S = 50.0
+
+
+def hostile_deadline(window: int | None) -> float:
+    """How long a hostile request may take before it counts as a hang: DEADLINE_S plus a generation to
+    the window at SLOWEST_DECODE_TOK_S (194 s for the tiny model's 8192 tokens)."""
+    return DEADLINE_S + (window or 8192) / SLOWEST_DECODE_TOK_S
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
 GOOD_MESSAGES = [{"role": "user", "content": "Hi"}]
 
@@ -196,37 +206,61 @@ def per_batch(settings: Settings, glm45_examples: Callable[[int], int]) -> int:
     return glm45_examples(max(1, settings.profile.robustness_requests // 5))
 
 
+_DRAWN: dict[tuple[int, int], list[tuple[str, Any]]] = {}
+
+
+def hostile_batch(batch: int, count: int) -> list[tuple[str, Any]]:
+    """The batch's generated requests: a fixed, distinct seed per batch (reproducible, and the batches differ)."""
+    if (batch, count) not in _DRAWN:
+        drawn: list[tuple[str, Any]] = []
+
+        @seed(4500 + batch)
+        @settings(max_examples=count, database=None)
+        @given(hostile_request())
+        def draw(request: tuple[str, Any]) -> None:
+            drawn.append(request)
+
+        draw()
+        _DRAWN[batch, count] = drawn
+    return _DRAWN[batch, count]
+
+
 @pytest.mark.parametrize("batch", range(5))
 def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
-    glm45_server: ServerHandle, glm45_chat: ChatClient, http: httpx.Client, tally: Tally, batch: int,
+    glm45_server: ServerHandle, glm45_batch: Checks, glm45_chat: ChatClient, tally: Tally, batch: int,
     glm45_settings: Settings, glm45_examples: Callable[[int], int],
 ) -> None:  # fmt: skip
     """Five batches of generated bad requests (the profile's count in all, a share of it on a model's
-    other parallel plans: see glm45_examples); after each, a normal request works."""
+    other parallel plans: see glm45_examples); after each, a normal request works. The five batches'
+    requests go out together (--glm45-concurrency in flight), so a request that runs to its deadline
+    overlaps the others; each batch judges its own answers."""
     count = per_batch(glm45_settings, glm45_examples)
-    failures: list[str] = []
+    model = glm45_server.served_name
+    deadline = hostile_deadline(glm45_server.max_model_len)
 
-    @seed(4500 + batch)  # a fixed, distinct seed per batch: reproducible, and the batches differ
-    @settings(max_examples=count, database=None)
-    @given(hostile_request())
-    def probe(drawn: tuple[str, Any]) -> None:
-        kind, body = drawn
+    def timed(client: ChatClient, body: Any) -> tuple[float, httpx.Response]:
         started = time.monotonic()
-        try:
-            resp = send(http, glm45_server.served_name, body)
-        except httpx.TimeoutException:
+        resp = client.send("/v1/chat/completions", body if isinstance(body, bytes) or "model" in body else {"model": model, **body},
+                           timeout=deadline)  # fmt: skip
+        return time.monotonic() - started, resp
+
+    def requests(replay: Replayer, params: Mapping[str, Any]) -> list[Callable[[], tuple[float, httpx.Response]]]:
+        return [(lambda b=body: timed(replay.client, b)) for _kind, body in hostile_batch(params["batch"], count)]
+
+    drawn = hostile_batch(batch, count)
+    failures: list[str] = []
+    for (kind, body), outcome in zip(drawn, glm45_batch.each(requests), strict=True):
+        if isinstance(outcome.error, httpx.TimeoutException):
             tally.record(kind, body, 599, "no answer within the deadline")
-            failures.append(f"{kind}: no answer within {DEADLINE_S:.0f} s")
-            return
-        elapsed = time.monotonic() - started
+            failures.append(f"{kind}: no answer within {deadline:.0f} s")
+            continue
+        elapsed, resp = outcome.get()
         status = resp.status_code
         tally.record(kind, body, status, resp.text[:2000])
         if status >= 500:
             failures.append(f"{kind}: HTTP {status} after {elapsed:.1f} s: {resp.text[:200]}")
         elif status >= 400 and not _error_body(resp):
             failures.append(f"{kind}: HTTP {status} without an error body: {resp.text[:200]}")
-
-    probe()
     # The server must still answer a normal request after the batch.
     assert glm45_chat.chat(GOOD_MESSAGES, max_tokens=2).finish_reason in ("stop", "length")
     assert not failures, (

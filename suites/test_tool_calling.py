@@ -9,16 +9,16 @@ against the non-streamed one, and against the streaming protocol.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from pytest_glm45.answers import ChatResult, markup_leaks, protocol_violations
+from pytest_glm45.batch import Checks
 from pytest_glm45.chat import ChatClient, HttpError, Replayer, curl_line
 from pytest_glm45.glm_format import render_call, render_calls
-from pytest_glm45.pool import ServerHandle
 from pytest_glm45.toolcall import WEATHER, Tool
 
 # -- the tools the cases call -----------------------------------------------------------
@@ -194,20 +194,41 @@ def replay_case(replay: Replayer, case: Case, stream: bool) -> ChatResult:
         pytest.fail(f"HTTP {exc.status}: {exc.message}\nscript: {case.script!r}", pytrace=False)
 
 
+def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
+    """One case's request, streamed or not: what the batch sends for a `test_replay` item."""
+    return replay_case(replay, params["case"], stream=params["mode"] == "stream")
+
+
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_replay(glm45_server: ServerHandle, glm45_replay: Replayer, plain_answers: Any, case: Case, mode: str) -> None:
-    def plain_answer() -> ChatResult:
-        return plain_answers.get((glm45_server.config_id, "tool_calling", case.id), lambda: replay_case(glm45_replay, case, stream=False))  # type: ignore[no-any-return]
-
+def test_replay(glm45_batch: Checks, glm45_replay: Replayer, case: Case, mode: str) -> None:
+    """Each case's answer comes from its configuration's batch (every case, both modes, sent together);
+    the `stream` twin compares against the same non-streamed answer the `plain` check judged."""
+    result = glm45_batch.answer(replay_job)
     if mode == "plain":
-        check_expected(case, plain_answer(), glm45_replay)
+        check_expected(case, result, glm45_replay)
         return
-    streamed = replay_case(glm45_replay, case, stream=True)
-    problems = protocol_violations(streamed.raw, "auto")
-    assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + explain(case, streamed, glm45_replay)
-    check_expected(case, streamed, glm45_replay)
-    assert streamed.essence() == plain_answer().essence(), "streamed and non-streamed results differ" + explain(case, streamed, glm45_replay)
+    problems = protocol_violations(result.raw, "auto")
+    assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + explain(case, result, glm45_replay)
+    check_expected(case, result, glm45_replay)
+    plain = glm45_batch.answer(replay_job, {"case": case, "mode": "plain"})
+    assert result.essence() == plain.essence(), "streamed and non-streamed results differ" + explain(case, result, glm45_replay)
+
+
+def test_batched_replays_each_get_their_own_script(glm45_batch: Checks, glm45_replay: Replayer, glm45_settings: Any) -> None:
+    """The batching the replay checks rely on: twice --glm45-concurrency distinct scripts (calls and
+    text, streamed and not) in flight together, and every answer is its own script's, never a neighbour's."""
+    count = 2 * glm45_settings.concurrency
+    scripts = [render_call("get", {"key": f"k{i:03d}"}, "compact") if i % 2 else f"Answer {i:03d}." for i in range(count)]
+    fields: dict[str, Any] = {"tools": ALL_TOOLS, "chat_template_kwargs": THINKING_OFF}
+    jobs = [(lambda sc=script, st=i % 4 >= 2: glm45_replay.chat(sc, stream=st, **fields)) for i, script in enumerate(scripts)]
+    crossed = []
+    for i, outcome in enumerate(glm45_batch.run_all(jobs)):
+        got = outcome.get()
+        want = ([("get", {"key": f"k{i:03d}"})], None) if i % 2 else ([], f"Answer {i:03d}.")
+        if (got.calls(), got.content) != want:
+            crossed.append(f"#{i}: sent {scripts[i]!r}, got calls={got.calls()} content={got.content!r}")
+    assert not crossed, f"{len(crossed)} of {count} concurrent replays came back with another answer:\n  " + "\n  ".join(crossed[:10])
 
 
 # -- tool_choice ------------------------------------------------------------------------
@@ -329,26 +350,37 @@ def tool_and_call(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     return Tool("fuzz_tool", properties).schema(), args
 
 
-def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_replay: Replayer, glm45_examples: Callable[[int], int]) -> None:
+#: Generated examples per Hypothesis draw: they go to the server together (pytest_glm45.batch).
+EXAMPLES_PER_DRAW = 20
+
+
+def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_batch: Checks, glm45_replay: Replayer,
+                                                glm45_examples: Callable[[int], int]) -> None:  # fmt: skip
     """Random schemas and values, rendered as GLM writes them, parse back to the same typed values.
 
     Strict servers admit only the compact format (the native-* cases check that rejection);
     lax servers get GLM-4.5's native format. The profile's example count (a share of it on a
-    model's other parallel plans: see glm45_examples).
+    model's other parallel plans: see glm45_examples), drawn EXAMPLES_PER_DRAW at a time and sent
+    together, each streamed and not; a failure names the example that broke.
     """
     style = "compact" if glm45_server.strict_tools else "native"
+    draws = max(1, -(-glm45_examples(settings.default.max_examples) // EXAMPLES_PER_DRAW))
 
-    @settings(max_examples=glm45_examples(settings.default.max_examples))
-    @given(tool_and_call())
-    def round_trip(drawn: tuple[dict[str, Any], dict[str, Any]]) -> None:
-        tool, args = drawn
-        case = Case("property", render_call("fuzz_tool", args, style), [("fuzz_tool", args)], tools=[tool])
-        body = glm45_replay.client.chat_body([{"role": "user", "content": "Go ahead."}], **request_fields(case))
-        note("replay by hand: " + curl_line(glm45_replay.client.base_url, {**body, "vllm_xargs": {"glm45_replay": case.script}}))
-        plain = replay_case(glm45_replay, case, stream=False)
-        check_expected(case, plain, glm45_replay)
-        streamed = replay_case(glm45_replay, case, stream=True)
-        assert not protocol_violations(streamed.raw, "auto"), protocol_violations(streamed.raw, "auto")
-        assert streamed.essence() == plain.essence(), explain(case, streamed, glm45_replay)
+    @settings(max_examples=draws)
+    @given(st.lists(tool_and_call(), min_size=EXAMPLES_PER_DRAW, max_size=EXAMPLES_PER_DRAW))
+    def round_trip(drawn: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        cases = [Case(f"property-{i}", render_call("fuzz_tool", args, style), [("fuzz_tool", args)], tools=[tool])
+                 for i, (tool, args) in enumerate(drawn)]  # fmt: skip
+        jobs = [(lambda c=case, s=stream: replay_case(glm45_replay, c, stream=s)) for case in cases for stream in (False, True)]
+        outcomes = glm45_batch.run_all(jobs)
+        for i, case in enumerate(cases):
+            body = glm45_replay.client.chat_body([{"role": "user", "content": "Go ahead."}], **request_fields(case))
+            note(f"example {i}: replay by hand: "
+                 + curl_line(glm45_replay.client.base_url, {**body, "vllm_xargs": {"glm45_replay": case.script}}))  # fmt: skip
+            plain, streamed = outcomes[2 * i].get(), outcomes[2 * i + 1].get()
+            check_expected(case, plain, glm45_replay)
+            problems = protocol_violations(streamed.raw, "auto")
+            assert not problems, problems
+            assert streamed.essence() == plain.essence(), explain(case, streamed, glm45_replay)
 
     round_trip()

@@ -157,3 +157,34 @@ def test_kit_process_death_takes_the_server_along(tmp_path: Path) -> None:
     kit.wait()
     time.sleep(0.5)
     assert_all_gone(pids, within=10)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to move threads between")
+def test_move_threads_moves_the_borrowed_cores_and_leaves_bound_threads(tmp_path: Path) -> None:
+    """A server booted ahead on a borrowed core moves to its own; a thread it pinned itself stays."""
+    import subprocess
+    import sys
+
+    from pytest_glm45.server import move_threads
+
+    first, last = min(os.sched_getaffinity(0)), max(os.sched_getaffinity(0))
+    script = (
+        "import os, threading, time\n"
+        f"def bound():\n    os.sched_setaffinity(0, {{{first}}})\n    time.sleep(30)\n"
+        "threading.Thread(target=bound, daemon=True).start()\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "print('ready', flush=True)\ntime.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {last}))  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        tids = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
+        assert sorted(len(os.sched_getaffinity(t)) for t in tids) == [1, 1, 1]
+        moved = move_threads(proc.pid, {last}, {first, last})
+        assert moved == 2, "the main thread and the unbound thread move; the bound one keeps its core"
+        masks = sorted(sorted(os.sched_getaffinity(t)) for t in tids)
+        assert masks == sorted([[first], [first, last], [first, last]])
+    finally:
+        proc.kill()
+        proc.wait()

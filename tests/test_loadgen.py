@@ -43,6 +43,10 @@ def test_profiles_scale_the_recipe() -> None:
     assert {(s.name, s.input_len, s.output_len) for s, _ in standard} == {
         ("prompt-heavy", 800, 100), ("decode-heavy", 100, 800), ("balanced", 100, 100)}  # fmt: skip
     assert {b for _, b in standard} == {1, 8}
+    on_cpu = profile_points("standard", "cpu")
+    assert {(s.name, s.input_len, s.output_len) for s, _ in on_cpu} == {
+        ("prompt-heavy", 200, 25), ("decode-heavy", 25, 200), ("balanced", 25, 25)}  # fmt: skip
+    assert {b for _, b in on_cpu} == {1, 8}
 
 
 def test_a_stream_read_in_one_piece_cannot_support_latency_figures() -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standin import assert_all_gone, log_pids
@@ -358,3 +359,24 @@ def test_a_remote_server_without_replay_skips_naming_the_flag(pytester: pytest.P
         declared = run(pytester, "-rs", "--glm45-base-url", remote.base_url, "--glm45-model", "air-fp8", "--glm45-strict-tools", "off")
         declared.assert_outcomes(passed=1, skipped=1)
         assert "[remote-nostrict]" in declared.stdout.str() or "remote-nostrict" in declared.stdout.str()
+
+
+BOOT_AHEAD = """
+def test_one(glm45_server):
+    assert glm45_server.base_url
+
+def test_two(glm45_server):
+    assert glm45_server.served_name
+"""
+
+
+def test_the_next_configuration_boots_ahead_while_the_current_one_finishes(pytester: pytest.Pytester, standin: Any) -> None:
+    pytester.makepyfile(BOOT_AHEAD)
+    result = run(pytester, "--gpus", "0", "--glm45-parallel", "tp1", "--glm45-strict-tools", "on,off", "-v")
+    result.assert_outcomes(passed=4)
+    out = result.stdout.str()
+    ahead = out.index("glm45: booting tiny-bf16-tp1-nostrict, ahead of its turn")
+    assert "while tiny-bf16-tp1 finishes" in out[ahead : ahead + 200]
+    assert ahead < out.index("glm45: tiny-bf16-tp1 stopped"), "it must boot before the first configuration stops"
+    assert out.count("glm45: booting tiny-bf16-tp1-nostrict") == 1, "booted once"
+    assert "tiny-bf16-tp1-nostrict: ready in" in out

@@ -1,0 +1,138 @@
+"""GPUs shared by servers that run side by side, and the host held alone for throughput.
+
+Each GPU has a lock file; a server holds the locks of its GPUs (`flock`, so the kernel frees
+them when the process dies: a crashed worker never leaves a GPU taken) from boot to stop. A
+server asks for `n` GPUs and gets the first free aligned block of them (`{0,1}`, `{2,3}`, ... for
+two), so four tp2 configurations run on `{0,1}`, `{2,3}`, `{4,5}`, `{6,7}` at once and a fifth
+waits for the first block that frees. Throughput points take one host-wide lock (`alone`), so
+they never overlap one another, whatever runs beside them.
+
+The locks live in GLM45_LOCK_DIR, else `pytest-glm45-locks` in the system's temporary
+directory: two kit runs on one host share them, and so never put two servers on one GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+
+class GpuLeaseError(RuntimeError):
+    """No block of free GPUs came within the wait."""
+
+
+def lock_dir() -> Path:
+    """Where the lock files live (GLM45_LOCK_DIR, else one directory per host under the temp dir)."""
+    path = Path(os.environ.get("GLM45_LOCK_DIR") or Path(tempfile.gettempdir()) / "pytest-glm45-locks")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def blocks(gpu_ids: Sequence[int], n: int) -> list[tuple[int, ...]]:
+    """The aligned blocks of `n` GPUs among `gpu_ids`, in order: `(0, 1), (2, 3), ...` for two of eight."""
+    if n < 1:
+        raise ValueError(f"a server needs at least one GPU, not {n}")
+    ids = list(gpu_ids)
+    return [tuple(ids[i : i + n]) for i in range(0, len(ids) - n + 1, n)]
+
+
+class GpuLease:
+    """The GPUs one server holds; `release` (or the process's exit) frees them."""
+
+    def __init__(self, ids: tuple[int, ...], files: list[IO[str]]) -> None:
+        self.ids = ids
+        self._files = files
+
+    def release(self) -> None:
+        """Free the GPUs."""
+        for f in self._files:
+            with contextlib.suppress(OSError):
+                fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+        self._files = []
+
+
+def _try_lock(path: Path, holder: str) -> IO[str] | None:
+    f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the lease's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(holder)
+    f.flush()
+    return f
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text("utf-8").strip() or "?"
+    except OSError:
+        return "?"
+
+
+def lease(
+    n: int,
+    gpu_ids: Sequence[int],
+    holder: str,
+    *,
+    timeout: float,
+    directory: Path | None = None,
+    poll: float = 0.5,
+    on_wait: Callable[[str], None] | None = None,
+) -> GpuLease:
+    """Hold the first free aligned block of `n` of `gpu_ids` for `holder`, waiting up to `timeout` s."""
+    candidates = blocks(gpu_ids, n)
+    if not candidates:
+        raise GpuLeaseError(f"{holder} needs {n} GPUs; this host offers {len(gpu_ids)} ({list(gpu_ids)})")
+    directory = directory or lock_dir()
+    label = f"{holder} (pid {os.getpid()})"
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        for block in candidates:
+            files: list[IO[str]] = []
+            for gpu in block:
+                f = _try_lock(directory / f"gpu{gpu}.lock", label)
+                if f is None:
+                    break
+                files.append(f)
+            if len(files) == len(block):
+                return GpuLease(block, files)
+            GpuLease((), files).release()
+        busy = ", ".join(f"GPU {g}: {_holder(directory / f'gpu{g}.lock')}" for g in gpu_ids)
+        if time.monotonic() >= deadline:
+            raise GpuLeaseError(f"{holder}: no {n} free GPUs within {timeout:.0f} s; held: {busy}")
+        if on_wait is not None and not told:
+            on_wait(f"glm45: {holder} waits for {n} free GPUs ({busy})")
+            told = True
+        time.sleep(poll)
+
+
+@contextlib.contextmanager
+def alone(what: str, directory: Path | None = None, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the host-wide throughput lock for `what`: no other throughput point runs meanwhile."""
+    path = (directory or lock_dir()) / "throughput.lock"
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if on_wait is not None:
+                on_wait(f"glm45: {what} waits for the throughput point running beside it ({_holder(path)})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{what} (pid {os.getpid()})")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
