@@ -133,8 +133,10 @@ def fidelity(rounds: int, batch: int, shape: Shape, same_prompts: bool = False) 
 # -- capacity: a stand-in that streams as fast as it can ---------------------------------------
 
 
-def standin(port: int) -> None:
-    """The stand-in server; runs in its own process so that neither client shares its GIL."""
+def standin(port: int, burst: int = 8) -> None:
+    """The stand-in server; runs in its own process so that neither client shares its GIL. It writes
+    `burst` chunks per write, so that one core outruns either client (one chunk per write, it was
+    the stand-in, not the clients, that set the pace: both clients read ~53-74k chunks/s)."""
     from aiohttp import web
 
     chunk = b'data: {"id":"x","object":"text_completion","choices":[{"index":0,"text":" a","finish_reason":null}]}\n\n'
@@ -148,8 +150,8 @@ def standin(port: int) -> None:
         n = int(body.get("max_tokens", 16))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for _ in range(n):
-            await resp.write(chunk)
+        for start in range(0, n, burst):
+            await resp.write(chunk * min(burst, n - start))
         usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
         await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\ndata: [DONE]\n\n")
         return resp
@@ -164,7 +166,7 @@ def standin(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, backlog=4096, access_log=None, print=None)
 
 
-def capacity(streams: int, chunks: int, rounds: int) -> None:
+def capacity(streams: int, chunks: int, rounds: int, burst: int = 8) -> None:
     """Chunks per second each client takes in from the stand-in: the stand-in on the first core, each
     client in turn on the last (the kit's through its `cpus`, bench serve's through taskset), rounds
     alternating which goes first."""
@@ -175,7 +177,8 @@ def capacity(streams: int, chunks: int, rounds: int) -> None:
     cores = cpu_cores()
     server_core, client_core = cores[0], cores[-1]
     port = free_port("127.0.0.1")
-    proc = subprocess.Popen(["taskset", "-c", str(server_core), sys.executable, __file__, "standin", "--port", str(port)])
+    proc = subprocess.Popen(["taskset", "-c", str(server_core), sys.executable, __file__, "standin", "--port", str(port),
+                             "--burst", str(burst)])  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -186,7 +189,7 @@ def capacity(streams: int, chunks: int, rounds: int) -> None:
         shape = Shape("capacity", 8, chunks)
         tiny = ensure_tiny_model()
         rates: dict[str, list[float]] = {"kit": [], "bench": []}
-        print(f"stand-in {base} on core {server_core}; clients on core {client_core}; "
+        print(f"stand-in {base} on core {server_core} ({burst} chunks a write); clients on core {client_core}; "
               f"{streams} streams x {chunks} chunks, {rounds} rounds each, alternating which goes first")  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
 
@@ -222,11 +225,12 @@ if __name__ == "__main__":
     parser.add_argument("--output-len", type=int, default=200)
     parser.add_argument("--streams", type=int, default=512)
     parser.add_argument("--chunks", type=int, default=200)
+    parser.add_argument("--burst", type=int, default=8, help="capacity: chunks the stand-in writes at once")
     parser.add_argument("--same-prompts", action="store_true", help="fidelity: the kit sends bench serve's prompts")
     args = parser.parse_args()
     if args.what == "fidelity":
         fidelity(args.rounds, args.batch, Shape("fidelity", args.input_len, args.output_len), args.same_prompts)
     elif args.what == "capacity":
-        capacity(args.streams, args.chunks, args.rounds)
+        capacity(args.streams, args.chunks, args.rounds, args.burst)
     else:
-        standin(args.port)
+        standin(args.port, args.burst)
