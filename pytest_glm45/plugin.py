@@ -571,6 +571,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     check = item.stash.get(CHECK_ID, item.nodeid)
     verdicts.add_seconds(check, config_id, report.duration or 0.0)
     if report.when != "call" and report.passed:
+        _junit_properties(report, verdicts, check, config_id)
         return report
     handle = _handle_of(item)
     observed = _observed(report)
@@ -589,6 +590,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and handle is not None:
         report.sections.append((f"glm45 server log: {handle.config_id} ({handle.log_path})", handle.log_tail(40)))
     verdicts.record(check, config_id, judgement, observed)
+    _junit_properties(report, verdicts, check, config_id)
     return report
 
 
@@ -611,6 +613,18 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     data = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
     if data and SETTINGS in config.stash:
         merge(data, config.stash[POOL].history, config.stash[VERDICTS], _throughput(config).points)
+
+
+def _junit_properties(report: pytest.TestReport, verdicts: Verdicts, check: str, config_id: str) -> None:
+    """The kit's verdict as JUnit properties on the teardown report (pytest's --junitxml writes them):
+    a CI that reads JUnit sees the check id, the configuration, the outcome and a known failure's reason."""
+    if report.when != "teardown":
+        return
+    record = verdicts.records.get((check, config_id))
+    report.user_properties.extend([("glm45_check", check), ("glm45_config", config_id),
+                                   ("glm45_verdict", record.outcome if record else "passed")])  # fmt: skip
+    if record is not None and record.known_entry:
+        report.user_properties.append(("glm45_known_failure", record.reason))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

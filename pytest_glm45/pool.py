@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -18,10 +19,10 @@ from typing import Protocol
 from pytest_glm45 import gpulease, known_failures
 from pytest_glm45.matrix import Configuration
 from pytest_glm45.probes import http_get, listed_models, replay_answers, server_version
-from pytest_glm45.recipe import spec_for
+from pytest_glm45.recipe import server_cores, spec_for
 from pytest_glm45.redaction import known_secrets, redact
 from pytest_glm45.replay import REPLAY_PROCESSOR
-from pytest_glm45.server import ServerError, ServerProcess, move_threads, new_api_key
+from pytest_glm45.server import ServerError, ServerProcess, move_threads, new_api_key, set_threads
 from pytest_glm45.settings import Settings
 
 
@@ -92,6 +93,23 @@ class ServerHandle:
         """Raise ServerDiedError with the exit code and log tail if a booted server has exited."""
         if self.server is not None:
             self.server.check_alive()
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """While a throughput point runs: a CPU server's threads that float over every core (its API
+        server and engine core; vLLM binds its compute threads itself) move to the server's own cores,
+        off the load generator's, and back afterwards. Elsewhere nothing moves."""
+        server, config = self.server, self.config
+        cores = set(server_cores(config)) if server is not None and config is not None and config.engine == "cpu" else set()
+        if not cores or server is None or server.pgid is None or not hasattr(os, "sched_setaffinity"):
+            yield
+            return
+        everywhere = set(os.sched_getaffinity(0))
+        moved = move_threads(server.pgid, everywhere, cores) if cores != everywhere else []
+        try:
+            yield
+        finally:
+            set_threads(moved, everywhere)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log (secrets redacted), or why there is none."""

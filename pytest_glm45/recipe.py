@@ -136,8 +136,15 @@ def spec_for(
     extra_args: Sequence[str] = (),
     cache_dir: Path | None = None,
     gpu_ids: Sequence[int] | None = None,
+    pinned: bool = False,
 ) -> ServerSpec:
-    """The ServerSpec that serves `config` as the recipe describes."""
+    """The ServerSpec that serves `config` as the recipe describes.
+
+    On the CPU engine the model's compute threads are bound to `server_cores` (VLLM_CPU_OMP_THREADS_BIND);
+    the server's other threads (API server, engine core) run on any core, so conformance traffic uses
+    the whole host, and the kit pins them to `server_cores` only while a throughput point runs
+    (`pool.ServerHandle.measuring`). `pinned=True` pins the whole server from its start (the benchmarks,
+    which measure against a server they start themselves)."""
     if config.model.is_tiny:
         tiny = ensure_tiny_model(cache_dir)
         args = vllm_args(config, str(tiny.path), TINY_SERVED_NAME, load_format="dummy", dtype="bfloat16")
@@ -151,5 +158,5 @@ def spec_for(
         served_name=served,
         config_id=config.id,
         env=tuple(sorted(vllm_env(config, gpu_ids).items())),
-        cpus=server_cores(config) if config.engine == "cpu" else (),
+        cpus=server_cores(config) if config.engine == "cpu" and pinned else (),
     )

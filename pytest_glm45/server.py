@@ -107,11 +107,11 @@ def process_group_members(pgid: int) -> list[int]:
     return pids
 
 
-def move_threads(pgid: int, from_cpus: set[int], to_cpus: set[int]) -> int:
+def move_threads(pgid: int, from_cpus: set[int], to_cpus: set[int]) -> list[int]:
     """Give every thread of process group `pgid` whose cores are exactly `from_cpus` the cores
     `to_cpus` instead; threads the server bound elsewhere itself (vLLM's OpenMP workers) keep theirs.
-    How many threads moved (Linux /proc)."""
-    moved = 0
+    The ids of the threads moved (Linux /proc)."""
+    moved: list[int] = []
     for pid in process_group_members(pgid):
         try:
             tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -121,8 +121,15 @@ def move_threads(pgid: int, from_cpus: set[int], to_cpus: set[int]) -> int:
             with contextlib.suppress(OSError):
                 if os.sched_getaffinity(tid) == from_cpus:
                     os.sched_setaffinity(tid, to_cpus)
-                    moved += 1
+                    moved.append(tid)
     return moved
+
+
+def set_threads(tids: list[int], cpus: set[int]) -> None:
+    """Give these threads these cores (threads that have ended are skipped)."""
+    for tid in tids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
 
 
 def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:

@@ -156,3 +156,19 @@ def test_an_unexpected_pass_can_be_relaxed(pytester: pytest.Pytester, standin, k
     result = run(pytester, kf_dir, "--glm45-strict-known-failures", "off")
     result.assert_outcomes(failed=1, xpassed=1)
     assert "unexpected pass on tiny-bf16-tp1: test_kf::test_fine" in result.stdout.str()
+
+
+def test_junit_xml_carries_the_check_ids_and_the_known_failure_reason(pytester: pytest.Pytester, standin, kf_dir: Path,
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    import xml.etree.ElementTree as ET
+
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY)
+    junit = tmp_path / "junit.xml"
+    result = run(pytester, kf_dir, f"--junitxml={junit}")
+    assert result.ret == 0
+    cases = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in ET.parse(junit).iter("testcase")}
+    assert cases["test_broken[tiny-bf16-tp1]"] == {
+        "glm45_check": "test_kf::test_broken", "glm45_config": "tiny-bf16-tp1", "glm45_verdict": "known failure",
+        "glm45_known_failure": "known failure on vLLM 0.0.0-standin (vllm-0.0.0-standin.toml#1): vLLM gets it wrong"}  # fmt: skip
+    assert cases["test_fine[tiny-bf16-tp1]"] == {"glm45_check": "test_kf::test_fine", "glm45_config": "tiny-bf16-tp1",
+                                                 "glm45_verdict": "passed"}  # fmt: skip

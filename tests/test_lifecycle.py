@@ -182,7 +182,7 @@ def test_move_threads_moves_the_borrowed_cores_and_leaves_bound_threads(tmp_path
         tids = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
         assert sorted(len(os.sched_getaffinity(t)) for t in tids) == [1, 1, 1]
         moved = move_threads(proc.pid, {last}, {first, last})
-        assert moved == 2, "the main thread and the unbound thread move; the bound one keeps its core"
+        assert len(moved) == 2, "the main thread and the unbound thread move; the bound one keeps its core"
         masks = sorted(sorted(os.sched_getaffinity(t)) for t in tids)
         assert masks == sorted([[first], [first, last], [first, last]])
     finally:
