@@ -298,11 +298,10 @@ class ServerPool:
             strict_tools=config.strict_tools,
             server=server,
         )
-        if ahead is not None:
-            return handle  # live once acquire activates it
-        self._live[config.id] = handle
         record.status = "ready"
         self._say(f"glm45: {config.id} ready in {server.startup_seconds:.1f} s on {server.base_url}")
+        if ahead is None:  # a server booted ahead is live once acquire activates it
+            self._live[config.id] = handle
         return handle
 
     def _acquire_remote(self) -> ServerHandle:

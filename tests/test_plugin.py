@@ -380,3 +380,4 @@ def test_the_next_configuration_boots_ahead_while_the_current_one_finishes(pytes
     assert ahead < out.index("glm45: tiny-bf16-tp1 stopped"), "it must boot before the first configuration stops"
     assert out.count("glm45: booting tiny-bf16-tp1-nostrict") == 1, "booted once"
     assert "tiny-bf16-tp1-nostrict: ready in" in out
+    assert "then booting" not in out, "a server booted ahead is recorded as ready"
