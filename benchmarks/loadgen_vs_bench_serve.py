@@ -194,8 +194,8 @@ def capacity(streams: int, chunks: int, rounds: int, burst: int = 8) -> None:
         with tempfile.TemporaryDirectory() as tmp:
 
             def ours() -> float:
-                metrics, _ = LoadGenerator(base, None, "standin").run(Workload(shape, streams), cpus=(client_core,))
-                return metrics.total_output_tokens / metrics.duration
+                out = kit(base, "standin", shape, streams, cpus=(client_core,))
+                return float(out["total_output_tokens"] / out["duration"])
 
             def theirs() -> float:
                 out = bench_serve(base, "standin", str(tiny.path), shape, streams, Path(tmp), cpus=(client_core,))

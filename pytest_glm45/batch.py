@@ -66,6 +66,11 @@ class Batch:
                 future = self._futures[key] = self._pool.submit(job)
             return future
 
+    def started(self, group: Hashable) -> bool:
+        """Whether `group`'s jobs have been started already."""
+        with self._lock:
+            return group in self._groups
+
     def prefetch(self, group: Hashable, jobs: Iterable[tuple[Hashable, Callable[[], Any]]]) -> None:
         """Start every job of `group` at once, the first time the group is asked for."""
         with self._lock:
@@ -91,17 +96,10 @@ class Batch:
 def run_all(jobs: Sequence[Callable[[], T]], in_flight: int = DEFAULT_CONCURRENCY,
             executor: ThreadPoolExecutor | None = None) -> list[Outcome[T]]:  # fmt: skip
     """Run `jobs` with at most `in_flight` at a time; each one's value or exception, in order."""
-
-    def outcome(job: Callable[[], T]) -> Outcome[T]:
-        try:
-            return Outcome(job(), None)
-        except BaseException as exc:
-            return Outcome(None, exc)
-
     if executor is not None:
-        return [f.result() for f in [executor.submit(outcome, job) for job in jobs]]
+        return [f.result() for f in [executor.submit(_outcome_of(job)) for job in jobs]]
     with ThreadPoolExecutor(max_workers=max(1, min(in_flight, len(jobs) or 1))) as pool:
-        return list(pool.map(outcome, jobs))
+        return [f.result() for f in [pool.submit(_outcome_of(job)) for job in jobs]]
 
 
 class Checks:

@@ -65,11 +65,16 @@ def _try_lock(path: Path, holder: str) -> IO[str] | None:
     except OSError:
         f.close()
         return None
+    _mark(f, holder)
+    return f
+
+
+def _mark(f: IO[str], holder: str) -> None:
+    """Write who holds a lock into its file (for the messages of those who wait)."""
     f.seek(0)
     f.truncate()
     f.write(holder)
     f.flush()
-    return f
 
 
 def _holder(path: Path) -> str:
@@ -128,10 +133,7 @@ def alone(what: str, directory: Path | None = None, on_wait: Callable[[str], Non
             if on_wait is not None:
                 on_wait(f"glm45: {what} waits for the throughput point running beside it ({_holder(path)})")
             fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        f.truncate()
-        f.write(f"{what} (pid {os.getpid()})")
-        f.flush()
+        _mark(f, f"{what} (pid {os.getpid()})")
         try:
             yield
         finally:

@@ -265,7 +265,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("glm45_server", params, indirect=True, scope="session")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give every item its stable check id."""
     remote = config.stash[SETTINGS].remote
@@ -290,9 +289,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     runs: list[tuple[Configuration, list[pytest.Item]]] = []
     for item in session.items:
-        callspec = getattr(item, "callspec", None)
-        config = callspec.params.get("glm45_server") if callspec else None
-        if not isinstance(config, Configuration):
+        config = _configuration(item)
+        if config is None:
             continue
         if runs and runs[-1][0].id == config.id:
             runs[-1][1].append(item)
@@ -502,10 +500,13 @@ def glm45_batch(request: pytest.FixtureRequest, glm45_server: ServerHandle) -> A
     batch, replayer = _batch_for(request.config, glm45_server)
     node = request.node
     function = getattr(node, "originalname", node.name)
-    siblings = [_own_params(item) for item in request.session.items
-                if getattr(item, "originalname", None) == function and item.path == node.path
-                and _config_id_of(item) == glm45_server.config_id]  # fmt: skip
-    return Checks(batch, (str(node.path), function), _own_params(node), siblings, replayer)
+    group = (str(node.path), function)
+    # The siblings matter only to the first item of the group, which starts them all.
+    siblings = [] if batch.started(group) else [
+        _own_params(item) for item in request.session.items
+        if getattr(item, "originalname", None) == function and item.path == node.path
+        and _config_id_of(item) == glm45_server.config_id]  # fmt: skip
+    return Checks(batch, group, _own_params(node), siblings, replayer)
 
 
 def _own_params(item: Any) -> dict[str, Any]:

@@ -138,7 +138,6 @@ class Ahead:
 
     beside: str
     cpus: tuple[int, ...] = ()
-    thread: threading.Thread | None = None
     #: set when the boot has ended, ready or not
     booted: threading.Event = field(default_factory=threading.Event)
     #: set when the server has been stopped: the thread that started it may end
@@ -258,10 +257,11 @@ class ServerPool:
             ahead.server = server
         record = BootRecord(config.id, "booting", None, installed_version, config.engine, distribution, log_path)
         self.history.append(record)
-        on = f" on GPUs {','.join(map(str, gpu_ids))}" if gpu_ids else ""
-        while_ = f", ahead of its turn, on cores {','.join(map(str, ahead.cpus))} while {ahead.beside} finishes" \
-            if ahead is not None and ahead.cpus else (f", ahead of its turn, while {ahead.beside} finishes" if ahead else "")  # fmt: skip
-        self._say(f"glm45: booting {config.id}{on}{while_} (log {log_path}) ...")
+        where = f" on GPUs {','.join(map(str, gpu_ids))}" if gpu_ids else ""
+        if ahead is not None:
+            cores = f" on cores {','.join(map(str, ahead.cpus))}" if ahead.cpus else ""
+            where += f", ahead of its turn,{cores} while {ahead.beside} finishes"
+        self._say(f"glm45: booting {config.id}{where} (log {log_path}) ...")
         try:
             server.start()
         except ServerError:
@@ -380,9 +380,8 @@ class ServerPool:
             # not the process): this thread lives until the server is stopped.
             ahead.stopped.wait()
 
-        ahead.thread = threading.Thread(target=run, name=f"glm45-boot-{config.id}", daemon=True)
         self._ahead[config.id] = ahead
-        ahead.thread.start()
+        threading.Thread(target=run, name=f"glm45-boot-{config.id}", daemon=True).start()
 
     def _take_ahead(self, config: Configuration) -> ServerHandle | None:
         ahead = self._ahead.pop(config.id)
@@ -399,13 +398,13 @@ class ServerPool:
         return handle
 
     def _activate(self, handle: ServerHandle, ahead: Ahead) -> None:
-        """Move a server booted ahead from the borrowed cores to its own (all this process may use
-        when its spec names none); threads it bound itself stay where it put them."""
+        """Move a server booted ahead from the borrowed cores to every core this process may use (a
+        server's own threads float; `ServerHandle.measuring` pins them for throughput); threads it
+        bound itself stay where it put them."""
         server = handle.server
         if not ahead.cpus or server is None or server.pgid is None or not hasattr(os, "sched_setaffinity"):
             return
-        own = set(spec_for(handle.config, (), self.settings.cache_dir).cpus) if handle.config else set()
-        move_threads(server.pgid, set(ahead.cpus), own or set(os.sched_getaffinity(0)))
+        move_threads(server.pgid, set(ahead.cpus), set(os.sched_getaffinity(0)))
 
     def stop_all(self) -> None:
         """Stop every server still running (end of session, Ctrl-C, errors)."""

@@ -36,14 +36,15 @@ DEADLINE_S = 30.0
 #: The slowest decode a hostile request may meet, tokens/s: a valid request without max_tokens
 #: (`"max_tokens": null` is one) generates to the window, which is not a hang, however long it takes.
 SLOWEST_DECODE_TOK_S = 50.0
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
+GOOD_MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
 def hostile_deadline(window: int | None) -> float:
     """How long a hostile request may take before it counts as a hang: DEADLINE_S plus a generation to
     the window at SLOWEST_DECODE_TOK_S (194 s for the tiny model's 8192 tokens)."""
     return DEADLINE_S + (window or 8192) / SLOWEST_DECODE_TOK_S
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}
-GOOD_MESSAGES = [{"role": "user", "content": "Hi"}]
+
 
 # -- what a hostile client sends --------------------------------------------------------
 
@@ -186,19 +187,11 @@ def tally(glm45_server: ServerHandle, request: pytest.FixtureRequest, tallies: d
     return tallies.setdefault(glm45_server.config_id, Tally(out))
 
 
-@pytest.fixture
-def http(glm45_server: ServerHandle) -> Any:
-    with httpx.Client(base_url=glm45_server.base_url, timeout=DEADLINE_S,
-                      headers={"Authorization": f"Bearer {glm45_server.api_key}"}) as client:  # fmt: skip
-        yield client
-
-
-def send(http: httpx.Client, model: str, body: Any) -> httpx.Response:
-    if isinstance(body, bytes):
-        return http.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
-    if "model" not in body:
-        body = {"model": model, **body}
-    return http.post("/v1/chat/completions", json=body)
+def send(chat: ChatClient, body: Any, timeout: float = DEADLINE_S) -> httpx.Response:
+    """POST a body as it is (raw bytes too), the served model filled in when a JSON body names none."""
+    if not isinstance(body, bytes) and "model" not in body:
+        body = {"model": chat.model, **body}
+    return chat.send("/v1/chat/completions", body, timeout=timeout)
 
 
 def per_batch(settings: Settings, glm45_examples: Callable[[int], int]) -> int:
@@ -235,13 +228,11 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
     requests go out together (--glm45-concurrency in flight), so a request that runs to its deadline
     overlaps the others; each batch judges its own answers."""
     count = per_batch(glm45_settings, glm45_examples)
-    model = glm45_server.served_name
     deadline = hostile_deadline(glm45_server.max_model_len)
 
     def timed(client: ChatClient, body: Any) -> tuple[float, httpx.Response]:
         started = time.monotonic()
-        resp = client.send("/v1/chat/completions", body if isinstance(body, bytes) or "model" in body else {"model": model, **body},
-                           timeout=deadline)  # fmt: skip
+        resp = send(client, body, deadline)
         return time.monotonic() - started, resp
 
     def requests(replay: Replayer, params: Mapping[str, Any]) -> list[Callable[[], tuple[float, httpx.Response]]]:
@@ -284,20 +275,20 @@ def test_robustness_tally(glm45_server: ServerHandle, tally: Tally, record_prope
 
 
 @pytest.mark.parametrize("case", sorted(INVALID))
-def test_invalid_request_is_refused(glm45_server: ServerHandle, glm45_chat: ChatClient, http: httpx.Client, case: str) -> None:
+def test_invalid_request_is_refused(glm45_chat: ChatClient, case: str) -> None:
     """The contract refuses it: a 4xx with an error body, and the server keeps serving."""
     body = named_body(INVALID[case])
-    resp = send(http, glm45_server.served_name, body)
+    resp = send(glm45_chat, body)
     assert 400 <= resp.status_code < 500, f"{case}: an invalid request got HTTP {resp.status_code}, not a 4xx: {resp.text[:300]}"
     assert _error_body(resp), f"{case}: HTTP {resp.status_code} without an error body: {resp.text[:300]}"
     assert glm45_chat.chat(GOOD_MESSAGES, max_tokens=2).finish_reason in ("stop", "length")
 
 
 @pytest.mark.parametrize("case", sorted(MUST_GENERATE))
-def test_valid_odd_request_reaches_generation(glm45_server: ServerHandle, http: httpx.Client, case: str) -> None:
+def test_valid_odd_request_reaches_generation(glm45_chat: ChatClient, case: str) -> None:
     """Valid, if odd: HTTP 200 and generated tokens for every choice asked for."""
     body = named_body(MUST_GENERATE[case])
-    resp = send(http, glm45_server.served_name, body)
+    resp = send(glm45_chat, body)
     assert resp.status_code == 200, f"{case}: a valid request got HTTP {resp.status_code}: {resp.text[:300]}"
     answer = resp.json()
     assert len(answer["choices"]) == body.get("n", 1), f"{case}: {len(answer['choices'])} choices for n={body.get('n', 1)}"
