@@ -35,6 +35,8 @@ class ModelInfo:
     shared_experts: int | None = None
     qk_norm: bool = False
     max_position_embeddings: int = MAX_POSITION_EMBEDDINGS
+    #: A tiny model's variant (`pp`: 3 layers, so pipeline parallel 2 gives each stage an MoE layer); "" otherwise.
+    variant: str = ""
 
     @property
     def is_tiny(self) -> bool:
@@ -63,7 +65,7 @@ class ModelInfo:
     @property
     def label(self) -> str:
         """The model part of a configuration id, e.g. `air-fp8`."""
-        return f"{self.family}-{self.precision}"
+        return f"{self.family}-{self.variant}-{self.precision}" if self.variant else f"{self.family}-{self.precision}"
 
 
 _AIR = dict(
@@ -93,6 +95,7 @@ _FULL = dict(
 
 CATALOG: dict[str, ModelInfo] = {
     "tiny": ModelInfo(alias="tiny", checkpoint="(built by the kit)", family="tiny", precision="bf16"),
+    "tiny-pp": ModelInfo(alias="tiny-pp", checkpoint="(built by the kit)", family="tiny", precision="bf16", variant="pp"),
     "air-fp8": ModelInfo(alias="air-fp8", checkpoint="zai-org/GLM-4.5-Air-FP8", precision="fp8", **_AIR),  # type: ignore[arg-type]
     "air-bf16": ModelInfo(alias="air-bf16", checkpoint="zai-org/GLM-4.5-Air", precision="bf16", **_AIR),  # type: ignore[arg-type]
     "fp8": ModelInfo(alias="fp8", checkpoint="zai-org/GLM-4.5-FP8", precision="fp8", **_FULL),  # type: ignore[arg-type]

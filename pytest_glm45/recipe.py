@@ -18,7 +18,7 @@ from pathlib import Path
 from pytest_glm45.matrix import Configuration
 from pytest_glm45.replay import REPLAY_PROCESSOR
 from pytest_glm45.server import HOST, PORT, ServerSpec
-from pytest_glm45.tinymodel import ensure_tiny_model
+from pytest_glm45.tinymodel import ensure_tiny_model, tiny_sizes
 
 TINY_SERVED_NAME = "glm45-tiny"
 #: KV cache for the tiny model on the CPU engine, GiB: at 512 bytes a token it holds ~2M tokens.
@@ -146,7 +146,7 @@ def spec_for(
     (`pool.ServerHandle.measuring`). `pinned=True` pins the whole server from its start (the benchmarks,
     which measure against a server they start themselves)."""
     if config.model.is_tiny:
-        tiny = ensure_tiny_model(cache_dir)
+        tiny = ensure_tiny_model(cache_dir, tiny_sizes(config.model.variant))
         args = vllm_args(config, str(tiny.path), TINY_SERVED_NAME, load_format="dummy", dtype="bfloat16")
         args += TINY_ONLY_ARGS
         served = TINY_SERVED_NAME

