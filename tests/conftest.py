@@ -21,3 +21,8 @@ def standin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
     set_mode("ok")
     return set_mode
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: an integration test that installs or boots real vLLM (minutes); "
+                            "it runs by default, `-m 'not slow'` leaves it out")  # fmt: skip
