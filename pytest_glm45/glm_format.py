@@ -20,6 +20,7 @@ GLM-4.5 model card and chat template, and vLLM's glm45 parsers.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,6 +65,22 @@ LEAK_MARKERS = ("<tool_call>", "</tool_call>", "<arg_key>", "<arg_value>", THINK
 
 #: Tool-call styles: GLM-4.5/4.6 "native" (newlines), GLM-4.7 "compact" (none).
 STYLES = ("native", "compact")
+
+#: A model name that says GLM-4.7 (`glm-4.7`, `glm47`, `tiny-4.7`, `zai-org/GLM-4.7-FP8`): 4.7 not inside a longer number.
+_GLM47 = re.compile(r"(?<![0-9.])4[._-]?7(?![0-9])")
+
+
+def own_format(model: str | None) -> str:
+    """The tool-call style a model writes itself: "compact" for GLM-4.7, "native" for every other GLM-4.x.
+
+    `model` is a catalog alias or family (`tiny`, `air-fp8`, `glm45`, `tiny-4.7`), a hub id or a served
+    name; None (a server that did not say) is taken as GLM-4.5, the kit's model. GLM-4.5 and GLM-4.6 write
+    a newline after the name and after each tag pair; GLM-4.7 does not. The tiny model is
+    GLM-4.5-architecture with GLM-4.5's template: native.
+    """
+    if model and _GLM47.search(model.lower()):
+        return "compact"
+    return "native"
 
 
 def render_value(value: Any) -> str:

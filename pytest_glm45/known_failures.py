@@ -6,7 +6,8 @@ looks like. A failure of a covered check that matches the signature is known; on
 not is a new failure, reported with the entry it was checked against and what was seen::
 
     [[failure]]
-    checks = ["test_tool_calling::test_replay[native-*]"]   # patterns on check ids: * and ? (brackets are literal)
+    checks = ["test_tool_calling::test_replay[*-native-*]",  # patterns on check ids: * and ? (brackets are literal)
+              "!test_tool_calling::test_replay[*-as-text-native-*]"]  # ! excludes
     configs = ["*", "!*-nostrict"]     # optional: patterns on configuration ids; ! excludes
     models = ["glm-4.5*"]              # optional: patterns on the model family
     reason = "the strict grammar rejects GLM-4.5's native newline after the name"
@@ -97,7 +98,7 @@ class KnownFailure:
     def covers(self, check: str, config_id: str, model_family: str | None = None) -> bool:
         """Whether this entry speaks for `check` on `config_id` (and the model family, when known)."""
         return (
-            any(glob_match(check, p) for p in self.checks)
+            _matches(check, self.checks)
             and _matches(config_id, self.configs)
             and (model_family is None or _matches(model_family, self.models))
         )
@@ -182,7 +183,8 @@ def parse(text: str, source: str = "<string>") -> list[KnownFailure]:
         checks = raw.get("checks") or ([raw["check"]] if raw.get("check") else [])
         if isinstance(checks, str):
             checks = [checks]
-        missing = [k for k, v in (("check or checks", checks), ("reason", raw.get("reason")), ("evidence", raw.get("evidence"))) if not v]
+        included = [c for c in checks if isinstance(c, str) and not c.startswith("!")] if isinstance(checks, list) else []
+        missing = [k for k, v in (("check or checks (a pattern that is not a !exclusion)", included), ("reason", raw.get("reason")), ("evidence", raw.get("evidence"))) if not v]
         if missing:
             raise KnownFailuresError(f"{source}: entry {n} ({raw.get('check') or raw.get('checks') or '?'}) lacks {', '.join(missing)}")
         out.append(

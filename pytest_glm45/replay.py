@@ -6,10 +6,18 @@ module does not, so the plugin and the kit's own tests can use it anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from pytest_glm45.glm_format import MARKUP_TOKENS
 
 #: The `vllm_xargs` key that carries a script to the replay processor.
 REPLAY_XARG = "glm45_replay"
+#: The `vllm_xargs` key naming the markup (space-separated, e.g. "<tool_call> </think>") that the script
+#: spells as ordinary text pieces (`<`, `tool`, `_`, `call`, `>`) instead of the single added token. A
+#: model can write either; grammars and parsers that match on text see the same thing, parsers that match
+#: on token ids do not.
+AS_TEXT_XARG = "glm45_replay_as_text"
 #: The value of `--logits-processors` that loads replay into a vLLM server.
 REPLAY_PROCESSOR = "pytest_glm45.replay_processor:ReplayLogitsProcessor"
 #: The longest script accepted, in characters.
@@ -27,6 +35,38 @@ def check_script(script: object) -> str | None:
     if len(script) > MAX_SCRIPT_CHARS:
         return f"vllm_xargs.{REPLAY_XARG} is {len(script)} characters; at most {MAX_SCRIPT_CHARS} are accepted"
     return None
+
+
+def check_as_text(value: object) -> str | None:
+    """Return why `value` is not a valid AS_TEXT_XARG, or None if it is."""
+    if not isinstance(value, str):
+        return f"vllm_xargs.{AS_TEXT_XARG} must be a string of space-separated markup tags, got {type(value).__name__}"
+    unknown = [tag for tag in value.split() if tag not in MARKUP_TOKENS]
+    if unknown or not value.split():
+        return (f"vllm_xargs.{AS_TEXT_XARG} = {value!r}: {', '.join(map(repr, unknown)) or 'no tag'} is not markup; "
+                f"accepted: space-separated tags among {' '.join(MARKUP_TOKENS)}")  # fmt: skip
+    return None
+
+
+def parse_as_text(value: object) -> tuple[str, ...]:
+    """The markup tags an AS_TEXT_XARG value names (nothing when absent); ValueError when malformed."""
+    if value is None:
+        return ()
+    problem = check_as_text(value)
+    if problem:
+        raise ValueError(problem)
+    return tuple(dict.fromkeys(str(value).split()))
+
+
+def as_text_xargs(markup: Sequence[str]) -> dict[str, str]:
+    """The `vllm_xargs` entry that spells `markup` as ordinary text pieces (empty for none)."""
+    if not markup:
+        return {}
+    value = " ".join(markup)
+    problem = check_as_text(value)
+    if problem:
+        raise ValueError(problem)
+    return {AS_TEXT_XARG: value}
 
 
 def replay_extra_body(script: str, extra_body: dict[str, Any] | None = None) -> dict[str, Any]:

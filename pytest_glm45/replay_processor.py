@@ -6,7 +6,11 @@ boots with `--logits-processors pytest_glm45.replay_processor:ReplayLogitsProces
 A request carries its script as `vllm_xargs: {"glm45_replay": "<text>"}`. The processor
 tokenizes the script once with the served model's own tokenizer, then at every step masks
 each scripted request's logits to the one token the script asks for next, and after the
-last one to the end-of-text token, so generation stops. Requests without a script are
+last one to the end-of-text token, so generation stops. Markup in a script (`<tool_call>`,
+`</think>`, ...) is forced as its single added token, as GLM writes it; a request that names
+tags in `vllm_xargs: {"glm45_replay_as_text": "<tool_call> </think>"}` gets those tags spelled
+as ordinary text pieces instead (`<` then `tool`, `_`, `call`, `>`): the same characters, none
+of them an added token. Requests without a script are
 untouched. Because the forced token is the only finite logit, sampling settings
 (temperature, top-p, penalties) cannot change what comes out.
 
@@ -17,6 +21,8 @@ swaps.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +34,14 @@ from vllm.v1.sample.logits_processor import (
 )
 
 from pytest_glm45.glm_format import END_OF_TEXT
-from pytest_glm45.replay import REPLAY_XARG, check_script
+from pytest_glm45.replay import AS_TEXT_XARG, REPLAY_XARG, check_as_text, check_script, parse_as_text
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
     from vllm.config import VllmConfig
 
 _CACHE_SIZE = 1024
+_log = logging.getLogger(__name__)
 
 
 class _Slot:
@@ -54,7 +61,8 @@ class ReplayLogitsProcessor(LogitsProcessor):  # type: ignore[misc]  # vLLM ship
         self._model_config = vllm_config.model_config
         self._tokenizer: Any = None
         self._stop_id: int | None = None
-        self._encoded: OrderedDict[str, list[int]] = OrderedDict()
+        self._encoded: OrderedDict[tuple[str, tuple[str, ...]], list[int]] = OrderedDict()
+        self._pieces: dict[str, list[int]] = {}
         self._slots: dict[int, _Slot] = {}
 
     @classmethod
@@ -63,6 +71,10 @@ class ReplayLogitsProcessor(LogitsProcessor):  # type: ignore[misc]  # vLLM ship
         extra = sampling_params.extra_args or {}
         if REPLAY_XARG in extra:
             problem = check_script(extra[REPLAY_XARG])
+            if problem:
+                raise ValueError(problem)
+        if AS_TEXT_XARG in extra:
+            problem = check_as_text(extra[AS_TEXT_XARG])
             if problem:
                 raise ValueError(problem)
 
@@ -79,12 +91,13 @@ class ReplayLogitsProcessor(LogitsProcessor):  # type: ignore[misc]  # vLLM ship
         for index in batch_update.removed:
             self._slots.pop(index, None)
         for index, params, _prompt_ids, output_ids in batch_update.added:
-            script = (params.extra_args or {}).get(REPLAY_XARG) if params is not None else None
+            extra = (params.extra_args or {}) if params is not None else {}
+            script = extra.get(REPLAY_XARG)
             if script is None:
                 # An added request may take the slot of one that left: forget the old script.
                 self._slots.pop(index, None)
             else:
-                self._slots[index] = _Slot(self._encode(script), output_ids)
+                self._slots[index] = _Slot(self._encode(script, parse_as_text(extra.get(AS_TEXT_XARG))), output_ids)
         for src, dst, direction in batch_update.moved:
             a = self._slots.pop(src, None)
             b = self._slots.pop(dst, None)
@@ -131,13 +144,54 @@ class ReplayLogitsProcessor(LogitsProcessor):  # type: ignore[misc]  # vLLM ship
             self._stop_id = int(stop)
         return self._stop_id
 
-    def _encode(self, script: str) -> list[int]:
-        ids = self._encoded.get(script)
-        if ids is None:
-            ids = list(self._tok().encode(script, add_special_tokens=False))
-            self._encoded[script] = ids
-            if len(self._encoded) > _CACHE_SIZE:
-                self._encoded.popitem(last=False)
+    def _encode(self, script: str, as_text: tuple[str, ...] = ()) -> list[int]:
+        """The script's token ids: markup as its added token, or, for the tags in `as_text`, as text pieces."""
+        key = (script, as_text)
+        ids = self._encoded.get(key)
+        if ids is not None:
+            self._encoded.move_to_end(key)
+            return ids
+        tok = self._tok()
+        if not as_text:
+            ids = list(tok.encode(script, add_special_tokens=False))
         else:
-            self._encoded.move_to_end(script)
+            ids = []
+            tags = "|".join(re.escape(tag) for tag in sorted(as_text, key=len, reverse=True))
+            # re.split with a group: ordinary text at even positions, the named tags at odd ones.
+            for n, part in enumerate(re.split(f"({tags})", script)):
+                if part:
+                    ids += self._text_pieces(part) if n % 2 else list(tok.encode(part, add_special_tokens=False))
+        self._encoded[key] = ids
+        if len(self._encoded) > _CACHE_SIZE:
+            self._encoded.popitem(last=False)
         return ids
+
+    def _text_pieces(self, tag: str) -> list[int]:
+        """`tag` as ordinary tokens that decode to exactly its characters, none of them an added token.
+
+        The tokenizer matches added tokens before anything else, so the tag is encoded in parts that do
+        not contain it: its first character, then the rest (`<` + `tool_call>`), or else one character
+        at a time.
+        """
+        ids = self._pieces.get(tag)
+        if ids is not None:
+            return ids
+        tok = self._tok()
+        added = {int(i) for i in getattr(tok, "all_special_ids", ()) or ()}
+        get_added = getattr(tok, "get_added_vocab", None)
+        if callable(get_added):
+            added |= {int(i) for i in get_added().values()}
+
+        def encode(text: str) -> list[int]:
+            return list(tok.encode(text, add_special_tokens=False))
+
+        candidates = [encode(tag[:1]) + encode(tag[1:]), [i for ch in tag for i in encode(ch)]]
+        for candidate in candidates:
+            if candidate and not added.intersection(candidate) and tok.decode(candidate) == tag:
+                self._pieces[tag] = candidate
+                return candidate
+        # No spelling without an added token: replay the tag as the tokenizer spells it, and say so in the log
+        # (raising here would take the engine down with every request in its batch).
+        _log.error("glm45 replay: %r has no spelling in ordinary tokens in this tokenizer; replayed as its added token", tag)
+        self._pieces[tag] = encode(tag)
+        return self._pieces[tag]

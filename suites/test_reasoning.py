@@ -7,12 +7,16 @@ Whitespace next to a tag is formatting, not text: GLM-4.5 writes `</think>\n` be
 and its own chat template strips both fields when it renders them back. So a field is compared
 to its expectation with the whitespace at its ends stripped; streamed and non-streamed answers
 must still agree exactly, so a server that strips in one mode and not the other is caught.
+
+Cases with a tool call run in both tool-call formats, ids ending `-native` (GLM-4.5/4.6) or
+`-compact` (GLM-4.7). Cases ending `-as-text` spell their `</think>` (or `<think>`, `<tool_call>`)
+as ordinary text pieces instead of the added token (replay's as-text xarg).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -22,7 +26,8 @@ from hypothesis import strategies as st
 from pytest_glm45.answers import REASONING_FIELDS, ChatResult, markup_leaks, protocol_violations
 from pytest_glm45.batch import Checks
 from pytest_glm45.chat import ChatClient, HttpError, Replayer
-from pytest_glm45.glm_format import SPECIAL_TOKENS, THINK_TAGS, render_call
+from pytest_glm45.glm_format import SPECIAL_TOKENS, STYLES, THINK_CLOSE, THINK_OPEN, THINK_TAGS, own_format, render_call
+from pytest_glm45.replay import as_text_xargs
 from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
 
 WEATHER = WEATHER_TOOL.schema()
@@ -46,8 +51,19 @@ class Case:
     #: For outputs the format leaves open: the pieces of text that must survive somewhere (nothing the
     #: model wrote is lost); `calls` may then parse or stay as their text in the reasoning.
     keep: tuple[str, ...] = ()
+    #: The tool-call format of the script's calls ("native" or "compact"); None for a case without a call.
+    format: str | None = None
+    #: Markup the script spells as ordinary text pieces instead of its added token (replay's as-text xarg).
+    as_text: tuple[str, ...] = ()
 
 
+def axis(case_id: str, make: Callable[[str], Case]) -> list[Case]:
+    """A case with a call, in both formats: ids `<case_id>-native` and `<case_id>-compact`."""
+    return [replace(make(style), id=f"{case_id}-{style}", format=style) for style in STYLES]
+
+
+X_CALL = ("get_weather", {"city": "X"})
+PARIS_CALL = ("get_weather", {"city": "Paris"})
 LONG = "step " * 120
 CASES = [
     # thinking on: reasoning in its field, the answer in content, no tag in either
@@ -71,13 +87,28 @@ CASES = [
     Case("open-tag-cut-by-max-tokens", "<think>" + "thinking " * 50, "thinking " * 50, None, max_tokens=6, finish="length"),
     Case("answer-cut-by-max-tokens", "<think>R</think>" + "word " * 50, "R", "word " * 50, max_tokens=8, finish="length"),
     # reasoning and tool calls
-    Case("reasoning-then-tool-call", "<think>Need the tool.</think>" + render_call("get_weather", {"city": "Paris"}, "compact"),
-         "Need the tool.", None, calls=(("get_weather", {"city": "Paris"}),)),
+    *axis("reasoning-then-tool-call", lambda style: Case("", "<think>Need the tool.</think>" + render_call(*PARIS_CALL, style),
+                                                         "Need the tool.", None, calls=(PARIS_CALL,))),
     # GLM-4.5 does not call tools while thinking; if a model does, the call may parse or stay as text in the
     # reasoning, but the text after it is still the model's: " no." stays in the reasoning or content, and
-    # "Answer." (after </think>) is the answer.
-    Case("tool-call-inside-think", "<think>Maybe " + render_call("get_weather", {"city": "X"}, "compact") + " no.</think>Answer.",
-         "Maybe ", "Answer.", calls=(("get_weather", {"city": "X"}),), keep=("Maybe", " no.", "Answer.")),
+    # "Answer." (after </think>) is the answer. GLM-4.7 is seen doing it (anomalyco/opencode#6883).
+    *axis("tool-call-inside-think", lambda style: Case("", "<think>Maybe " + render_call(*X_CALL, style) + " no.</think>Answer.",
+                                                       "Maybe ", "Answer.", calls=(X_CALL,), keep=("Maybe", " no.", "Answer."))),
+    # A call emitted before the think block is closed (no </think> at all): the call parses or stays as text,
+    # and the reasoning before it is kept (anomalyco/opencode#6883; lmstudio-ai/lmstudio-bug-tracker#1592).
+    *axis("call-before-think-closed", lambda style: Case("", "<think>Need the weather." + render_call(*X_CALL, style),
+                                                         "Need the weather.", None, calls=(X_CALL,), keep=("Need the weather.",))),
+    # </think> (and <think>) spelled as ordinary text pieces instead of the added token: the same characters, so
+    # a server may split there as at the token, or keep the model's text as written; never lose it, and agree
+    # streamed and not (a parser that matches the token id in one mode and the text in the other splits them
+    # differently). A call after a real </think> with <tool_call> as text parses or comes back as its text
+    # (vllm-project/vllm#58105).
+    Case("close-think-as-text", "<think>Let me think.</think>The answer is 4.", "Let me think.", "The answer is 4.",
+         as_text=(THINK_CLOSE,)),
+    Case("think-tags-as-text", "<think>Let me think.</think>The answer is 4.", "Let me think.", "The answer is 4.",
+         as_text=THINK_TAGS),
+    *axis("reasoning-then-call-as-text", lambda style: Case("", "<think>Need the tool.</think>" + render_call(*PARIS_CALL, style),
+                                                            "Need the tool.", None, calls=(PARIS_CALL,), as_text=("<tool_call>", "</tool_call>"))),
     # lookalikes stay where they belong
     Case("thinking-lookalike-in-answer", "<think>R</think>Use <thinking> tags.", "R", "Use <thinking> tags."),
     Case("spaced-close-in-reasoning", "<think>a </ think> b</think>A", "a </ think> b", "A"),
@@ -96,6 +127,8 @@ def fields(case: Case) -> dict[str, Any]:
         out["chat_template_kwargs"] = THINKING_OFF
     if case.calls:
         out["tools"] = [WEATHER]
+    if case.as_text:
+        out["vllm_xargs"] = as_text_xargs(case.as_text)
     return out
 
 
@@ -108,7 +141,10 @@ def run(replay: Replayer, case: Case, stream: bool) -> ChatResult:
 
 def describe(case: Case, result: ChatResult) -> str:
     return (
-        f"\nscript:   {case.script[:300]!r}\nexpected: reasoning={case.reasoning!r} content={case.content!r}"
+        f"\nscript:   {case.script[:300]!r}"
+        + (f" (spelled: {' '.join(case.as_text)} as ordinary text pieces)" if case.as_text else "")
+        + (f" ({case.format} tool-call format)" if case.format else "")
+        + f"\nexpected: reasoning={case.reasoning!r} content={case.content!r}"
         f"\ngot:      reasoning={result.reasoning!r} content={result.content!r} "
         f"calls={[(c.name, c.arguments) for c in result.tool_calls]} finish={result.finish_reason!r} "
         f"(field {result.reasoning_field!r}, {'stream' if result.stream else 'plain'})"
@@ -136,7 +172,7 @@ def check_nothing_lost(case: Case, result: ChatResult) -> None:
     if parsed:
         assert parsed == list(case.calls), "tool calls differ" + why
     else:
-        missing = [name for name, args in case.calls if render_call(name, args, "compact") not in said]
+        missing = [name for name, args in case.calls if render_call(name, args, case.format or "compact") not in said]
         assert not missing, f"calls {missing} neither parsed nor kept as text" + why
     assert case.content is None or (result.content or "").strip().endswith(case.content), "the answer is not in content" + why
     for tag in TAGS:
@@ -144,7 +180,31 @@ def check_nothing_lost(case: Case, result: ChatResult) -> None:
     assert result.finish_reason == ("tool_calls" if parsed else "stop"), "finish_reason" + why
 
 
+def check_as_text(case: Case, result: ChatResult) -> None:
+    """Markup spelled as text: the split the tag means, or the model's text kept as written (an opening
+    <think> written as its token may be consumed); a call after a real </think> parses or is its text."""
+    why = describe(case, result)
+    if case.calls:
+        assert same_or_cut(result.reasoning, case.reasoning, False), "reasoning differs" + why
+        text = case.script.split(THINK_CLOSE, 1)[1]
+        parsed = result.calls()
+        if parsed:
+            assert parsed == list(case.calls) and not (result.content or "").strip(), "tool calls differ" + why
+        else:
+            assert (result.content or "").strip() == text.strip(), "the call neither parsed nor came back as its text" + why
+        assert result.finish_reason == ("tool_calls" if parsed else "stop"), "finish_reason" + why
+        return
+    split = same_or_cut(result.reasoning, case.reasoning, False) and same_or_cut(result.content, case.content, False)
+    said = ((result.reasoning or "") + (result.content or "")).strip()
+    kept = said in (case.script.strip(), case.script.removeprefix(THINK_OPEN).strip())
+    assert split or kept, ("neither split at the tag nor kept as the model wrote it (text lost or moved)" + why)
+    assert result.calls() == [] and result.finish_reason == "stop", "finish_reason" + why
+
+
 def check(case: Case, result: ChatResult) -> None:
+    if case.as_text:
+        check_as_text(case, result)
+        return
     if case.keep:
         check_nothing_lost(case, result)
         return
@@ -170,8 +230,13 @@ def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
 
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_replay(glm45_batch: Checks, glm45_replay: Replayer, case: Case, mode: str, record_property: Any) -> None:
-    """Each case's answer comes from its configuration's batch (every case, both modes, sent together)."""
+def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, case: Case, mode: str, record_property: Any) -> None:
+    """Each case's answer comes from its configuration's batch (every case, both modes, sent together).
+    A case with a call records its format and the model's own (`glm45_format`, `glm45_own_format`)."""
+    if case.format:
+        model = getattr(getattr(glm45_server, "config", None), "model", None)
+        record_property("glm45_format", case.format)
+        record_property("glm45_own_format", own_format(getattr(model, "alias", None) or getattr(glm45_server, "served_name", None)))
     result = glm45_batch.answer(replay_job)
     if mode == "plain":
         record_property("reasoning_field", result.reasoning_field)
@@ -179,6 +244,9 @@ def test_replay(glm45_batch: Checks, glm45_replay: Replayer, case: Case, mode: s
         return
     choice = "auto" if case.calls else None
     problems = [p for p in protocol_violations(result.raw, choice) if "finish_reason" not in p or case.calls]
+    if case.as_text and case.calls and not result.calls():
+        # A call spelled with text tags may come back as its text (check_as_text holds it to the script): its tags are that text.
+        problems = [p for p in problems if "leaked into content" not in p]
     assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + describe(case, result)
     check(case, result)
     plain = glm45_batch.answer(replay_job, {"case": case, "mode": "plain"})

@@ -4,13 +4,19 @@ Replay makes the model emit exactly the GLM-4.5 text each case gives, so every c
 deterministic on any model. Each case runs twice: `plain` checks the non-streamed answer
 against the expectation; `stream` checks the streamed answer against the same expectation,
 against the non-streamed one, and against the streaming protocol.
+
+Every case with a call runs in both formats, its id ending in the format: `-native` (GLM-4.5 and
+GLM-4.6: a newline after the name and after each tag pair) and `-compact` (GLM-4.7: none). The
+model under test writes one of them (`own_format`, recorded as the `glm45_own_format` property and
+named in every failure); parsers accept both, so the other runs too. Cases whose point is one exact
+spelling (`-as-text`: markup written as ordinary text pieces, not the added token) say so in their id.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -18,7 +24,8 @@ import pytest
 from pytest_glm45.answers import ChatResult, markup_leaks, protocol_violations
 from pytest_glm45.batch import Checks
 from pytest_glm45.chat import ChatClient, HttpError, Replayer, curl_line
-from pytest_glm45.glm_format import render_call, render_calls
+from pytest_glm45.glm_format import STYLES, own_format, render_call, render_calls
+from pytest_glm45.replay import REPLAY_XARG, as_text_xargs
 from pytest_glm45.toolcall import WEATHER, Tool
 
 # -- the tools the cases call -----------------------------------------------------------
@@ -44,6 +51,7 @@ TYPED = Tool(
 ALL_TOOLS = [t.schema() for t in (WEATHER, GET, NOOP, MCP, TYPED)]
 
 THINKING_OFF = {"enable_thinking": False}
+USER = {"role": "user", "content": "Go ahead."}
 
 
 @dataclass(frozen=True)
@@ -60,92 +68,163 @@ class Case:
     #: Where the format and the API leave a choice: every (calls, content) pair a correct server may return.
     #: Nothing the model wrote may be lost: a call either parses or comes back as its text.
     alternatives: tuple[tuple[tuple[tuple[str, dict[str, Any]], ...], str | None], ...] = ()
+    #: The tool-call format the script is written in ("native" or "compact"); None where the exact script is the point.
+    format: str | None = None
+    #: Markup the script spells as ordinary text pieces instead of its single added token (replay's as-text xarg).
+    as_text: tuple[str, ...] = ()
+    #: Earlier turns, before the user's "Go ahead.".
+    history: tuple[dict[str, Any], ...] = ()
 
 
 def rec(**args: Any) -> tuple[str, dict[str, Any]]:
     return ("record", args)
 
 
-# Value cases use GLM-4.7's compact format, which the strict grammar accepts, so that they test
-# the parser's typing under both strictness settings; the native-format cases below test
-# GLM-4.5's own newlines.
-def typed_case(case_id: str, style: str = "compact", **args: Any) -> Case:
-    """A `record` call whose values must come back with these exact JSON types."""
-    return Case(case_id, render_call("record", args, style), [rec(**args)])
+def axis(case_id: str, make: Callable[[str], Case]) -> list[Case]:
+    """The case in both formats: `make(style)` for each, with ids `<case_id>-native` and `<case_id>-compact`."""
+    return [replace(make(style), id=f"{case_id}-{style}", format=style) for style in STYLES]
 
 
-def literal_string_case(case_id: str, text: str) -> Case:
+def calls_case(case_id: str, calls: list[tuple[str, dict[str, Any]]], **fields: Any) -> list[Case]:
+    """These calls, one after another, in both formats."""
+    return axis(case_id, lambda style: Case("", render_calls(calls, style), calls, **fields))
+
+
+def typed_case(case_id: str, **args: Any) -> list[Case]:
+    """A `record` call whose values must come back with these exact JSON types, in both formats."""
+    return calls_case(case_id, [rec(**args)])
+
+
+def literal_string_case(case_id: str, text: str) -> list[Case]:
     """A string parameter whose value looks like another literal: it must stay that exact string."""
-    return Case(case_id, render_call("record", {"text": text}, "compact"), [rec(text=text)])
+    return typed_case(case_id, text=text)
+
+
+def call_or_text(case_id: str, calls: list[tuple[str, dict[str, Any]]], spell: Callable[[str], str],
+                 parsed: tuple[tuple[tuple[str, dict[str, Any]], ...], ...] = (), **fields: Any) -> list[Case]:  # fmt: skip
+    """A call the format leaves open: the server may parse it (as `calls`, or as one of `parsed`) or return
+    the text the model wrote (`spell(style)`) as content; never nothing."""
+
+    def make(style: str) -> Case:
+        text = spell(style)
+        accepted = ((tuple(calls), None), *((p, None) for p in parsed), ((), text))
+        return Case("", text, [], alternatives=accepted, **fields)
+
+    return axis(case_id, make)
+
+
+def as_text_case(case_id: str, calls: list[tuple[str, dict[str, Any]]], markup: tuple[str, ...], before: str = "") -> list[Case]:
+    """Calls written with `markup` spelled as ordinary text pieces: GLM's tags are the same characters
+    either way, so a server may parse the calls or return the text, but never drop them."""
+
+    def make(style: str) -> Case:
+        text = before + ("\n" if before and style == "native" else "") + render_calls(calls, style)
+        return Case("", text, [], as_text=markup, alternatives=((tuple(calls), before or None), ((), text)))
+
+    return axis(case_id, make)
+
+
+def drop_first_arg_key(style: str, name: str, args: dict[str, Any]) -> str:
+    """A call whose first `<arg_key>` tag is missing (`<tool_call>get_weathercity</arg_key>...`)."""
+    return render_call(name, args, style).replace("<arg_key>", "", 1)
 
 
 PARIS = ("get_weather", {"city": "Paris", "days": 3})
 ROME = ("get_weather", {"city": "Rome"})
+SEARCH = Tool("search_web", {"query": {"type": "string"}}, ("query",))
+#: An earlier turn that called `search_web`, which the new request no longer declares.
+SEARCH_HISTORY = (
+    {"role": "user", "content": "Search the web for vLLM releases."},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_s1", "type": "function", "function": {"name": "search_web", "arguments": json.dumps({"query": "vLLM releases"})}}]},
+    {"role": "tool", "tool_call_id": "call_s1", "content": "vLLM 0.32.0 is out."},
+)  # fmt: skip
 
-CASES = [
+CASES: list[Case] = [
     # one call, several calls, the same tool twice
-    Case("one-call", render_call(*PARIS, "compact"), [PARIS]),
-    Case("three-calls", render_calls([PARIS, ROME, ("get", {"key": "k1"})], "compact"), [PARIS, ROME, ("get", {"key": "k1"})]),
-    Case("same-tool-twice", render_calls([PARIS, ROME], "compact"), [PARIS, ROME]),
-    # zero-argument calls
-    Case("zero-args-newline", "<tool_call>noop\n</tool_call>", [("noop", {})]),
-    Case("zero-args-compact", "<tool_call>noop</tool_call>", [("noop", {})]),
-    Case("zero-args-then-call", "<tool_call>noop</tool_call>" + render_call(*ROME, "compact"), [("noop", {}), ROME]),
-    # text and reasoning around calls
-    Case("text-before-call", "Let me check." + render_call(*PARIS, "compact"), [PARIS], content="Let me check."),
-    Case("reasoning-then-call", "<think>The user wants weather.</think>" + render_call(*PARIS, "compact"), [PARIS],
-         reasoning="The user wants weather.", thinking=True),
+    *calls_case("one-call", [PARIS]),
+    *calls_case("three-calls", [PARIS, ROME, ("get", {"key": "k1"})]),
+    *calls_case("same-tool-twice", [PARIS, ROME]),
+    # zero-argument calls (native: `<tool_call>noop\n</tool_call>`, compact: `<tool_call>noop</tool_call>`)
+    *calls_case("zero-args", [("noop", {})]),
+    *calls_case("zero-args-then-call", [("noop", {}), ROME]),
+    # text and reasoning around calls (GLM-4.5 writes a newline between its text and a call)
+    *axis("text-before-call", lambda style: Case("", "Let me check." + ("\n" if style == "native" else "") + render_call(*PARIS, style),
+                                                 [PARIS], content="Let me check.")),
+    *axis("reasoning-then-call", lambda style: Case("", "<think>The user wants weather.</think>" + render_call(*PARIS, style), [PARIS],
+                                                    reasoning="The user wants weather.", thinking=True)),
     # typed values keep their JSON types
-    typed_case("integer", count=42),
-    typed_case("negative-integer", count=-17),
-    typed_case("number", score=3.25),
-    typed_case("boolean-true", flag=True),
-    typed_case("boolean-false", flag=False),
-    typed_case("null", nothing=None),
-    typed_case("array", items=[1, 2, 3]),
-    typed_case("nested-object", meta={"a": {"b": [1, "x", None], "c": True}}),
-    typed_case("all-types-together", text="t", count=1, score=0.5, flag=True, items=[2], meta={"a": {}}),
-    Case("undeclared-key", render_call("get", {"key": "k", "extra": 7}, "compact"), [("get", {"key": "k", "extra": 7})]),
+    *typed_case("integer", count=42),
+    *typed_case("negative-integer", count=-17),
+    *typed_case("number", score=3.25),
+    *typed_case("boolean-true", flag=True),
+    *typed_case("boolean-false", flag=False),
+    *typed_case("null", nothing=None),
+    *typed_case("array", items=[1, 2, 3]),
+    *typed_case("nested-object", meta={"a": {"b": [1, "x", None], "c": True}}),
+    *typed_case("all-types-together", text="t", count=1, score=0.5, flag=True, items=[2], meta={"a": {}}),
+    *typed_case("typed-values", text="007", count=5, flag=False, items=[1], meta={"a": {"b": None}}),
+    *calls_case("undeclared-key", [("get", {"key": "k", "extra": 7})]),
     # strings that look like other literals stay strings
-    literal_string_case("string-123_456", "123_456"),
-    literal_string_case("string-007", "007"),
-    literal_string_case("string-1e3", "1e3"),
-    literal_string_case("string-true", "true"),
-    literal_string_case("string-null", "null"),
-    literal_string_case("string-[1]", "[1]"),
-    literal_string_case("string-42", "42"),
-    literal_string_case("string-empty", ""),
-    literal_string_case("string-padded", "  padded  "),
+    *literal_string_case("string-123_456", "123_456"),
+    *literal_string_case("string-007", "007"),
+    *literal_string_case("string-1e3", "1e3"),
+    *literal_string_case("string-true", "true"),
+    *literal_string_case("string-null", "null"),
+    *literal_string_case("string-[1]", "[1]"),
+    *literal_string_case("string-42", "42"),
+    *literal_string_case("string-empty", ""),
+    *literal_string_case("string-padded", "  padded  "),
     # unions, arrays of strings, nested objects
-    typed_case("anyof-string", maybe="abc"),
-    typed_case("anyof-null", maybe=None),
-    typed_case("type-list-string", either="hello"),
-    typed_case("type-list-null", either=None),
-    typed_case("array-of-strings", tags=["a", "b c", "007"]),
+    *typed_case("anyof-string", maybe="abc"),
+    *typed_case("anyof-null", maybe=None),
+    *typed_case("type-list-string", either="hello"),
+    *typed_case("type-list-null", either=None),
+    *typed_case("array-of-strings", tags=["a", "b c", "007"]),
+    # From the trackers: a streamed optional value (anyOf string or null) is typed only once it is complete
+    # (sgl-project/sglang#39136, #35914: `null` streamed as "null"/"None"), and streamed arrays and objects
+    # as the last argument (sgl-project/sglang#36688: the outer object left unclosed; #11888: GLM-4.6 streamed
+    # arguments), in GLM-4.5's native format as well as GLM-4.7's.
+    *typed_case("anyof-null-after-string", text="t", maybe=None),
+    *typed_case("anyof-string-then-type-list-null", maybe="x y", either=None),
+    *typed_case("array-last", text="t", items=[4, 5, 6]),
+    *typed_case("empty-array", items=[]),
+    *typed_case("arrays-together", items=[7], tags=["p", "q r"]),
+    *typed_case("object-last", text="t", meta={"a": {"b": [1, 2]}}),
     # hard characters
-    literal_string_case("unicode", "Zürich, 東京, Ελλάδα"),
-    literal_string_case("emoji", "rain 🌧️ then ☀️"),
-    literal_string_case("quotes", 'He said "hi" and \'bye\''),
-    literal_string_case("backslashes", "C:\\path\\to\\file \\n not a newline"),
-    literal_string_case("newlines", "line one\nline two\n\nline four"),
-    literal_string_case("html-markup", "<b>x</b> & <i>y</i>"),
-    literal_string_case("arg-value-fragment", "a </arg_value b <arg_key c"),
-    literal_string_case("long-value", "lorem ipsum " * 40),
+    *literal_string_case("unicode", "Zürich, 東京, Ελλάδα"),
+    *literal_string_case("emoji", "rain 🌧️ then ☀️"),
+    *literal_string_case("quotes", 'He said "hi" and \'bye\''),
+    *literal_string_case("backslashes", "C:\\path\\to\\file \\n not a newline"),
+    *literal_string_case("newlines", "line one\nline two\n\nline four"),
+    *literal_string_case("html-markup", "<b>x</b> & <i>y</i>"),
+    *literal_string_case("arg-value-fragment", "a </arg_value b <arg_key c"),
+    *literal_string_case("long-value", "lorem ipsum " * 40),
     # names
-    Case("prefix-names", render_calls([("get", {"key": "a"}), ("get_weather", {"city": "Oslo"})], "compact"),
-         [("get", {"key": "a"}), ("get_weather", {"city": "Oslo"})]),
-    Case("mcp-name", render_call(MCP.name, {"path": "/tmp", "recursive": True}, "compact"), [(MCP.name, {"path": "/tmp", "recursive": True})]),
+    *calls_case("prefix-names", [("get", {"key": "a"}), ("get_weather", {"city": "Oslo"})]),
+    *calls_case("mcp-name", [(MCP.name, {"path": "/tmp", "recursive": True})]),
     # A call to a tool the request does not declare: a server may return it as a call (its arguments
     # untyped or typed) or as the text the model wrote, but never drop it.
-    Case("unknown-name", render_call("launch_rockets", {"count": 3}, "compact"), [],
-         alternatives=((( ("launch_rockets", {"count": 3}),), None), ((("launch_rockets", {"count": "3"}),), None),
-                       ((), render_call("launch_rockets", {"count": 3}, "compact")))),
-    # GLM-4.5 native and GLM-4.7 compact formats
-    Case("native-format", render_call("get_weather", {"city": "Lima", "days": 2}, "native"), [("get_weather", {"city": "Lima", "days": 2})]),
-    Case("compact-format", render_call("get_weather", {"city": "Lima", "days": 2}, "compact"), [("get_weather", {"city": "Lima", "days": 2})]),
-    Case("native-two-calls", render_calls([PARIS, ROME], "native"), [PARIS, ROME]),
-    typed_case("native-typed-values", "native", text="007", count=5, flag=False, items=[1], meta={"a": {"b": None}}),
-    Case("native-text-before-call", "Checking.\n" + render_call(*PARIS, "native"), [PARIS], content="Checking."),
+    *call_or_text("unknown-name", [("launch_rockets", {"count": 3})], lambda style: render_call("launch_rockets", {"count": 3}, style),
+                  parsed=((("launch_rockets", {"count": "3"}),),)),
+    # The same for a tool an earlier turn called and this request no longer declares: models repeat names from
+    # the history (InternLM/lmdeploy#4901; vLLM >= 0.24 drops such calls silently: PrimeIntellect-ai/renderers#114;
+    # sgl-project/sglang#33902: streamed and one-shot parsing disagree on them).
+    *call_or_text("tool-from-earlier-turn", [("search_web", {"query": "vLLM 0.33"})],
+                  lambda style: render_call("search_web", {"query": "vLLM 0.33"}, style),
+                  tools=[WEATHER.schema()], history=SEARCH_HISTORY),
+    # A call whose first <arg_key> is missing (`<tool_call>get_weathercity</arg_key>...`, seen from GLM-4.7 in
+    # vllm-project/vllm#47190): a server may recover the declared call or return the text, never drop it or
+    # invent a tool named `get_weathercity</arg_key>...`.
+    *call_or_text("missing-first-arg-key", [("get_weather", {"city": "Paris"})],
+                  lambda style: drop_first_arg_key(style, "get_weather", {"city": "Paris"})),
+    # Markup spelled as ordinary text pieces (`<`, `tool`, `_`, `call`, `>`) instead of the added token: a
+    # grammar that matches text accepts it while a streaming parser that waits for the token id never sees the
+    # call (vllm-project/vllm#58105). The call may parse or come back as its text; it may not vanish.
+    *as_text_case("tool-call-open-as-text", [PARIS], ("<tool_call>",)),
+    *as_text_case("tool-call-tags-as-text", [PARIS], ("<tool_call>", "</tool_call>")),
+    *as_text_case("all-call-markup-as-text", [PARIS], ("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>")),
+    *as_text_case("text-before-call-as-text", [PARIS], ("<tool_call>", "</tool_call>"), before="Let me check."),
 ]
 assert len({c.id for c in CASES}) == len(CASES), "case ids must be unique: they are check ids"
 
@@ -154,23 +233,43 @@ def request_fields(case: Case) -> dict[str, Any]:
     fields: dict[str, Any] = {"tools": case.tools, "tool_choice": "auto", "max_tokens": 2048}
     if not case.thinking:
         fields["chat_template_kwargs"] = THINKING_OFF
+    if case.as_text:
+        fields["vllm_xargs"] = as_text_xargs(case.as_text)
     return fields
 
 
-def explain(case: Case, result: ChatResult, replay: Replayer) -> str:
-    body = replay.client.chat_body([{"role": "user", "content": "Go ahead."}], **request_fields(case))
-    body["vllm_xargs"] = {"glm45_replay": case.script}
+def messages(case: Case) -> list[dict[str, Any]]:
+    return [*case.history, USER]
+
+
+def request_body(case: Case, replay: Replayer) -> dict[str, Any]:
+    """The whole request a case sends, for a by-hand replay."""
+    body = replay.client.chat_body(messages(case), **request_fields(case))
+    body["vllm_xargs"] = {**(body.get("vllm_xargs") or {}), REPLAY_XARG: case.script}
+    return body
+
+
+def format_note(case: Case, own: str | None) -> str:
+    if case.format is None:
+        return "an exact script (no format axis)"
+    if own is None:
+        return case.format
+    return f"{case.format} (" + ("the model's own format)" if case.format == own else f"not the model's own format, which is {own})")
+
+
+def explain(case: Case, result: ChatResult, replay: Replayer, own: str | None = None) -> str:
+    spelled = f"\nspelled:  {' '.join(case.as_text)} as ordinary text pieces, not the added token" if case.as_text else ""
     return (
-        f"\nscript:   {case.script!r}\nexpected: "
+        f"\nscript:   {case.script!r}{spelled}\nformat:   {format_note(case, own)}\nexpected: "
         + (f"one of {list(case.alternatives)}" if case.alternatives else f"calls={case.calls} content={case.content!r}")
         + f" reasoning={case.reasoning!r}"
         f"\ngot:      calls={[(c.name, c.arguments) for c in result.tool_calls]} content={result.content!r} "
-        f"reasoning={result.reasoning!r} finish={result.finish_reason!r}\nreplay by hand: {curl_line(replay.client.base_url, body)}"
+        f"reasoning={result.reasoning!r} finish={result.finish_reason!r}\nreplay by hand: {curl_line(replay.client.base_url, request_body(case, replay))}"
     )
 
 
-def check_expected(case: Case, result: ChatResult, replay: Replayer) -> None:
-    why = explain(case, result, replay)
+def check_expected(case: Case, result: ChatResult, replay: Replayer, own: str | None = None) -> None:
+    why = explain(case, result, replay, own)
     calls = case.calls
     if case.alternatives:
         got = (tuple(result.calls()), result.content)
@@ -189,9 +288,16 @@ def check_expected(case: Case, result: ChatResult, replay: Replayer) -> None:
 
 def replay_case(replay: Replayer, case: Case, stream: bool) -> ChatResult:
     try:
-        return replay.chat(case.script, stream=stream, **request_fields(case))
+        return replay.chat(case.script, messages(case), stream=stream, **request_fields(case))
     except HttpError as exc:
-        pytest.fail(f"HTTP {exc.status}: {exc.message}\nscript: {case.script!r}", pytrace=False)
+        pytest.fail(f"HTTP {exc.status}: {exc.message}\nscript: {case.script!r}\nformat: {format_note(case, None)}", pytrace=False)
+
+
+def model_own_format(server: Any) -> str:
+    """The tool-call format the served model writes itself (glm_format.own_format of its alias or served name)."""
+    config = getattr(server, "config", None)
+    model = getattr(config, "model", None)
+    return own_format(getattr(model, "alias", None) or getattr(server, "served_name", None))
 
 
 def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
@@ -201,18 +307,25 @@ def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
 
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_replay(glm45_batch: Checks, glm45_replay: Replayer, case: Case, mode: str) -> None:
+def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, case: Case, mode: str, record_property: Any) -> None:
     """Each case's answer comes from its configuration's batch (every case, both modes, sent together);
-    the `stream` twin compares against the same non-streamed answer the `plain` check judged."""
+    the `stream` twin compares against the same non-streamed answer the `plain` check judged. The case's
+    format and the model's own are recorded (`glm45_format`, `glm45_own_format`) and named in a failure."""
+    own = model_own_format(glm45_server)
+    record_property("glm45_format", case.format or "exact-script")
+    record_property("glm45_own_format", own)
     result = glm45_batch.answer(replay_job)
     if mode == "plain":
-        check_expected(case, result, glm45_replay)
+        check_expected(case, result, glm45_replay, own)
         return
     problems = protocol_violations(result.raw, "auto")
-    assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + explain(case, result, glm45_replay)
-    check_expected(case, result, glm45_replay)
+    if result.content and ((), result.content) in case.alternatives:
+        # The model's text came back as written, which the case accepts: its tags in content are that text.
+        problems = [p for p in problems if "leaked into content" not in p]
+    assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + explain(case, result, glm45_replay, own)
+    check_expected(case, result, glm45_replay, own)
     plain = glm45_batch.answer(replay_job, {"case": case, "mode": "plain"})
-    assert result.essence() == plain.essence(), "streamed and non-streamed results differ" + explain(case, result, glm45_replay)
+    assert result.essence() == plain.essence(), "streamed and non-streamed results differ" + explain(case, result, glm45_replay, own)
 
 
 def test_batched_replays_each_get_their_own_script(glm45_batch: Checks, glm45_replay: Replayer, glm45_settings: Any) -> None:
@@ -234,19 +347,21 @@ def test_batched_replays_each_get_their_own_script(glm45_batch: Checks, glm45_re
 # -- tool_choice ------------------------------------------------------------------------
 
 
-def test_tool_choice_none_returns_no_tool_calls(glm45_replay: Replayer) -> None:
-    result = glm45_replay.chat(render_call(*PARIS, "compact"), tools=ALL_TOOLS, tool_choice="none",
+@pytest.mark.parametrize("fmt", STYLES)
+def test_tool_choice_none_returns_no_tool_calls(glm45_replay: Replayer, fmt: str) -> None:
+    result = glm45_replay.chat(render_call(*PARIS, fmt), tools=ALL_TOOLS, tool_choice="none",
                                chat_template_kwargs=THINKING_OFF)  # fmt: skip
     assert result.tool_calls == []
     assert result.finish_reason == "stop"
 
 
+@pytest.mark.parametrize("fmt", STYLES)
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("choice", ["required", "named"])
-def test_tool_choice_guided(glm45_replay: Replayer, choice: str, mode: str) -> None:
+def test_tool_choice_guided(glm45_replay: Replayer, choice: str, mode: str, fmt: str) -> None:
     """`required` and a named tool are served by guided decoding: the right tool, valid arguments, a prompt end."""
     tool_choice: Any = "required" if choice == "required" else {"type": "function", "function": {"name": "get_weather"}}
-    script = render_call("get_weather", {"city": "Paris", "days": 3}, "compact")
+    script = render_call("get_weather", {"city": "Paris", "days": 3}, fmt)
     max_tokens = 512
     result = glm45_replay.chat(script, stream=mode == "stream", tools=ALL_TOOLS, tool_choice=tool_choice,
                                chat_template_kwargs=THINKING_OFF, max_tokens=max_tokens)  # fmt: skip
@@ -319,7 +434,7 @@ def test_live_model_uses_the_tool_result(glm45_chat: ChatClient, weather_tool: d
 
 # -- property-based ---------------------------------------------------------------------
 
-from hypothesis import given, note, settings  # noqa: E402
+from hypothesis import Phase, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from pytest_glm45.glm_format import SPECIAL_TOKENS  # noqa: E402
@@ -354,29 +469,30 @@ def tool_and_call(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
 EXAMPLES_PER_DRAW = 20
 
 
+@pytest.mark.parametrize("fmt", STYLES)
 def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_batch: Checks, glm45_replay: Replayer,
-                                                glm45_examples: Callable[[int], int]) -> None:  # fmt: skip
-    """Random schemas and values, rendered as GLM writes them, parse back to the same typed values.
+                                                glm45_examples: Callable[[int], int], fmt: str, record_property: Any) -> None:  # fmt: skip
+    """Random schemas and values, rendered as GLM writes them in `fmt`, parse back to the same typed values.
 
-    Strict servers admit only the compact format (the native-* cases check that rejection);
-    lax servers get GLM-4.5's native format. The profile's example count (a share of it on a
-    model's other parallel plans: see glm45_examples), drawn EXAMPLES_PER_DRAW at a time and sent
-    together, each streamed and not; a failure names the example that broke.
+    Both formats on every server (the model's own is recorded as `glm45_own_format`). The profile's
+    example count (a share of it on a model's other parallel plans: see glm45_examples), drawn
+    EXAMPLES_PER_DRAW at a time and sent together, each streamed and not; a failure names the example
+    that broke (its script and a curl line). Examples are not shrunk: every one is a batch of requests,
+    and the failing one is named whole.
     """
-    style = "compact" if glm45_server.strict_tools else "native"
+    record_property("glm45_format", fmt)
+    record_property("glm45_own_format", model_own_format(glm45_server))
     draws = max(1, -(-glm45_examples(settings.default.max_examples) // EXAMPLES_PER_DRAW))
 
-    @settings(max_examples=draws)
+    @settings(max_examples=draws, phases=[Phase.explicit, Phase.reuse, Phase.generate])
     @given(st.lists(tool_and_call(), min_size=EXAMPLES_PER_DRAW, max_size=EXAMPLES_PER_DRAW))
     def round_trip(drawn: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-        cases = [Case(f"property-{i}", render_call("fuzz_tool", args, style), [("fuzz_tool", args)], tools=[tool])
+        cases = [Case(f"property-{i}", render_call("fuzz_tool", args, fmt), [("fuzz_tool", args)], tools=[tool], format=fmt)
                  for i, (tool, args) in enumerate(drawn)]  # fmt: skip
         jobs = [(lambda c=case, s=stream: replay_case(glm45_replay, c, stream=s)) for case in cases for stream in (False, True)]
         outcomes = glm45_batch.run_all(jobs)
         for i, case in enumerate(cases):
-            body = glm45_replay.client.chat_body([{"role": "user", "content": "Go ahead."}], **request_fields(case))
-            note(f"example {i}: replay by hand: "
-                 + curl_line(glm45_replay.client.base_url, {**body, "vllm_xargs": {"glm45_replay": case.script}}))  # fmt: skip
+            note(f"example {i}: replay by hand: " + curl_line(glm45_replay.client.base_url, request_body(case, glm45_replay)))
             plain, streamed = outcomes[2 * i].get(), outcomes[2 * i + 1].get()
             check_expected(case, plain, glm45_replay)
             problems = protocol_violations(streamed.raw, "auto")

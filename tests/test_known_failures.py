@@ -48,6 +48,41 @@ def test_one_entry_covers_many_checks_by_pattern_with_literal_brackets() -> None
     assert glob_match("a[b]", "a[b]") and not glob_match("ab", "a[b]")  # brackets are not a character class
 
 
+WHOLE_FORMAT = """
+[[failure]]
+checks = ["test_tool_calling::test_replay[*-native-*]", "!test_tool_calling::test_replay[*-as-text-native-*]"]
+configs = ["*", "!*-nostrict"]
+reason = "the strict grammar rejects GLM-4.5's native format"
+signature = { status = 500 }
+evidence = { got = "HTTP 500" }
+"""
+
+
+def test_one_entry_records_a_whole_format_and_another_failure_of_a_covered_check_is_new(tmp_path: Path) -> None:
+    (tmp_path / "vllm-1.2.3.toml").write_text(WHOLE_FORMAT)
+    kf = load("1.2.3", tmp_path)
+    v = Verdicts()
+    for case in ("one-call-native-plain", "typed-values-native-stream", "zero-args-native-plain"):
+        judged = v.judge(f"test_tool_calling::test_replay[{case}]", "tiny-bf16-tp1", "call", "failed",
+                         "Failed: HTTP 500: Internal Server Error\nscript: '<tool_call>get_weather\\n...'", kf)  # fmt: skip
+        assert judged.outcome == "known failure", case
+    # A covered check that fails another way (a wrong value, HTTP 200) is a new failure naming the entry.
+    other = v.judge("test_tool_calling::test_replay[integer-native-plain]", "tiny-bf16-tp1", "call", "failed",
+                    "parsed calls differ\ngot: calls=[('record', '{\"count\": \"42\"}')]", kf)  # fmt: skip
+    assert other.outcome == "failed" and other.note is not None and "does not match" in other.note
+    # Not covered: the other format, the excluded spelling, lax servers.
+    assert kf.lookup("test_tool_calling::test_replay[integer-compact-plain]", "tiny-bf16-tp1") is None
+    assert kf.lookup("test_tool_calling::test_replay[tool-call-open-as-text-native-plain]", "tiny-bf16-tp1") is None
+    assert kf.lookup("test_tool_calling::test_replay[integer-native-plain]", "tiny-bf16-tp1-nostrict") is None
+    assert v.judge("test_tool_calling::test_replay[integer-compact-plain]", "tiny-bf16-tp1", "call", "failed",
+                   "HTTP 500: Internal Server Error", kf).outcome == "failed"  # fmt: skip
+
+
+def test_an_entry_of_exclusions_only_is_refused() -> None:
+    with pytest.raises(KnownFailuresError, match="not a !exclusion"):
+        parse('[[failure]]\nchecks = ["!t::x"]\nreason = "r"\nsignature = {status = 500}\nevidence = {got = "g"}\n', "f.toml")
+
+
 def test_signature_matches_status_and_pattern() -> None:
     sig = Signature(status=500, match=r"grammar")
     assert sig.matches("HTTP 500: grammar rejected tokens")

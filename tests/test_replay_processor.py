@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
@@ -13,7 +14,7 @@ vllm_lp = pytest.importorskip("vllm.v1.sample.logits_processor")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 
-from pytest_glm45.replay import REPLAY_XARG  # noqa: E402
+from pytest_glm45.replay import AS_TEXT_XARG, REPLAY_XARG, as_text_xargs  # noqa: E402
 from pytest_glm45.replay_processor import ReplayLogitsProcessor  # noqa: E402
 
 VOCAB = 64
@@ -128,3 +129,78 @@ def test_bad_scripts_are_rejected_before_the_batch() -> None:
     with pytest.raises(ValueError, match="must not be empty"):
         ReplayLogitsProcessor.validate_params(SamplingParams(extra_args={REPLAY_XARG: ""}))
     ReplayLogitsProcessor.validate_params(SamplingParams(extra_args={"other": 1}))
+
+
+class MarkupTokenizer:
+    """Each character of ALPHABET is one id (1-33); `<tool_call>` and `</think>` are added tokens 60 and 61,
+    matched before anything else as a real tokenizer matches added tokens."""
+
+    ALPHABET = "<>/_.! abcdefghijklmnopqrstuvwxyz"
+
+    eos_token_id = STOP
+    all_special_ids = (STOP,)
+    ADDED: ClassVar[dict[str, int]] = {"<tool_call>": 60, "</think>": 61}
+
+    def get_added_vocab(self) -> dict[str, int]:
+        return dict(self.ADDED)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        ids: list[int] = []
+        i = 0
+        while i < len(text):
+            tag = next((t for t in self.ADDED if text.startswith(t, i)), None)
+            if tag:
+                ids.append(self.ADDED[tag])
+                i += len(tag)
+            else:
+                ids.append(self.ALPHABET.index(text[i]) + 1)
+                i += 1
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        names = {v: k for k, v in self.ADDED.items()}
+        return "".join(names.get(i) or self.ALPHABET[i - 1] for i in ids)
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return STOP
+
+
+def forced(proc: ReplayLogitsProcessor, script: str, xargs: dict[str, str]) -> list[int]:
+    """Run one request through the processor to the end of its script: the ids it forces."""
+    out: list[int] = []
+    proc.update_state(BatchUpdate(batch_size=1, removed=[], moved=[],
+                                  added=[(0, SamplingParams(extra_args={REPLAY_XARG: script, **xargs}), [1], out)]))  # fmt: skip
+    while not out or out[-1] != STOP:
+        out.append(int(proc.apply(torch.zeros(1, VOCAB)).argmax()))
+    return out[:-1]
+
+
+def test_markup_is_forced_as_its_added_token_or_spelled_as_text_on_request() -> None:
+    proc = processor()
+    proc._tokenizer = tok = MarkupTokenizer()
+    script = "ok.<tool_call>get</think>!"
+    assert forced(proc, script, {}) == tok.encode(script), "by default markup is its single added token"
+    pieces = forced(processor_with(tok), script, as_text_xargs(["<tool_call>"]))
+    assert 60 not in pieces and 61 in pieces, "only the named tag is spelled as text; </think> stays its token"
+    assert tok.decode(pieces) == script, "the same characters"
+    both = forced(processor_with(tok), script, {AS_TEXT_XARG: "<tool_call> </think>"})
+    assert not {60, 61} & set(both) and tok.decode(both) == script
+    # The default and the as-text spelling of one script are cached apart.
+    proc2 = processor_with(tok)
+    assert forced(proc2, script, {}) != forced(proc2, script, {AS_TEXT_XARG: "</think>"})
+
+
+def processor_with(tok: MarkupTokenizer) -> ReplayLogitsProcessor:
+    p = processor()
+    p._tokenizer = tok
+    return p
+
+
+def test_as_text_names_only_markup() -> None:
+    for bad, error in ((3, "must be a string"), ("", "no tag"), ("<tool_call> <b>", "'<b>' is not markup")):
+        with pytest.raises(ValueError, match=error):
+            ReplayLogitsProcessor.validate_params(SamplingParams(extra_args={REPLAY_XARG: "x", AS_TEXT_XARG: bad}))
+    ReplayLogitsProcessor.validate_params(SamplingParams(extra_args={REPLAY_XARG: "x", AS_TEXT_XARG: "<tool_call> </think>"}))
+    with pytest.raises(ValueError, match="not markup"):
+        as_text_xargs(["tool_call"])
+    assert as_text_xargs([]) == {}
