@@ -14,11 +14,14 @@ the same way and gives back each job's result or exception in order.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from pytest_glm45 import reproducer
 
 T = TypeVar("T")
 #: Requests in flight per configuration unless --glm45-concurrency says otherwise.
@@ -56,15 +59,26 @@ class Batch:
         self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix=f"glm45-{config_id}")
         self._futures: dict[Hashable, Future[Any]] = {}
         self._groups: set[Hashable] = set()
+        self._recorders: dict[Hashable, reproducer.Recorder] = {}
         self._lock = threading.Lock()
 
     def submit(self, key: Hashable, job: Callable[[], Any]) -> Future[Any]:
-        """Start `job` under `key` unless a job already runs under it; its future either way."""
+        """Start `job` under `key` unless a job already runs under it; its future either way. The
+        requests the job sends are recorded under `key` (`hand_over` gives them to the check that asks)."""
         with self._lock:
             future = self._futures.get(key)
             if future is None:
-                future = self._futures[key] = self._pool.submit(job)
+                recorder = self._recorders[key] = reproducer.Recorder()
+                future = self._futures[key] = self._pool.submit(_recorded(recorder, job))
             return future
+
+    def hand_over(self, key: Hashable, own: bool) -> None:
+        """Give the requests recorded under `key` to the check running in this context (its reproducer)."""
+        with self._lock:
+            recorder = self._recorders.get(key)
+        current = reproducer.current()
+        if recorder is not None and current is not None:
+            current.adopt(recorder, own)
 
     def started(self, group: Hashable) -> bool:
         """Whether `group`'s jobs have been started already."""
@@ -96,10 +110,11 @@ class Batch:
 def run_all(jobs: Sequence[Callable[[], T]], in_flight: int = DEFAULT_CONCURRENCY,
             executor: ThreadPoolExecutor | None = None) -> list[Outcome[T]]:  # fmt: skip
     """Run `jobs` with at most `in_flight` at a time; each one's value or exception, in order."""
+    # Each job runs in a copy of the caller's context: its requests go to the caller's reproducer.
     if executor is not None:
-        return [f.result() for f in [executor.submit(_outcome_of(job)) for job in jobs]]
+        return [f.result() for f in [executor.submit(contextvars.copy_context().run, _outcome_of(job)) for job in jobs]]
     with ThreadPoolExecutor(max_workers=max(1, min(in_flight, len(jobs) or 1))) as pool:
-        return [f.result() for f in [pool.submit(_outcome_of(job)) for job in jobs]]
+        return [f.result() for f in [pool.submit(contextvars.copy_context().run, _outcome_of(job)) for job in jobs]]
 
 
 class Checks:
@@ -114,7 +129,11 @@ class Checks:
         every sibling at once; the job's exception is raised here, in the check that owns it."""
         self.batch.prefetch(self.group, [((self.group, param_key(p)), _bind(job, self.context, p)) for p in self.siblings])
         wanted = self.params if params is None else params
-        return self.batch.result((self.group, param_key(wanted)), _bind(job, self.context, wanted))
+        key = (self.group, param_key(wanted))
+        try:
+            return self.batch.result(key, _bind(job, self.context, wanted))
+        finally:
+            self.batch.hand_over(key, own=params is None)
 
     def each(self, jobs_for: Callable[[Any, Mapping[str, Any]], Sequence[Callable[[], T]]]) -> list[Outcome[T]]:
         """Like `answer`, for a check whose answer is many requests: `jobs_for(context, params)` lists
@@ -125,11 +144,23 @@ class Checks:
             return [((self.group, param_key(params), i), _outcome_of(job)) for i, job in enumerate(jobs_for(self.context, params))]
 
         self.batch.prefetch(self.group, [kj for p in self.siblings for kj in keyed(p)])
-        return [self.batch.result(key, job) for key, job in keyed(self.params)]
+        outcomes = []
+        for key, job in keyed(self.params):
+            outcomes.append(self.batch.result(key, job))
+            self.batch.hand_over(key, own=True)
+        return outcomes
 
     def run_all(self, jobs: Sequence[Callable[[], T]]) -> list[Outcome[T]]:
         """Run `jobs` concurrently with the configuration's other requests; each value or exception, in order."""
         return self.batch.run_all(jobs)
+
+
+def _recorded(recorder: reproducer.Recorder, job: Callable[[], T]) -> Callable[[], T]:
+    def run() -> T:
+        with reproducer.recording(recorder):
+            return job()
+
+    return run
 
 
 def _outcome_of(job: Callable[[], T]) -> Callable[[], Outcome[T]]:

@@ -7,11 +7,12 @@ client posts JSON with httpx and returns dicts; it never retries (retries hide s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 
+from pytest_glm45 import reproducer
 from pytest_glm45.answers import ChatResult, assemble, from_response
 from pytest_glm45.replay import replay_extra_body
 
@@ -70,7 +71,7 @@ class ChatClient:
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON and return the JSON answer; raise HttpError on a non-200."""
-        resp = self._http.post(path, json=body)
+        resp = self._sent(path, body, None, lambda: self._http.post(path, json=body))
         data = _json(resp)
         if resp.status_code != 200:
             raise HttpError(resp.status_code, data, path)
@@ -82,8 +83,23 @@ class ChatClient:
         """POST `body` as it is (bytes raw, anything else as JSON) and return the response, whatever its status."""
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         if isinstance(body, bytes):
-            return self._http.post(path, content=body, headers={"Content-Type": "application/json"}, **extra)
-        return self._http.post(path, json=body, **extra)
+            raw = body.decode("utf-8", errors="surrogateescape")
+            return self._sent(path, None, raw, lambda: self._http.post(path, content=body, headers={"Content-Type": "application/json"}, **extra))
+        return self._sent(path, body, None, lambda: self._http.post(path, json=body, **extra))
+
+    def _sent(self, path: str, body: Any, raw: str | None, send: Callable[[], httpx.Response]) -> httpx.Response:
+        """Send a non-streamed request and record it for the running check's reproducer."""
+        exchange = reproducer.Exchange("POST", path, body, raw, stream=isinstance(body, dict) and body.get("stream") is True)
+        try:
+            resp = send()
+        except httpx.HTTPError as exc:
+            exchange.error = f"{type(exc).__name__}: {exc}"
+            reproducer.record(exchange)
+            raise
+        exchange.status = resp.status_code
+        exchange.response = reproducer.truncated(resp.text)
+        reproducer.record(exchange)
+        return resp
 
     def post_stream(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         """POST with stream=true and return every data chunk as a dict, until [DONE]."""
@@ -91,21 +107,34 @@ class ChatClient:
 
     def iter_stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST with stream=true and yield each data chunk; an error event mid-stream raises HttpError."""
-        with self._http.stream("POST", path, json={**body, "stream": True}) as resp:
-            if resp.status_code != 200:
-                resp.read()
-                raise HttpError(resp.status_code, _json(resp), path)
-            for line in _sse_lines(resp):
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    return
-                chunk = json.loads(payload)
-                if "error" in chunk and "choices" not in chunk:
-                    # vLLM reports a failure that happens mid-stream as an error event.
-                    raise HttpError(chunk["error"].get("code") or 500, chunk, path)
-                yield chunk
+        sent = {**body, "stream": True}
+        exchange = reproducer.Exchange("POST", path, sent, stream=True)
+        chunks: list[str] = []
+        try:
+            with self._http.stream("POST", path, json=sent) as resp:
+                exchange.status = resp.status_code
+                if resp.status_code != 200:
+                    resp.read()
+                    exchange.response = reproducer.truncated(resp.text)
+                    raise HttpError(resp.status_code, _json(resp), path)
+                for line in _sse_lines(resp):
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    chunks.append(payload)
+                    if payload == "[DONE]":
+                        return
+                    chunk = json.loads(payload)
+                    if "error" in chunk and "choices" not in chunk:
+                        # vLLM reports a failure that happens mid-stream as an error event.
+                        raise HttpError(chunk["error"].get("code") or 500, chunk, path)
+                    yield chunk
+        except httpx.HTTPError as exc:
+            exchange.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            exchange.chunks, exchange.chunks_total = reproducer.keep_chunks(chunks), len(chunks)
+            reproducer.record(exchange)
 
     # -- chat ----------------------------------------------------------------------------
 
@@ -159,12 +188,19 @@ def _json(resp: httpx.Response) -> Any:
 DEFAULT_USER = [{"role": "user", "content": "Go ahead."}]
 
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
 class Replayer:
     """Sends a script through replay and returns the parsed result, streamed or not."""
 
-    def __init__(self, client: ChatClient, max_tokens: int = 1024) -> None:
+    def __init__(self, client: ChatClient, max_tokens: int = 1024, opens_think: bool = False) -> None:
         self.client = client
         self.max_tokens = max_tokens
+        #: The model's template opens the think block itself when thinking is on (GLM-4.7): a GLM-4.5 script is
+        #: replayed as GLM-4.7 writes the same answer: its leading `<think>` is already in the prompt, and a script
+        #: without a think block is an empty one (`</think>` first).
+        self.opens_think = opens_think
 
     def chat(
         self,
@@ -175,6 +211,9 @@ class Replayer:
     ) -> ChatResult:
         """Replay `script` as the assistant's output for `messages` (a one-line user turn by default)."""
         fields.setdefault("max_tokens", self.max_tokens)
+        thinking = (fields.get("chat_template_kwargs") or {}).get("enable_thinking", True)
+        if self.opens_think and thinking:
+            script = script[len(THINK_OPEN):] if script.startswith(THINK_OPEN) else THINK_CLOSE + script
         fields.update(replay_extra_body(script, {"vllm_xargs": fields.pop("vllm_xargs", None)}))
         return self.client.chat(messages or DEFAULT_USER, stream=stream, **fields)
 

@@ -4,11 +4,13 @@
     pytest-glm45 serve                                      # start the tiny server in the foreground
     pytest-glm45 tiny-model                                 # build the tiny model, print its directory
     pytest-glm45 inventory                                  # this host's GPUs, as JSON
+    pytest-glm45 evidence reports/new/report.json           # each failure's reproducer, as known-failure evidence
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +26,7 @@ from pytest_glm45.settings import Settings, SettingsError, parse_tolerances, res
 #: The plugin's option names as this command spells them, for error messages.
 CLI_FLAGS = {"--glm45-model": "--model", "--glm45-parallel": "--plan", "--glm45-strict-tools": "--strict",
              "--glm45-max-model-len": "--max-model-len", "--glm45-startup-timeout": "--startup-timeout",
-             "--glm45-server-arg": "--server-arg"}  # fmt: skip
+             "--glm45-server-arg": "--server-arg", "--glm45-ray-address": "--ray-address"}  # fmt: skip
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -33,7 +35,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
     values = {"model": args.model, "gpus": args.gpus, "parallel": args.plan, "strict_tools": args.strict,
               "max_model_len": args.max_model_len, "server_args": args.server_arg, "startup_timeout": args.startup_timeout,
-              "unrunnable": "skip"}  # fmt: skip
+              "unrunnable": "skip", "ray_address": args.ray_address}  # fmt: skip
     try:
         return resolve_settings(values, detected_gpus=gpu_count, cpu_cores=len(cpu_cores()), rootdir=Path.cwd(),
                                 inventory=read_inventory)  # fmt: skip
@@ -53,6 +55,14 @@ def _configuration(settings: Settings) -> Configuration:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start (or print) the server the fixtures would boot for one configuration."""
+    if args.print and args.gpus is None and args.model not in ("tiny", "tiny-pp"):
+        # Printing a real model's command on any host: the command of a GPU host with one server's share of GPUs
+        # (a pipeline's stages beyond it go to the Ray cluster).
+        from pytest_glm45.matrix import PlanError, parse_plan
+
+        with contextlib.suppress(PlanError):  # a bad plan is reported by the settings below
+            plan = parse_plan(args.plan)
+            args.gpus = str(plan.tp * plan.dp)
     settings = _settings(args)
     config = _configuration(settings)
     spec = spec_for(config, settings.server_args)
@@ -104,17 +114,41 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    """Print the preflight verdict of every model at every plan this host allows."""
-    from pytest_glm45.catalog import CATALOG
+    """Print the preflight verdict of every model at every plan this host allows, or at the plans named
+    (a pipeline plan over hosts against the Ray cluster named by --ray-address, RAY_ADDRESS or GLM45_RAY_CLUSTER)."""
+    from pytest_glm45.catalog import CATALOG, UnknownModel, resolve_model
+    from pytest_glm45.cluster import CLUSTER_ENV, ClusterError, read_cluster
     from pytest_glm45.inventory import read_inventory
-    from pytest_glm45.preflight import table
+    from pytest_glm45.matrix import PlanError, parse_plan
+    from pytest_glm45.preflight import check, table
 
+    try:
+        models = [resolve_model(a) for a in (args.model.split(",") if args.model else [a for a in CATALOG if not a.startswith("tiny")])]
+        plans = [parse_plan(p) for p in args.plan.split(",")] if args.plan else []
+    except (UnknownModel, PlanError) as exc:
+        raise SystemExit(f"pytest-glm45 preflight: {exc}; models accepted: {', '.join(CATALOG)}") from None
+    address = args.ray_address or os.environ.get("RAY_ADDRESS") or ("described" if os.environ.get(CLUSTER_ENV) else None)
     inv = read_inventory()
     print(f"inventory: {inv.summary()}")
-    models = [CATALOG[a] for a in (args.model.split(",") if args.model else ["air-fp8", "air-bf16", "fp8", "bf16"])]
-    for config_id, verdict in table(models, inv, args.max_model_len, args.concurrency):
-        print(f"{config_id:24} {verdict}")
-    return 0
+    if not plans:
+        for config_id, verdict in table(models, inv, args.max_model_len, args.concurrency):
+            print(f"{config_id:24} {verdict}")
+        return 0
+    cluster = None
+    if address and any(p.pp > 1 for p in plans):
+        try:
+            cluster = read_cluster(address)
+        except ClusterError as exc:
+            raise SystemExit(f"pytest-glm45 preflight: {exc}") from None
+        print(f"cluster: {cluster.summary()}")
+    refused = 0
+    for model in models:
+        for plan in plans:
+            where = cluster if cluster is not None and plan.pp > 1 else inv
+            v = check(model, plan, where, args.max_model_len, args.concurrency)
+            refused += not v.runnable
+            print(f"{model.label}-{plan.id:18} {'RUNS  ' if v.runnable else 'SKIP  '}{v.summary()}")
+    return 1 if refused else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -134,6 +168,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if comparison.regressed else 0
 
 
+def cmd_evidence(args: argparse.Namespace) -> int:
+    """Print each failure and known failure of a report as known-failure evidence, curl reproducer included."""
+    from pytest_glm45 import report
+    from pytest_glm45.evidence import evidence_blocks
+
+    try:
+        data = report.load(Path(args.report))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"pytest-glm45 evidence: {exc}") from None
+    directory = Path(args.known_failures) if args.known_failures else None
+    blocks = evidence_blocks(data, args.check, args.config, directory)
+    if not blocks:
+        print(f"pytest-glm45 evidence: {args.report} has no failure or known failure"
+              + (f" matching --check {args.check}" if args.check else "") + (f" on --config {args.config}" if args.config else ""),
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print("\n\n".join(blocks))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(prog="pytest-glm45", description="GLM-4.5 serving conformance kit")
@@ -148,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="Only with --print (the kit itself binds 127.0.0.1). Default: 127.0.0.1.")
     serve.add_argument("--port", type=int, default=None, help="Default: a free port (8000 with --print).")
     serve.add_argument("--server-arg", action="append", help="Extra vLLM argument; repeatable.")
+    serve.add_argument("--ray-address", default=None, help="Ray cluster (head host:port) for a pipeline plan over hosts. Default: $RAY_ADDRESS.")
     serve.add_argument("--startup-timeout", default=None, help="Seconds. Default: 900.")
     serve.add_argument("--log", default=None, help="Log file. Default: <config id>.log.")
     serve.add_argument("--print", action="store_true", help="Print the command and its environment; start nothing.")
@@ -158,9 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(func=cmd_tiny_model)
 
     pre = sub.add_parser("preflight", help="Verdicts for every model and plan this host's GPUs allow")
-    pre.add_argument("--model", default=None, help="Comma list of aliases. Default: air-fp8,air-bf16,fp8,bf16.")
+    pre.add_argument("--model", default=None, help="Comma list of aliases. Default: every GLM-4.x checkpoint of the catalog.")
     pre.add_argument("--max-model-len", type=int, default=65536, help="Default: 65536.")
     pre.add_argument("--concurrency", type=int, default=1, help="Sequences at max model length. Default: 1.")
+    pre.add_argument("--plan", default=None, help="Comma list of plans to judge (e.g. tp8,pp2-tp8); exit 1 when one cannot run. "
+                     "Default: every plan this host's GPUs allow.")
+    pre.add_argument("--ray-address", default=None, help="Ray cluster whose nodes judge pipeline plans. Default: $RAY_ADDRESS, "
+                     "or the cluster described in $GLM45_RAY_CLUSTER.")
     pre.set_defaults(func=cmd_preflight)
 
     cmp = sub.add_parser("compare", help="What changed between two run reports; exits 1 on a regression")
@@ -171,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--accept-known", action="store_true",
                      help="Pass the gate when every check that broke is a recorded known failure (read them first).")
     cmp.set_defaults(func=cmd_compare)
+
+    ev = sub.add_parser("evidence", help="Each failure and known failure of a report with its curl reproducer, "
+                                         "as evidence lines for a known_failures/vllm-<version>.toml entry")  # fmt: skip
+    ev.add_argument("report", help="a report.json (pytest --glm45-report DIR writes DIR/report.json)")
+    ev.add_argument("--check", default=None, help="Only checks whose id matches this pattern (* and ?). Default: all.")
+    ev.add_argument("--config", default=None, help="Only this configuration id (or pattern). Default: all.")
+    ev.add_argument("--known-failures", default=None, help="Directory of vllm-<version>.toml files. Default: the shipped files.")
+    ev.set_defaults(func=cmd_evidence)
 
     inv = sub.add_parser("inventory", help="Print this host's GPU inventory")
     inv.add_argument("--json", action="store_true")

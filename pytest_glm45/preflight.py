@@ -9,11 +9,13 @@ verdict carries its numbers. Also the roofline: the memory-bandwidth floor of TP
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from pytest_glm45.catalog import HEAD_DIM, KV_HEADS, ModelInfo
+from pytest_glm45.catalog import ATTENTION_HEADS, HEAD_DIM, KV_HEADS, VOCAB_SIZE, ModelInfo
+from pytest_glm45.cluster import Cluster, start_commands
 from pytest_glm45.inventory import Gpu, Inventory
-from pytest_glm45.matrix import Configuration, Plan
+from pytest_glm45.matrix import VALID_TP, Configuration, Plan, stage_layers
 
 GIB = 2**30
 #: Memory per GPU that vLLM needs besides weights and KV cache (activations, CUDA graphs, NCCL buffers).
@@ -81,10 +83,128 @@ def weight_bytes_per_gpu(model: ModelInfo, plan: Plan) -> float:
     return total / plan.tp
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage's share of the model and what each of its GPUs holds."""
+
+    index: int
+    layers: range
+    dense: int
+    moe: int
+    #: the MTP layer (loaded with speculative decoding), on the last stage as vLLM places it
+    mtp: int
+    embeddings: bool
+    lm_head: bool
+    weight_bytes: float  # per GPU
+    kv_bytes: float  # per GPU, for the planned context and concurrency
+
+    def describe(self, usable: float) -> str:
+        """`stage 1: layers 46-91 (46 MoE) + MTP + lm_head: 44.1 GiB weights + 1.4 GiB KV cache of 71.6 GiB usable`."""
+        kinds = ", ".join(f"{n} {what}" for n, what in ((self.dense, "dense"), (self.moe, "MoE")) if n)
+        extras = "".join(f" + {what}" for ok, what in ((self.embeddings, "embeddings"), (self.mtp, "MTP"), (self.lm_head, "lm_head")) if ok)
+        return (f"stage {self.index}: layers {self.layers.start}-{self.layers.stop - 1} ({kinds}){extras}: "
+                f"{self.weight_bytes / GIB:.1f} GiB weights + {self.kv_bytes / GIB:.1f} GiB KV cache of {usable / GIB:.1f} GiB usable")  # fmt: skip
+
+
+def stages(
+    model: ModelInfo, plan: Plan, max_model_len: int, concurrency: int = 1, kv_cache_dtype_bytes: float = 2.0
+) -> list[Stage] | None:
+    """Each pipeline stage's weights and KV cache per GPU, from the architecture: vLLM's layer split
+    (`matrix.stage_layers`), the first layers dense, embeddings on the first stage, the final norm, lm_head
+    and the MTP layer on the last; attention and dense weights split over tp, routed experts over tp (or,
+    with expert parallel, over the stage's tp x dp GPUs); embeddings and lm_head stay BF16 in the FP8
+    checkpoints. None when the catalog lacks the architecture."""
+    h, inter, moe_inter = model.hidden_size, model.intermediate_size, model.moe_intermediate_size
+    if model.layers is None or model.first_dense_layers is None or not h or not inter or not moe_inter:
+        return None
+    routed, shared = model.routed_experts or 0, model.shared_experts or 0
+    attention = 2 * h * ATTENTION_HEADS * HEAD_DIM + 2 * h * KV_HEADS * HEAD_DIM
+    dense_ffn = 3 * h * inter
+    experts = routed * 3 * h * moe_inter
+    moe_other = shared * 3 * h * moe_inter + h * routed
+    embedding = VOCAB_SIZE * h
+    bpp = model.bytes_per_param
+    expert_gpus = plan.tp * plan.dp if plan.ep else plan.tp
+    kv_heads = max(1.0, KV_HEADS / plan.tp)
+    out = []
+    split = stage_layers(model.layers, plan.pp)
+    for n, layers in enumerate(split):
+        dense = sum(1 for i in layers if i < model.first_dense_layers)
+        moe = len(layers) - dense
+        last = n == len(split) - 1
+        mtp = model.mtp_layers if last else 0
+        shared_bytes = ((dense + moe + mtp) * attention + dense * dense_ffn + (moe + mtp) * moe_other) * bpp
+        expert_bytes = (moe + mtp) * experts * bpp
+        table_bytes = ((n == 0) + last) * embedding * 2.0
+        weights = (shared_bytes + table_bytes) / plan.tp + expert_bytes / expert_gpus
+        kv = len(layers) * 2 * kv_heads * HEAD_DIM * kv_cache_dtype_bytes * max_model_len * concurrency
+        out.append(Stage(n, layers, dense, moe, mtp, n == 0, last, weights, kv))
+    return out
+
+
+def usable_bytes(gpu: Gpu, gpu_memory_utilization: float = 0.95) -> float:
+    """What vLLM may fill on `gpu`: its memory x the utilization, less the runtime's overhead."""
+    return gpu.memory_bytes * gpu_memory_utilization - RUNTIME_OVERHEAD_BYTES
+
+
+def fitting_plan(
+    model: ModelInfo, gpu: Gpu, gpus_per_host: int, max_model_len: int, concurrency: int = 1, max_hosts: int = 8
+) -> tuple[Plan, list[Stage]] | None:
+    """The smallest pipeline over hosts like this one (`ppK-tpN`, N = the host's GPUs) whose every stage fits."""
+    tps = [t for t in VALID_TP if t <= gpus_per_host]
+    if not tps:
+        return None
+    usable = usable_bytes(gpu)
+    for pp in range(2, max_hosts + 1):
+        plan = Plan(tp=tps[-1], pp=pp)
+        split = stages(model, plan, max_model_len, concurrency)
+        if split is None:
+            return None
+        if all(s.weight_bytes + s.kv_bytes <= usable for s in split):
+            return plan, split
+    return None
+
+
+def _check_stages(v: Verdict, model: ModelInfo, plan: Plan, inventory: Inventory | Cluster, gpu: Gpu,
+                  max_model_len: int, concurrency: int, utilization: float, kv_bytes: float) -> None:  # fmt: skip
+    """Pipeline plans: where the stages' tensor-parallel groups go, and each stage's memory."""
+    if isinstance(inventory, Cluster):
+        largest = max(len(node.gpus) for node in inventory.nodes)
+        groups = inventory.groups_of(plan.tp)
+        if plan.tp > largest:
+            v.runnable = False
+            v.reasons.append(f"a tensor-parallel group of {plan.tp} GPUs must sit on one host; the largest node of the cluster has {largest}")
+        elif groups < plan.pp * plan.dp:
+            v.runnable = False
+            v.reasons.append(f"{plan.id} needs {plan.pp * plan.dp} groups of {plan.tp} GPUs on one node each; "
+                             f"{inventory.summary()} holds {groups}")  # fmt: skip
+    split = stages(model, plan, max_model_len, concurrency, kv_bytes)
+    if split is None:
+        return
+    usable = usable_bytes(gpu, utilization)
+    worst = max(split, key=lambda s: s.weight_bytes + s.kv_bytes)
+    v.numbers.update(usable_gib=usable / GIB, weights_gib=worst.weight_bytes / GIB, kv_cache_gib=worst.kv_bytes / GIB,
+                     free_gib=(usable - worst.weight_bytes - worst.kv_bytes) / GIB, max_model_len=max_model_len,
+                     concurrency=concurrency, stages=len(split))  # fmt: skip
+    for s in split:
+        v.numbers[f"stage{s.index}_weights_gib"] = s.weight_bytes / GIB
+        v.numbers[f"stage{s.index}_kv_cache_gib"] = s.kv_bytes / GIB
+    figures = "; ".join(s.describe(usable) for s in split) + f" (per GPU; {max_model_len} tokens x {concurrency})"
+    if any(s.weight_bytes > usable for s in split):
+        v.runnable = False
+        v.reasons.append(f"the {model.precision.upper()} weights of a stage do not fit: {figures}")
+    elif any(s.weight_bytes + s.kv_bytes > usable for s in split):
+        v.runnable = False
+        v.reasons.append(f"a stage's KV cache for the planned context does not fit: {figures}; lower --glm45-max-model-len or add stages")
+    else:
+        v.notes.append(figures)
+        v.tight = usable - worst.weight_bytes - worst.kv_bytes < usable * TIGHT_SHARE
+
+
 def check(
     model: ModelInfo,
     plan: Plan,
-    inventory: Inventory,
+    inventory: Inventory | Cluster,
     max_model_len: int,
     concurrency: int = 1,
     gpu_memory_utilization: float = 0.95,
@@ -94,9 +214,12 @@ def check(
     v = Verdict(runnable=True)
     if model.weight_bytes is None or model.layers is None:
         v.notes.append(f"{model.alias}: architecture not in the catalog; only the GPU count is checked")
+    where = "the cluster has" if isinstance(inventory, Cluster) else "this host has"
     if plan.gpus > inventory.count:
         v.runnable = False
-        v.reasons.append(f"{plan.id} needs {plan.gpus} GPUs; this host has {inventory.count}")
+        v.reasons.append(f"{plan.id} needs {plan.gpus} GPUs; {where} {inventory.count}")
+        if plan.pp > 1 and not isinstance(inventory, Cluster):
+            v.reasons.append(f"a pipeline over hosts runs on a Ray cluster: {start_commands()}")
         return v
     gpus = inventory.gpus[: plan.gpus]
     gpu: Gpu = min(gpus, key=lambda g: g.memory_bytes)
@@ -127,7 +250,9 @@ def check(
             v.runnable = False
             v.reasons.append(f"FP8 needs compute capability 8.0 or more (Marlin) and 8.9 for native kernels; {gpu.name} has {cc[0]}.{cc[1]}")
 
-    if model.weight_bytes is not None and model.layers is not None:
+    if plan.pp > 1:
+        _check_stages(v, model, plan, inventory, gpu, max_model_len, concurrency, gpu_memory_utilization, kv_cache_dtype_bytes)
+    elif model.weight_bytes is not None and model.layers is not None:
         usable = gpu.memory_bytes * gpu_memory_utilization - RUNTIME_OVERHEAD_BYTES
         weights = weight_bytes_per_gpu(model, plan)
         kv = kv_bytes_per_token_per_gpu(model, plan, kv_cache_dtype_bytes) * max_model_len * concurrency
@@ -143,13 +268,17 @@ def check(
         if weights > usable:
             v.runnable = False
             v.reasons.append(f"the {model.precision.upper()} weights do not fit: {figures}")
-            total_needed = (model.weight_bytes or 0) / (gpu.memory_bytes * gpu_memory_utilization - RUNTIME_OVERHEAD_BYTES)
-            if total_needed > 8:
-                v.reasons.append(
-                    f"{model.alias} needs about {total_needed:.0f} GPUs of this kind: more than one 8-GPU host. Serve it "
-                    "across nodes with vLLM's Ray backend (--distributed-executor-backend ray, tp x pp over the nodes) "
-                    "and test it with --glm45-base-url"
-                )
+            per_host = len(_host_gpus(inventory))
+            if plan.gpus >= per_host:  # no smaller-than-the-host plan would help: name the one over hosts
+                fit = fitting_plan(model, gpu, per_host, max_model_len, concurrency)
+                if fit is not None:
+                    better, split = fit
+                    worst = max(split, key=lambda s: s.weight_bytes + s.kv_bytes)
+                    v.reasons.append(
+                        f"{better.id} would fit, over {better.pp} hosts like this one ({better.gpus} GPUs): up to "
+                        f"{worst.weight_bytes / GIB:.1f} GiB weights + {worst.kv_bytes / GIB:.1f} GiB KV cache per GPU "
+                        f"in a stage; run --glm45-parallel {better.id} on a Ray cluster: {start_commands()}"
+                    )
         elif free < 0:
             v.runnable = False
             v.reasons.append(f"the KV cache for the planned context does not fit: {figures}; lower --glm45-max-model-len or add GPUs")
@@ -161,6 +290,13 @@ def check(
     return v
 
 
+def _host_gpus(inventory: Inventory | Cluster) -> Sequence[Gpu]:
+    """The GPUs of one host: the inventory's, or the cluster's largest node's."""
+    if isinstance(inventory, Cluster):
+        return max((node.gpus for node in inventory.nodes), key=len)
+    return inventory.gpus
+
+
 def tpot_floor_seconds(model: ModelInfo, plan: Plan, gpu_name: str) -> float | None:
     """The memory-bandwidth floor of TPOT: active parameter bytes per GPU over the GPU's bandwidth."""
     bw = bandwidth(gpu_name)
@@ -169,11 +305,13 @@ def tpot_floor_seconds(model: ModelInfo, plan: Plan, gpu_name: str) -> float | N
     return model.active_weight_bytes / plan.tp / bw
 
 
-def apply(matrix: tuple[Configuration, ...], inventory: Inventory, concurrency: int = 1) -> tuple[Configuration, ...]:
-    """The matrix with each GPU configuration's preflight verdict as its skip reason where it cannot run."""
+def apply(matrix: tuple[Configuration, ...], inventory: Inventory | Cluster, concurrency: int = 1,
+          engine: str = "gpu") -> tuple[Configuration, ...]:  # fmt: skip
+    """The matrix with each `engine` configuration's preflight verdict as its skip reason where it cannot run
+    (`gpu` on this host's inventory, `ray` on the cluster's)."""
     out = []
     for config in matrix:
-        if config.engine == "gpu" and config.skip_reason is None:
+        if config.engine == engine and config.skip_reason is None:
             v = check(config.model, config.plan, inventory, config.max_model_len, concurrency)
             if not v.runnable:
                 config = replace(config, skip_reason=f"preflight: {v.summary()}")

