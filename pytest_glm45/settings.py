@@ -54,6 +54,8 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_MAX_MODEL_LEN_TINY = 8192
 DEFAULT_MAX_MODEL_LEN_REAL = 65536
 STRICT_VALUES = {"on": True, "off": False}
+#: --glm45-surfaces: Chat Completions only, or every API surface (Responses and Anthropic Messages too).
+SURFACE_CHOICES = ("chat", "all")
 #: What happens to a configuration the user asked for that this host cannot run.
 UNRUNNABLE_POLICIES = ("fail", "skip")
 
@@ -110,6 +112,8 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     #: the Ray cluster that pipeline plans over hosts run on (--glm45-ray-address or RAY_ADDRESS)
     ray_address: str | None = None
+    #: the API surfaces checked: "chat" (Chat Completions) or "all" (also Responses and Anthropic Messages)
+    surfaces: str = "chat"
     #: logprob parity against this report.json or recording (pytest_glm45.parity) instead of the session's first configuration
     parity_reference: Path | None = None
 
@@ -285,6 +289,9 @@ def resolve_settings(
     if unrunnable not in UNRUNNABLE_POLICIES:
         raise SettingsError("--glm45-unrunnable", unrunnable, f"accepted: {', '.join(UNRUNNABLE_POLICIES)}")
     strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"), True)
+    surfaces = (values.get("surfaces") or ("all" if profile_name == "full" else "chat")).strip()
+    if surfaces not in SURFACE_CHOICES:
+        raise SettingsError("--glm45-surfaces", surfaces, f"accepted: {', '.join(SURFACE_CHOICES)}")
     concurrency = DEFAULT_CONCURRENCY
     if values.get("concurrency") is not None:
         concurrency = _int("--glm45-concurrency", values["concurrency"], 1,
@@ -314,6 +321,7 @@ def resolve_settings(
         unrunnable=unrunnable,
         strict_known_failures=strict_known,
         concurrency=concurrency,
+        surfaces=surfaces,
         parity_reference=_parity_reference(values.get("parity_reference")),
     )
     if base_url:
