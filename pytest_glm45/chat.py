@@ -117,7 +117,7 @@ class ChatClient:
                     resp.read()
                     exchange.response = reproducer.truncated(resp.text)
                     raise HttpError(resp.status_code, _json(resp), path)
-                for line in _sse_lines(resp):
+                for line in sse_lines(resp):
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()
@@ -162,7 +162,7 @@ class ChatClient:
         return int(self.post("/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": False})["count"])
 
 
-def _sse_lines(resp: httpx.Response) -> Iterator[str]:
+def sse_lines(resp: httpx.Response) -> Iterator[str]:
     """Server-sent-event lines, split on newlines only.
 
     httpx's iter_lines splits like str.splitlines, i.e. also on U+0085, U+2028 and friends,

@@ -31,7 +31,7 @@ import httpx
 
 from pytest_glm45 import reproducer, schemas
 from pytest_glm45.answers import ChatResult
-from pytest_glm45.chat import ChatClient, HttpError
+from pytest_glm45.chat import ChatClient, HttpError, sse_lines
 from pytest_glm45.toolcall import ToolCall
 
 #: The surfaces, by the name check ids carry.
@@ -222,7 +222,7 @@ def stream_events(client: ChatClient, path: str, body: dict[str, Any]) -> list[E
                 resp.read()
                 exchange.response = reproducer.truncated(resp.text)
                 raise HttpError(resp.status_code, _json_or_text(resp.text), path)
-            for event in parse_sse(_lines(resp)):
+            for event in parse_sse(sse_lines(resp)):
                 raw.append(json.dumps(event.data, ensure_ascii=False))
                 error = stream_error(event)
                 if error is not None:
@@ -274,18 +274,6 @@ def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
             data.append(line[5:].strip())
     if data and "\n".join(data).strip() != "[DONE]":
         yield Event(name, json.loads("\n".join(data)))
-
-
-def _lines(resp: httpx.Response) -> Iterator[str]:
-    """Lines split on newlines only (JSON carries U+2028 and friends raw inside strings)."""
-    buffer = b""
-    for data in resp.iter_bytes():
-        buffer += data
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r").decode("utf-8")
-    if buffer:
-        yield buffer.decode("utf-8")
 
 
 def _json_or_text(text: str) -> Any:
