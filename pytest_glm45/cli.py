@@ -5,6 +5,7 @@
     pytest-glm45 tiny-model                                 # build the tiny model, print its directory
     pytest-glm45 inventory                                  # this host's GPUs, as JSON
     pytest-glm45 evidence reports/new/report.json           # each failure's reproducer, as known-failure evidence
+    pytest-glm45 reproduce reports/new/report.json          # run each known failure's curl again: same defect?
 """
 
 from __future__ import annotations
@@ -188,6 +189,13 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run each known failure's printed curl again and judge whether it shows the same defect."""
+    from pytest_glm45 import recheck
+
+    return recheck.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(prog="pytest-glm45", description="GLM-4.5 serving conformance kit")
@@ -238,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", default=None, help="Only this configuration id (or pattern). Default: all.")
     ev.add_argument("--known-failures", default=None, help="Directory of vllm-<version>.toml files. Default: the shipped files.")
     ev.set_defaults(func=cmd_evidence)
+
+    rep = sub.add_parser("reproduce", help="Run each known failure's printed curl against a server and judge whether "
+                                           "it shows the same defect; exits 1 when one differs or errs")  # fmt: skip
+    from pytest_glm45.recheck import add_arguments
+
+    add_arguments(rep)
+    rep.set_defaults(func=cmd_reproduce)
 
     inv = sub.add_parser("inventory", help="Print this host's GPU inventory")
     inv.add_argument("--json", action="store_true")
