@@ -51,7 +51,7 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "cluster); a comma list. Default: tp1,tp2 on the CPU engine, tpN over all N GPUs otherwise.", "str"),
     ("--glm45-surfaces", "glm45_surfaces", "glm45_surfaces",
      "API surfaces to check: chat (Chat Completions) or all (also /v1/responses and /v1/messages: "
-     "suites/test_surfaces.py). Default: chat; all with --glm45-profile full.", "str"),
+     "suites/test_surfaces.py). Default: all.", "str"),
     ("--glm45-ray-address", "glm45_ray_address", "glm45_ray_address",
      "A running Ray cluster (host:port of its head) for pipeline plans over hosts: the kit checks its nodes and GPUs "
      "against the plan, boots vLLM with --distributed-executor-backend ray, and never starts or stops the cluster. "
@@ -138,7 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "glm45_live: needs real GLM-4.5 weights; skipped on the tiny model")
     config.addinivalue_line("markers", "glm45_boot: checks how a server booted; skipped against --glm45-base-url")
     config.addinivalue_line("markers", "glm45_parser_case: a replayed parser case; a model's other plans run the profile's share")
-    config.addinivalue_line("markers", "glm45_surfaces: a check of /v1/responses or /v1/messages; runs with --glm45-surfaces all")
+    config.addinivalue_line("markers", "glm45_surfaces: a check of /v1/responses or /v1/messages; left out with --glm45-surfaces chat")
     config.addinivalue_line(
         "markers",
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
@@ -385,7 +385,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _runs_here(item: pytest.Item, settings: Settings) -> bool:
-    """The Responses and Messages surfaces (`glm45_surfaces`) run with --glm45-surfaces all. A parser case (`glm45_parser_case`: a replayed script checked against what the API server's parsers make of
+    """The Responses and Messages surfaces (`glm45_surfaces`) run unless --glm45-surfaces chat. A parser case (`glm45_parser_case`: a replayed script checked against what the API server's parsers make of
     it, the same code whatever the parallel plan) runs on a model's first plan, and on its other plans in the
     profile's share (`standard`: a quarter, chosen by a stable hash of the check id; `full`: all)."""
     if item.get_closest_marker("glm45_surfaces") is not None and settings.surfaces != "all":
@@ -947,7 +947,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.section("glm45 configurations")
     if config.stash.get(SAMPLED, 0):
         settings = config.stash[SETTINGS]
-        surfaces = "" if settings.surfaces == "all" else "the Responses and Messages surfaces (--glm45-surfaces all runs them) and "
+        surfaces = "" if settings.surfaces == "all" else "the Responses and Messages surfaces (left out by --glm45-surfaces chat) and "
         tr.write_line(f"{config.stash[SAMPLED]} checks deselected: {surfaces}parser cases on models' other plans beyond the "
                       f"{settings.profile.other_plans_share:.0%} that profile {settings.profile.name} runs there (--glm45-profile full runs all)")  # fmt: skip
     for record in pool.history:

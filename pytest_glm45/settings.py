@@ -113,7 +113,7 @@ class Settings:
     #: the Ray cluster that pipeline plans over hosts run on (--glm45-ray-address or RAY_ADDRESS)
     ray_address: str | None = None
     #: the API surfaces checked: "chat" (Chat Completions) or "all" (also Responses and Anthropic Messages)
-    surfaces: str = "chat"
+    surfaces: str = "all"
     #: logprob parity against this report.json or recording (pytest_glm45.parity) instead of the session's first configuration
     parity_reference: Path | None = None
 
@@ -289,7 +289,7 @@ def resolve_settings(
     if unrunnable not in UNRUNNABLE_POLICIES:
         raise SettingsError("--glm45-unrunnable", unrunnable, f"accepted: {', '.join(UNRUNNABLE_POLICIES)}")
     strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"), True)
-    surfaces = (values.get("surfaces") or ("all" if profile_name == "full" else "chat")).strip()
+    surfaces = (values.get("surfaces") or "all").strip()
     if surfaces not in SURFACE_CHOICES:
         raise SettingsError("--glm45-surfaces", surfaces, f"accepted: {', '.join(SURFACE_CHOICES)}")
     concurrency = DEFAULT_CONCURRENCY

@@ -288,6 +288,21 @@ def schema_problems(kind: str, document: Any, where: str = "") -> list[str]:
     return [f"{where}{line}" for line in schemas.violations(kind, document)]
 
 
+def chat_schema_problems(result: ChatResult, stream: bool) -> list[str]:
+    """A Chat Completions answer against the openai SDK's types: its body (`result.raw`), or each of
+    its chunks when streamed."""
+    if stream:
+        return [p for n, chunk in enumerate(result.raw or []) for p in schema_problems("chat-chunk", chunk, f"chunk {n}: ")]
+    return schema_problems("chat", result.raw)
+
+
+def assert_chat_schema(result: ChatResult, stream: bool) -> None:
+    """Fail when `chat_schema_problems` finds any: a strict client (the SDK's types) rejects the answer."""
+    problems = chat_schema_problems(result, stream)
+    assert not problems, ("the answer breaks the openai SDK's types (a strict client rejects it):\n  "
+                          + "\n  ".join(problems[:20]))  # fmt: skip
+
+
 def assemble_responses(events: list[Event]) -> tuple[ChatResult, list[str]]:
     """Fold a streamed Responses answer: the ChatResult its deltas add up to, and every way the event
     sequence breaks the contract (schema, order, deltas that do not add up to their `done` events,
@@ -517,11 +532,13 @@ class SurfaceAnswer:
     body: dict[str, Any]
 
 
-def call(client: ChatClient, surface: str, messages: list[dict[str, Any]], stream: bool = False, **fields: Any) -> SurfaceAnswer:
-    """Send one conversation to `surface`, streamed or not; its answer as a ChatResult and its problems."""
+def call(client: ChatClient, surface: str, messages: list[dict[str, Any]], stream: bool = False,
+         native: dict[str, Any] | None = None, **fields: Any) -> SurfaceAnswer:
+    """Send one conversation to `surface`, streamed or not; its answer as a ChatResult and its problems.
+    `native` holds fields in the surface's own terms (Anthropic's `thinking`), added as they are."""
     from pytest_glm45.answers import assemble, from_response
 
-    body = request(surface, client.model, messages, **fields)
+    body = {**request(surface, client.model, messages, **fields), **(native or {})}
     path = PATHS[surface]
     if surface == "chat":
         if stream:

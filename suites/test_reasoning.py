@@ -28,6 +28,7 @@ from pytest_glm45.batch import Checks
 from pytest_glm45.chat import ChatClient, HttpError, Replayer
 from pytest_glm45.glm_format import SPECIAL_TOKENS, STYLES, THINK_CLOSE, THINK_OPEN, THINK_TAGS, own_format, render_call
 from pytest_glm45.replay import as_text_xargs
+from pytest_glm45.surfaces import assert_chat_schema
 from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
 
 WEATHER = WEATHER_TOOL.schema()
@@ -233,7 +234,8 @@ def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, case: Case, mode: str, record_property: Any) -> None:
     """Each case's answer comes from its configuration's batch (every case, both modes, sent together).
-    A case with a call records its format and the model's own (`glm45_format`, `glm45_own_format`)."""
+    A case with a call records its format and the model's own (`glm45_format`, `glm45_own_format`).
+    The answer (every chunk, streamed) must also validate against the openai SDK's types."""
     if case.format:
         model = getattr(getattr(glm45_server, "config", None), "model", None)
         record_property("glm45_format", case.format)
@@ -242,6 +244,7 @@ def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, 
     if mode == "plain":
         record_property("reasoning_field", result.reasoning_field)
         check(case, result)
+        assert_chat_schema(result, stream=False)
         return
     choice = "auto" if case.calls else None
     problems = [p for p in protocol_violations(result.raw, choice) if "finish_reason" not in p or case.calls]
@@ -254,6 +257,7 @@ def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, 
     assert (result.reasoning, result.content) == (plain.reasoning, plain.content), (
         "streamed and non-streamed split differently" + describe(case, result) + describe(case, plain)
     )
+    assert_chat_schema(result, stream=True)
 
 
 # -- the field name, and reasoning token counts ------------------------------------------

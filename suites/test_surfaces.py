@@ -7,8 +7,8 @@ stated in Chat Completions' terms and translated (`pytest_glm45.surfaces.request
 translated back to the kit's terms (content, reasoning, calls with typed arguments, finish reason)
 and judged by the same check function the chat suites use. On top of that, every answer and every
 stream event must validate against the official SDK's types (`pytest_glm45.schemas`), a stream must
-keep its API's event contract and add up to the non-streamed answer, and Chat Completions' answers
-to the same cases get the schema validation too.
+keep its API's event contract and add up to the non-streamed answer. (Chat Completions' answers to
+the same cases get the schema validation in the chat suites' own `test_replay`.)
 
 Also here: the official SDKs as clients, multi-turn history in each surface's own shape, a too-long
 prompt, and hostile bodies on each surface.
@@ -37,7 +37,7 @@ from pytest_glm45.glm_format import render_call
 from pytest_glm45.pool import ServerHandle
 from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
 
-#: Opt-in (--glm45-surfaces all, or --glm45-profile full): see README "Surfaces".
+#: Left out with --glm45-surfaces chat: see README "Surfaces".
 pytestmark = pytest.mark.glm45_surfaces
 
 
@@ -63,11 +63,11 @@ THINKING_OFF = {"enable_thinking": False}
 
 
 def surface_call(client: ChatClient, surface: str, messages: list[dict[str, Any]], stream: bool, script: str,
-                 **fields: Any) -> surfaces.SurfaceAnswer:  # fmt: skip
+                 native: dict[str, Any] | None = None, **fields: Any) -> surfaces.SurfaceAnswer:  # fmt: skip
     """Replay `script` on `surface`; a refusal (HTTP status or a mid-stream error event) raises HttpError."""
     xargs = {**(fields.pop("vllm_xargs", None) or {}), "glm45_replay": script}
     try:
-        return surfaces.call(client, surface, messages, stream=stream, vllm_xargs=xargs, **fields)
+        return surfaces.call(client, surface, messages, stream=stream, native=native, vllm_xargs=xargs, **fields)
     except httpx.HTTPError as exc:
         # A stream the server cut off (no terminal event, no error event) is a refusal too: say so.
         raise HttpError(0, {"error": {"message": f"the server broke off the {'stream' if stream else 'answer'}: "
@@ -185,37 +185,6 @@ def test_reasoning_replay(glm45_batch: Checks, glm45_server: ServerHandle, glm45
     judged(surface, mode, answer, checks, glm45_replay.client.base_url)
 
 
-# -- Chat Completions: the same cases against the SDK's types --------------------------------------
-
-CHAT_CASES = [("tools", c) for c in TOOLS.CASES] + [("reasoning", c) for c in REASONING.CASES]
-
-
-def chat_job(replay: Replayer, params: Mapping[str, Any]) -> surfaces.SurfaceAnswer:
-    """One case of either suite on Chat Completions, streamed or not."""
-    suite, case = params["case"]
-    fields = TOOLS.request_fields(case) if suite == "tools" else REASONING.fields(case)
-    if suite == "tools":
-        messages = TOOLS.messages(case) if hasattr(TOOLS, "messages") else [{"role": "user", "content": "Go ahead."}]
-    else:
-        messages = [{"role": "user", "content": case.user}]
-    return surface_call(replay.client, "chat", messages, params["mode"] == "stream", case.script, **fields)
-
-
-@pytest.mark.parametrize("mode", ["plain", "stream"])
-@pytest.mark.parametrize("case", CHAT_CASES, ids=[f"{s}-{c.id}" for s, c in CHAT_CASES])
-def test_chat_answers_match_the_sdk_types(glm45_batch: Checks, glm45_server: ServerHandle, glm45_settings: Any, glm45_replay: Replayer, case: Any, mode: str) -> None:
-    """Each replay case's chat answer (`ChatCompletion`) or every chunk (`ChatCompletionChunk`)
-    validates strictly against the openai SDK's types. (Whether it says the right thing is the chat
-    suites' check; a refused request is theirs to report.)"""
-    first_plan_only(glm45_server, glm45_settings)
-    try:
-        answer = glm45_batch.answer(chat_job)
-    except HttpError as exc:
-        pytest.skip(f"HTTP {exc.status}: no answer to validate; test_{'tool_calling' if case[0] == 'tools' else 'reasoning'}"
-                    f"::test_replay[{case[1].id}-{mode}] reports the refusal")  # fmt: skip
-    judged("chat", mode, answer, [contract(answer)], glm45_replay.client.base_url)
-
-
 # -- the official SDKs as clients ------------------------------------------------------------------
 
 SDK_SCRIPT = "<think>Need the weather.</think>" + render_call("get_weather", {"city": "Paris", "days": 3}, "compact")
@@ -287,6 +256,41 @@ def test_anthropic_sdk_text_answer(anthropic_client: Any, glm45_replay: Replayer
     body = message.model_dump(mode="json")
     assert [b["type"] for b in body["content"]] == ["thinking", "text"], body["content"]
     assert text == "It is 4." and body["stop_reason"] == "end_turn", (text, body["stop_reason"])
+
+
+# -- thinking turned off the way an Anthropic client turns it off ------------------------------------
+
+#: Text, then a call, no think block: what GLM-4.5 writes with thinking off.
+UNTHOUGHT_SCRIPT = "Checking." + render_call("get_weather", {"city": "Paris", "days": 3}, "compact")
+
+
+def unthought_job(replay: Replayer, params: Mapping[str, Any]) -> surfaces.SurfaceAnswer:
+    """UNTHOUGHT_SCRIPT on /v1/messages with thinking off in Anthropic's terms, no chat_template_kwargs."""
+    native = {"thinking": {"type": "disabled"}} if params["thinking"] == "disabled" else {}
+    return surface_call(replay.client, "messages", [{"role": "user", "content": "Weather in Paris for 3 days?"}],
+                        params["mode"] == "stream", UNTHOUGHT_SCRIPT, native=native, tools=[WEATHER], tool_choice="auto",
+                        max_tokens=256)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["plain", "stream"])
+@pytest.mark.parametrize("thinking", ["disabled", "not-requested"])
+def test_messages_thinking_off_gives_text_and_tool_use(glm45_batch: Checks, glm45_replay: Replayer, thinking: str, mode: str) -> None:
+    """An Anthropic client (Claude Code, the SDK) turns extended thinking off with `thinking: {"type":
+    "disabled"}`, or by not asking for it: Anthropic's API returns thinking blocks only when `thinking`
+    is enabled. Such a client sends no vLLM-specific `chat_template_kwargs`. The model's text before its
+    call must come back as a `text` block and the call as `tool_use`, with no `thinking` block."""
+    try:
+        answer = glm45_batch.answer(unthought_job)
+    except HttpError as exc:
+        refused("messages", mode, exc, UNTHOUGHT_SCRIPT)
+
+    def check() -> None:
+        got = (answer.result.reasoning, answer.result.content, answer.result.calls())
+        expected = (None, "Checking.", [("get_weather", {"city": "Paris", "days": 3})])
+        assert got == expected, (f"with thinking {thinking} the answer's (thinking, text, calls) differ:\n  expected: {expected}"
+                                 f"\n  got:      {got}")  # fmt: skip
+
+    judged("messages", mode, answer, [check, contract(answer)], glm45_replay.client.base_url)
 
 
 # -- multi-turn: a tool result in each surface's own shape ---------------------------------------------

@@ -26,6 +26,7 @@ from pytest_glm45.batch import Checks
 from pytest_glm45.chat import ChatClient, HttpError, Replayer, curl_line
 from pytest_glm45.glm_format import STYLES, own_format, render_call, render_calls
 from pytest_glm45.replay import REPLAY_XARG, as_text_xargs
+from pytest_glm45.surfaces import assert_chat_schema
 from pytest_glm45.toolcall import WEATHER, Tool
 
 # -- the tools the cases call -----------------------------------------------------------
@@ -311,13 +312,15 @@ def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
 def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, case: Case, mode: str, record_property: Any) -> None:
     """Each case's answer comes from its configuration's batch (every case, both modes, sent together);
     the `stream` twin compares against the same non-streamed answer the `plain` check judged. The case's
-    format and the model's own are recorded (`glm45_format`, `glm45_own_format`) and named in a failure."""
+    format and the model's own are recorded (`glm45_format`, `glm45_own_format`) and named in a failure.
+    The answer (every chunk, streamed) must also validate against the openai SDK's types."""
     own = model_own_format(glm45_server)
     record_property("glm45_format", case.format or "exact-script")
     record_property("glm45_own_format", own)
     result = glm45_batch.answer(replay_job)
     if mode == "plain":
         check_expected(case, result, glm45_replay, own)
+        assert_chat_schema(result, stream=False)
         return
     problems = protocol_violations(result.raw, "auto")
     if result.content and ((), result.content) in case.alternatives:
@@ -327,6 +330,7 @@ def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, 
     check_expected(case, result, glm45_replay, own)
     plain = glm45_batch.answer(replay_job, {"case": case, "mode": "plain"})
     assert result.essence() == plain.essence(), "streamed and non-streamed results differ" + explain(case, result, glm45_replay, own)
+    assert_chat_schema(result, stream=True)
 
 
 def test_batched_replays_each_get_their_own_script(glm45_batch: Checks, glm45_replay: Replayer, glm45_settings: Any) -> None:
