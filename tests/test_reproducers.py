@@ -6,7 +6,8 @@ The unit tests run the rendered commands through bash with `curl` replaced by a 
 prints its arguments, so they see exactly what the shell would hand curl. The last test boots a
 real vLLM (tiny-bf16-tp1, `pytest-glm45 serve`), runs three checks that are known failures of
 vLLM 0.32.0 through the kit against it, and runs the curl commands the kit wrote into the report
-against the same server: each must show its entry's defect.
+against the same server: each must show its entry's defect, and `pytest-glm45 reproduce` must judge
+each the same defect as the report recorded.
 """
 
 from __future__ import annotations
@@ -383,3 +384,11 @@ def test_printed_curls_show_three_known_failures_of_vllm_0_32_against_serve(tmp_
         summary = run.stdout.split("glm45 reproducers", 1)[-1]
         for check, _, _ in picked.values():
             assert f"known failure on remote: {check}: bash " in summary, run.stdout[-3000:]
+        # `pytest-glm45 reproduce` runs the same curls and judges each the same defect as the report recorded.
+        verdicts_file = tmp_path / "verdicts.json"
+        again = subprocess.run([sys.executable, "-m", "pytest_glm45.cli", "reproduce", str(report_dir / "report.json"),
+                                "--json", str(verdicts_file)], capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "GLM45_BASE_URL": base_url, "GLM45_API_KEY": key})  # fmt: skip
+        verdicts = {v["check"]: v["verdict"] for v in json.loads(verdicts_file.read_text())["checks"]}
+        assert {c: verdicts.get(c) for c, _, _ in picked.values()} == {c: "reproduces" for c, _, _ in picked.values()}, again.stdout
+        assert again.returncode == 0 and f"{len(picked)} of {len(picked)} known failures on remote reproduce" in again.stdout, again.stdout
