@@ -113,12 +113,17 @@ class KnownFailures:
     path: Path | None = None
     pins: dict[str, Any] = field(default_factory=dict)
 
-    def lookup(self, check: str, config_id: str, model_family: str | None = None) -> KnownFailure | None:
-        """The first entry that covers this check on this configuration, or None."""
-        for entry in self.entries:
-            if entry.covers(check, config_id, model_family):
-                return entry
-        return None
+    def lookup(self, check: str, config_id: str, model_family: str | None = None,
+               observed: str | None = None) -> KnownFailure | None:  # fmt: skip
+        """The entry that speaks for this check on this configuration, or None: the first that covers
+        it; given the failure `observed`, the first covering entry whose signature matches it (a check
+        can show two recorded defects at once: a parser's and a surface's), else the first covering."""
+        covering = [entry for entry in self.entries if entry.covers(check, config_id, model_family)]
+        if observed is not None:
+            for entry in covering:
+                if entry.signature.matches(observed):
+                    return entry
+        return covering[0] if covering else None
 
 
 def normalize_version(version: str) -> str:

@@ -67,7 +67,8 @@ class Verdicts:
     def judge(self, check: str, config_id: str, phase: str, outcome: str, observed: str,
               known: KnownFailures | None, model_family: str | None = None) -> Judgement:  # fmt: skip
         """The verdict on one phase (`setup`, `call`, `teardown`) whose raw pytest outcome is `outcome`."""
-        entry = known.lookup(check, config_id, model_family) if known is not None else None
+        failing = outcome not in ("skipped", "passed")
+        entry = known.lookup(check, config_id, model_family, observed if failing else None) if known is not None else None
         version = known.version if known is not None else None
         if outcome == "skipped":
             return Judgement("skipped")

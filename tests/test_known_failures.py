@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45.known_failures import KnownFailuresError, Signature, glob_match, load, normalize_version, parse
+from pytest_glm45.known_failures import (
+    KnownFailures,
+    KnownFailuresError,
+    Signature,
+    glob_match,
+    load,
+    normalize_version,
+    parse,
+)
 from pytest_glm45.verdict import Verdicts
 
 ENTRY = """
@@ -120,6 +128,26 @@ def test_exclusion_patterns() -> None:
                   'evidence = {got = "g"}\n')[0]  # fmt: skip
     assert entry.covers("c", "tiny-bf16-tp1") and entry.covers("c", "air-fp8-tp8")
     assert not entry.covers("c", "tiny-bf16-tp1-nostrict")
+
+
+def test_a_check_with_two_recorded_defects_is_judged_by_the_entry_its_failure_matches() -> None:
+    """A surface check can show a parser's defect and a surface's own: the entry whose signature the
+    failure matches speaks for it, whichever comes first; a failure matching neither is new."""
+    text = (
+        '[[failure]]\nchecks = ["test_s::test_r[*-tags-*]"]\nreason = "parser"\nsignature = { match = "calls differ" }\n'
+        'evidence.request = "r"\nevidence.expected = "e"\nevidence.got = "g"\n'
+        '[[failure]]\nchecks = ["test_s::test_r[messages-*-stream]"]\nreason = "surface"\nsignature = { match = "signature: Field required" }\n'
+        'evidence.request = "r"\nevidence.expected = "e"\nevidence.got = "g"\n'
+    )
+    kf = KnownFailures("0.0.1", parse(text, "v.toml"))
+    check = "test_s::test_r[messages-tags-x-stream]"
+    assert kf.lookup(check, "c").reason == "parser"
+    assert kf.lookup(check, "c", observed="ThinkingBlock.signature: Field required").reason == "surface"
+    assert kf.lookup(check, "c", observed="parsed calls differ").reason == "parser"
+    verdicts = Verdicts()
+    assert verdicts.judge(check, "c", "call", "failed", "ThinkingBlock.signature: Field required", kf).outcome == "known failure"
+    new = verdicts.judge(check, "c", "call", "failed", "HTTP 500", kf)
+    assert new.outcome == "failed" and new.entry is not None and new.entry.reason == "parser"
 
 
 def test_verdicts_directly(tmp_path: Path) -> None:
