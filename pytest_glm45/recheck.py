@@ -22,6 +22,11 @@ of the same deterministic replay:
   compared assembled, never chunk by chunk;
 - other paths: the normalized body.
 
+A stream that broke off (an error event, a connection closed mid-answer) the same way on both sides
+is compared up to the break: which tokens were still in flight when the engine failed depends on how
+vLLM batched its steps into deltas, so one side's text must be the start of the other's, and the
+problems are compared with the text they quote masked.
+
 An answer the request left to sampling (no replay script, no `temperature: 0`, no `seed`) is judged
 by status and error only: its text is not part of any defect. The report keeps only the data of a
 stream's events, not their `event:` names, so problems about names are not compared.
@@ -49,7 +54,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_glm45 import known_failures
+from pytest_glm45 import known_failures, reproducer
 from pytest_glm45.reproducer import Exchange, exchange_from, summary
 
 #: The verdicts, in the order a summary counts them.
@@ -58,6 +63,8 @@ VERDICTS = ("reproduces", "partial", "differs", "error", "no reproducer")
 OUTCOMES = {"known": ("known failure",), "failed": ("failed", "error"), "all": ("failed", "error", "known failure")}
 #: What a summary calls the checks of each `--outcome`.
 NOUNS = {"known": "known failures", "failed": "failures", "all": "failing or known-failing checks"}
+#: Characters of a differing curl's output the JSON verdicts keep.
+PRINTED_CHARS = 20000
 #: Seconds one curl may run, by default.
 TIMEOUT = 120.0
 #: Characters at the end of a kept prefix left out of a comparison: a volatile token cut there normalizes differently.
@@ -553,11 +560,15 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
     exit_code: int | None = None
     seconds: float | None = None
+    #: what the curl printed, when it differs or errs (its first PRINTED_CHARS characters), for a closer look
+    printed: str | None = None
 
 
-def _match_segment(seg: list[Atom], full: list[Atom], at: int, anchors: tuple[bool, bool]) -> int | None:
-    """Where `seg` (a stretch of a stream, its ends possibly cut mid-atom) sits in `full` from `at` on: the
-    index after its match, or None. A cut end's atom needs only to be a prefix (end) or suffix (start)."""
+def _match_segment(seg: list[Atom], full: list[Atom], at: int, anchors: tuple[bool, bool], ragged: bool = False) -> int | None:
+    """Where `seg` (a stretch of a stream, its ends possibly cut mid-atom) sits in `full` from atom `at` on:
+    the index of the last atom it matched (the next stretch may go on inside that atom), or None. A cut
+    end's atom needs only to be a prefix (end) or suffix (start) of the one it matches; `ragged`: the
+    stream broke off, so its last atom may also be longer or shorter than `full`'s last."""
     start, end = anchors
     last = len(seg) - 1
     candidates = [0] if start else range(at, len(full) - last)
@@ -569,6 +580,11 @@ def _match_segment(seg: list[Atom], full: list[Atom], at: int, anchors: tuple[bo
             other = full[p + i]
             if (atom.kind, atom.index) != (other.kind, other.index):
                 ok = False
+            elif i == last and ragged and p + i == len(full) - 1:
+                if i == 0 and not start:  # a stretch from inside the stream to where it broke off
+                    ok = atom.text in other.text or any(other.text.endswith(atom.text[:k]) for k in range(len(atom.text), 0, -1))
+                else:
+                    ok = other.text.startswith(atom.text) or atom.text.startswith(other.text)
             elif i == 0 and not start and i == last and not end:
                 ok = atom.text in other.text
             elif i == 0 and not start:
@@ -580,8 +596,27 @@ def _match_segment(seg: list[Atom], full: list[Atom], at: int, anchors: tuple[bo
             if not ok:
                 break
         if ok and (not end or p + last == len(full) - 1):
-            return p + len(seg)
+            return p + last
     return None
+
+
+def _prefix_compatible(a: list[Atom], b: list[Atom]) -> bool:
+    """Whether one stream's atoms are the start of the other's (the shorter's last atom a prefix of its twin)."""
+    if len(a) > len(b):
+        a, b = b, a
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if (x.kind, x.index) != (y.kind, y.index):
+            return False
+        if i < len(a) - 1 and x.text != y.text:
+            return False
+        if i == len(a) - 1:
+            return y.text.startswith(x.text) or (len(a) == len(b) and x.text.startswith(y.text))
+    return True
+
+
+def _masked(problem: str) -> str:
+    """A problem with the text it quotes masked (what a broken-off stream had said by then varies)."""
+    return re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "'…'", problem)
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -589,39 +624,62 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def compare(recorded: Observation, now: Observation) -> list[list[Any]]:
-    """Each field in which `now` shows something other than the record: [field, recorded, now]."""
+def _atoms_shown(atoms: list[Atom]) -> list[list[str]]:
+    return [[a.kind, a.text] for a in atoms]
+
+
+def compare(recorded: Observation, now: Observation, notes: list[str] | None = None) -> list[list[Any]]:
+    """Each field in which `now` shows something other than the record: [field, recorded, now]; what
+    the comparison could not hold equal on purpose goes to `notes`.
+
+    A stream that broke off (an error event, a connection closed mid-answer) the same way on both
+    sides is compared up to the break: which tokens were still in flight when the engine failed is
+    timing (how vLLM batched the steps into deltas), so the text before the break is compared as one
+    being a prefix of the other, and the problems with the text they quote masked."""
+    notes = [] if notes is None else notes
     diffs: list[list[Any]] = []
     for name in ("status", "transport", "error"):
         a, b = getattr(recorded, name), getattr(now, name)
         if a != b and not (name == "error" and recorded.prefix is not None and a is None):
             diffs.append([name, a, b])
+    broke = bool(recorded.segments and now.segments) and (recorded.error is not None or recorded.transport == "closed mid-answer")
+    full = now.segments[0] if len(now.segments) == 1 else []
+    if recorded.complete and broke and not recorded.sampled and not diffs:
+        if not _prefix_compatible(recorded.segments[0], full):
+            diffs.append(["stream before the break", _atoms_shown(recorded.segments[0]), _atoms_shown(full)])
+        mine, theirs = {_masked(p) for p in recorded.problems or []}, {_masked(p) for p in now.problems or []}
+        if mine != theirs:
+            diffs.append(["problems", sorted(mine - theirs), sorted(theirs - mine)])
+        if recorded.answer != now.answer and not diffs:
+            notes.append("both streams broke off the same way; the text before the break was compared as a prefix "
+                         "(the tokens in flight when the engine failed vary)")  # fmt: skip
+        return diffs
     if recorded.complete:
-        mine, theirs = recorded.compared(), now.compared()
-        for name in mine:
-            if name in ("status", "transport", "error") or mine[name] == theirs.get(name):
+        mine_fields, theirs_fields = recorded.compared(), now.compared()
+        for name in mine_fields:
+            a, b = mine_fields[name], theirs_fields.get(name)
+            if name in ("status", "transport", "error") or a == b:
                 continue
-            if name == "problems" and mine[name] is not None and theirs.get(name) is not None:
+            if name == "problems" and a is not None and b is not None:
                 # only what one side has: the record's problems the curl no longer shows, and new ones
-                diffs.append([name, sorted(set(mine[name]) - set(theirs[name])), sorted(set(theirs[name]) - set(mine[name]))])
+                diffs.append([name, sorted(set(a) - set(b)), sorted(set(b) - set(a))])
             else:
-                diffs.append([name, mine[name], theirs.get(name)])
+                diffs.append([name, a, b])
         return diffs
     if recorded.sampled:
         return diffs
     if recorded.prefix is not None:
         kept = recorded.prefix[:-SLACK] if len(recorded.prefix) > SLACK else recorded.prefix
         if not (now.prefix or "").startswith(kept):
-            diffs.append(["body prefix", _tail_diff(kept, now.prefix or "")[0], _tail_diff(kept, now.prefix or "")[1]])
-    full = now.segments[0] if len(now.segments) == 1 else []
+            diffs.append(["body prefix", *_tail_diff(kept, now.prefix or "")])
     at = 0
-    for seg, anchors in zip(recorded.segments, recorded.anchors, strict=True):
-        if not seg:
-            continue
-        found = _match_segment(seg, full, at, anchors)
+    segments = [(seg, anchors) for seg, anchors in zip(recorded.segments, recorded.anchors, strict=True) if seg]
+    for n, (seg, anchors) in enumerate(segments):
+        ragged = broke and n == len(segments) - 1 and anchors[1]
+        found = _match_segment(seg, full, at, (anchors[0], anchors[1] and not ragged), ragged=ragged)
         if found is None:
             where = "start" if anchors[0] else "end" if anchors[1] else "middle"
-            diffs.append([f"stream ({where})", [[a.kind, a.text] for a in seg], [[a.kind, a.text] for a in full]])
+            diffs.append([f"stream ({where})", _atoms_shown(seg), _atoms_shown(full)])
             break
         at = found
     for kept in recorded.cut:
@@ -655,7 +713,7 @@ def judge(exchange: Exchange, run: CurlRun) -> tuple[str, list[list[Any]], list[
         notes.append("the request leaves its answer to sampling (no replay script, temperature or seed): text not compared")
     if any("SSE event name" in p for p in _named_problems(exchange, run)):
         notes.append("event names not compared (the report keeps only each event's data)")
-    diffs = compare(recorded, now)
+    diffs = compare(recorded, now, notes)
     if diffs:
         return "differs", diffs, notes
     return ("reproduces" if recorded.complete else "partial"), [], notes
@@ -730,6 +788,8 @@ def recheck(record: dict[str, Any], env: dict[str, str], timeout: float) -> Verd
     run = run_curl(repro["curl"], env, timeout)
     verdict.exit_code, verdict.seconds = run.exit_code, round(run.seconds, 2)
     verdict.verdict, verdict.differences, verdict.notes = judge(exchange, run)
+    if verdict.verdict in ("differs", "error"):
+        verdict.printed = reproducer.truncated(run.stdout + (f"\n[stderr] {run.stderr}" if run.stderr else ""), PRINTED_CHARS)
     return verdict
 
 

@@ -209,6 +209,50 @@ def test_a_left_out_middle_is_partial_when_what_was_kept_matches_and_differs_whe
     assert judge(exchange, printed("chat", events=changed))[0] == "differs"
 
 
+def test_a_left_out_middle_inside_one_text_is_partial() -> None:
+    """The kept head and tail both lie inside one long content: the tail goes on inside the atom the head ended in."""
+    request = fixture_events("chat-text")[0]
+    words = [(None, {"id": "chatcmpl-a9dad82a6b196c3a", "object": "chat.completion.chunk", "created": 1795926779, "model": "glm45-tiny",
+                     "choices": [{"index": 0, "delta": {"content": f"w{n} "}, "logprobs": None, "finish_reason": None}]})
+             for n in range(60)]  # fmt: skip
+    stop = (None, {"id": "chatcmpl-a9dad82a6b196c3a", "object": "chat.completion.chunk", "created": 1795926779, "model": "glm45-tiny",
+                   "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})  # fmt: skip
+    stream = [*words, stop]
+    exchange = recorded("chat", request, stream=True, events=stream)
+    assert judge(exchange, printed("chat", events=merged("chat", reidentified(stream))))[:2] == ("partial", [])
+    verdict, diffs, _ = judge(exchange, printed("chat", events=retarget(stream, "w58 ", "w58! ")))
+    assert verdict == "differs" and diffs[0][0] == "stream (end)"
+
+
+def test_a_stream_broken_off_the_same_way_may_differ_only_by_what_was_in_flight() -> None:
+    """vLLM's strict grammar fails mid-stream: how much text reached the client before the error event
+    depends on how the engine batched its steps into deltas, so the text before the break is compared as a prefix."""
+    request, events, _ = fixture_events("chat-reasoning-call")
+    text = [(None, {"id": "chatcmpl-a9dad82a6b196c3a", "object": "chat.completion.chunk", "created": 1795926779, "model": "glm45-tiny",
+                    "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]})
+            for piece in ("<tool_call>", "get", "_weather")]  # fmt: skip
+    boom = error_chunk("Internal server error")
+    exchange = recorded("chat", request, stream=True, events=[*events[:4], *text[:2], boom])
+    verdict, diffs, notes = judge(exchange, printed("chat", events=[*events[:4], *text, boom]))
+    assert (verdict, diffs) == ("reproduces", []) and "broke off the same way" in notes[-1]
+    assert judge(exchange, printed("chat", events=[*events[:4], text[0], boom]))[0] == "reproduces"  # less in flight
+    verdict, diffs, _ = judge(exchange, printed("chat", events=retarget([*events[:4], *text, boom], "get", "put")))
+    assert verdict == "differs" and diffs[0][0] == "stream before the break"
+    verdict, diffs, _ = judge(exchange, printed("chat", events=[*events[:4], *text]))  # no break: the defect is gone
+    assert verdict == "differs" and diffs[0][0] == "error"
+
+
+def test_a_responses_stream_closed_mid_answer_compares_its_problems_without_the_quoted_text() -> None:
+    request, events, _ = fixture_events("responses-reasoning-call")
+    cut_at = next(i for i, (name, _) in enumerate(events) if name == "response.function_call_arguments.delta") + 1
+    error = "RemoteProtocolError: peer closed connection without sending complete message body (incomplete chunked read)"
+    exchange = recorded("responses", request, stream=True, events=events[:cut_at], error=error)
+    assert any("deltas join to" in p or "never got" in p for p in recheck.observe_record(exchange).problems or [])
+    verdict, diffs, _ = judge(exchange, printed("responses", events=events[: cut_at + 1], exit_code=18))
+    assert (verdict, diffs) == ("reproduces", [])
+    assert judge(exchange, printed("responses", events=events, exit_code=0))[0] == "differs"
+
+
 def test_a_sampled_answer_is_judged_by_status_only() -> None:
     request = {"model": "glm45-tiny", "messages": [{"role": "wizard", "content": "x"}], "max_tokens": 4}
     answer = {"id": "chatcmpl-abebe9198d00bc69", "object": "chat.completion", "created": 1795928065, "model": "glm45-tiny",
@@ -451,6 +495,8 @@ def test_reproduce_judges_each_known_failure_and_sums_up_per_configuration(tiny_
         "test_a::test_stream[x]": "reproduces", "test_b::test_messages": "differs", "test_d::test_none": "no reproducer"}
     assert data["summary"]["tiny-bf16-tp1"] == {"total": 3, "reproduces": 1, "partial": 0, "differs": 1, "error": 0, "no reproducer": 1}
     assert data["base_url"] == "http://127.0.0.1:9"
+    differing = next(c for c in data["checks"] if c["verdict"] == "differs")
+    assert '"Lyon"' in differing["printed"] and differing["printed"].endswith("\nHTTP 200\n")
 
 
 def test_reproduce_filters_quiet_and_other_outcomes(tiny_report: tuple[Path, Path]) -> None:
