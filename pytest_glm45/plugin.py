@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import signal
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -922,8 +923,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def _reproducers_summary(tr: Any, verdicts: Verdicts, config: pytest.Config) -> None:
-    """One line per failing or known-failing check: the file that re-sends its request (curl), and
-    `pytest-glm45 evidence` for the whole set."""
+    """The file that re-sends each failing check's request (curl), one line per check; known failures
+    one line per configuration (each check's line with -v), and the commands for the whole set."""
     shown = [r for r in verdicts.records.values() if r.reproducer and r.outcome in REPRODUCED]
     if not shown or config.get_verbosity() < 0:
         return
@@ -931,10 +932,17 @@ def _reproducers_summary(tr: Any, verdicts: Verdicts, config: pytest.Config) -> 
     from pytest_glm45.reproducer import script_path
 
     tr.section("glm45 reproducers")
-    for r in sorted(shown, key=lambda r: (r.outcome, r.config, r.check)):
-        tr.write_line(f"{r.outcome} on {r.config}: {r.check}: bash {script_path(settings.log_dir / 'reproducers' / r.config, r.check)}")
+    directory = settings.log_dir / "reproducers"
+    each = [r for r in shown if r.outcome != "known failure" or config.get_verbosity() > 0]
+    for r in sorted(each, key=lambda r: (r.outcome, r.config, r.check)):
+        tr.write_line(f"{r.outcome} on {r.config}: {r.check}: bash {script_path(directory / r.config, r.check)}")
+    known = Counter(r.config for r in shown if r.outcome == "known failure") if config.get_verbosity() <= 0 else Counter()
+    for config_id, count in sorted(known.items()):
+        tr.write_line(f"known failure on {config_id}: {count} checks, one curl script each in {directory / config_id}/ (-v lists them)")
     if settings.report_dir is not None:
-        tr.write_line(f"as known-failure evidence: pytest-glm45 evidence {settings.report_dir / 'report.json'}")
+        report = settings.report_dir / "report.json"
+        tr.write_line(f"as known-failure evidence: pytest-glm45 evidence {report}")
+        tr.write_line(f"run them again against a server (GLM45_BASE_URL) and compare: pytest-glm45 reproduce {report}")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

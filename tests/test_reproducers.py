@@ -381,9 +381,13 @@ def test_printed_curls_show_three_known_failures_of_vllm_0_32_against_serve(tmp_
                 assert entry.signature.matches(out), f"{check}: the curl did not show {entry.signature.describe()}:\n{out[-2000:]}"
             else:  # the signature is the kit's assertion text; the curl shows the answer it judged
                 assert re.search(shown, out.strip(), re.DOTALL), f"{check}: the curl did not show the defect:\n{out[-2000:]}"
+        # The terminal names one directory per configuration for known failures (each check's script with -v).
         summary = run.stdout.split("glm45 reproducers", 1)[-1]
+        scripts = tmp_path / "logs" / "reproducers" / "remote"
+        assert f"known failure on remote: {len(picked)} checks, one curl script each in {scripts}/" in summary, run.stdout[-3000:]
+        assert f"pytest-glm45 reproduce {report_dir / 'report.json'}" in summary, run.stdout[-3000:]
         for check, _, _ in picked.values():
-            assert f"known failure on remote: {check}: bash " in summary, run.stdout[-3000:]
+            assert reproducer.script_path(scripts, check).read_text().rstrip().endswith(checks[check]["reproducer"]["curl"]), check
         # `pytest-glm45 reproduce` runs the same curls and judges each the same defect as the report recorded.
         verdicts_file = tmp_path / "verdicts.json"
         again = subprocess.run([sys.executable, "-m", "pytest_glm45.cli", "reproduce", str(report_dir / "report.json"),
