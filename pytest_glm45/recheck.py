@@ -32,7 +32,7 @@ by status and error only: its text is not part of any defect. The report keeps o
 stream's events, not their `event:` names, so problems about names are not compared.
 
 When the record cannot be assembled in full (a stream whose middle was left out, a chunk or body cut
-at 2000 characters, a stream the openai client's hook did not record), what it kept is compared: the
+at BODY_CHARS (8000) characters, a stream the openai client's hook did not record), what it kept is compared: the
 status and error, the streamed text as a prefix and suffix of what the curl's stream adds up to (in
 order, segment by segment), each cut chunk as a prefix of one of the curl's events, a cut body as a
 prefix of the curl's body. Such a match is `partial`, never `reproduces`.
@@ -144,7 +144,7 @@ class Observation:
     segments: list[list[Atom]] = field(default_factory=list)
     #: for each segment: (starts at the stream's start, ends at its end)
     anchors: list[tuple[bool, bool]] = field(default_factory=list)
-    #: a record's chunks cut at 2000 characters: their kept text, normalized
+    #: a record's chunks cut at BODY_CHARS characters: their kept text, normalized
     cut: list[str] = field(default_factory=list)
     #: a stream's events as text, normalized (what a cut chunk is matched against)
     events: list[str] = field(default_factory=list)
@@ -262,7 +262,7 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Cut:
-    """A recorded chunk cut at 2000 characters: its kept text."""
+    """A recorded chunk cut at BODY_CHARS characters: its kept text."""
 
     kept: str
 
@@ -487,7 +487,7 @@ def observe_record(exchange: Exchange) -> Observation:
         observe_stream(obs, surface, recorded_items(exchange.chunks or []), named=False)
         if not obs.complete:
             left = sum(int(m.group(1)) for m in map(_LEFT_OUT.match, exchange.chunks or []) if m)
-            said = ([f"left out {left} chunks in the middle"] if left else []) + ([f"cut {len(obs.cut)} chunk(s) at 2000 characters"] if obs.cut else [])
+            said = ([f"left out {left} chunks in the middle"] if left else []) + ([f"cut {len(obs.cut)} chunk(s) at {reproducer.BODY_CHARS} characters"] if obs.cut else [])
             obs.notes.append("the record " + " and ".join(said) + ": what it kept is compared")
         return obs
     if exchange.status is None:

@@ -36,10 +36,11 @@ KEY = "${GLM45_API_KEY:-$VLLM_API_KEY}"
 KEEP = 4
 #: Requests a recorder holds while a check runs.
 HOLD = 64
-#: Characters of an answer's body a record keeps.
-BODY_CHARS = 2000
+#: Characters of an answer's body (and of one streamed chunk) a record keeps: a /v1/responses stream's
+#: created/in_progress/completed events echo the request (tools, instructions) and pass 2000.
+BODY_CHARS = 8000
 #: Streamed chunks a record keeps from the start, and from the end.
-HEAD_CHUNKS, TAIL_CHUNKS = 24, 4
+HEAD_CHUNKS, TAIL_CHUNKS = 40, 8
 
 
 @dataclass

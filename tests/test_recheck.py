@@ -197,12 +197,13 @@ def test_a_left_out_middle_is_partial_when_what_was_kept_matches_and_differs_whe
     request, events, _ = fixture_events("chat-reasoning-call")
     long_text = [(None, {"id": "chatcmpl-a9dad82a6b196c3a", "object": "chat.completion.chunk", "created": 1795926779,
                          "model": "glm45-tiny", "choices": [{"index": 0, "delta": {"content": f"w{n} "}, "logprobs": None,
-                                                             "finish_reason": None}]}) for n in range(40)]  # fmt: skip
+                                                             "finish_reason": None}]}) for n in range(reproducer.HEAD_CHUNKS + 16)]  # fmt: skip
     stream = [*events[:2], *long_text, *events[2:]]
     exchange = recorded("chat", request, stream=True, events=stream)
+    left = (exchange.chunks_total or 0) - reproducer.HEAD_CHUNKS - reproducer.TAIL_CHUNKS  # [DONE] counted
     assert any("chunks left out" in c for c in exchange.chunks or [])
     verdict, diffs, notes = judge(exchange, printed("chat", events=merged("chat", reidentified(stream))))
-    assert (verdict, diffs) == ("partial", []) and "left out 30 chunks in the middle" in notes[0]
+    assert (verdict, diffs) == ("partial", []) and f"left out {left} chunks in the middle" in notes[0]
     changed = retarget(stream, "w3 ", "x3 ")  # inside the kept head
     assert judge(exchange, printed("chat", events=changed))[0] == "differs"
     changed = retarget(stream, '3}', '4}')  # inside the kept tail
@@ -291,7 +292,7 @@ def test_surface_plain_reproduces_under_new_ids_and_differs_by_argument(surface:
 def test_surface_stream_merged_renumbered_and_named_reproduces(surface: str) -> None:
     request, events, _ = fixture_events(f"{surface}-reasoning-call")
     exchange = recorded(surface, request, stream=True, events=events)  # the record keeps data only, no names
-    assert all(len(c) < 2000 for c in exchange.chunks or [])
+    assert all(len(c) < reproducer.BODY_CHARS for c in exchange.chunks or [])
     verdict, diffs, _ = judge(exchange, printed(surface, events=merged(surface, reidentified(events))))
     assert (verdict, diffs) == ("reproduces", [])
 
@@ -332,20 +333,20 @@ def test_responses_final_output_that_disagrees_is_compared_with_ids_normalized()
 
 def test_a_cut_event_makes_the_verdict_partial() -> None:
     request, events, _ = fixture_events("responses-reasoning-call")
-    request = {**request, "instructions": "x" * 2500}  # echoed in response.created/in_progress/completed: cut at 2000
+    request = {**request, "instructions": "x" * (reproducer.BODY_CHARS + 500)}  # echoed in created/in_progress/completed: cut
     events = [(n, {**d, "response": {**d["response"], "instructions": request["instructions"]}} if "response" in d else d) for n, d in events]
     exchange = recorded("responses", request, stream=True, events=events)
     assert sum(c.endswith("more characters]") for c in exchange.chunks or []) == 3
     verdict, diffs, notes = judge(exchange, printed("responses", events=merged("responses", reidentified(events))))
     assert (verdict, diffs) == ("partial", []) and "cut 3 chunk(s)" in notes[0]
-    other = [(n, {**d, "response": {**d["response"], "instructions": "y" * 2500}} if "response" in d else d) for n, d in events]
+    other = [(n, {**d, "response": {**d["response"], "instructions": "y" * (reproducer.BODY_CHARS + 500)}} if "response" in d else d) for n, d in events]
     verdict, diffs, _ = judge(exchange, printed("responses", events=other))
     assert verdict == "differs" and diffs[0][0] == "cut chunk"
 
 
 def test_a_cut_body_is_compared_by_its_prefix() -> None:
     request, _, plain = fixture_events("responses-reasoning-call")
-    plain = {**plain, "user": "x" * 2500}  # after the output: the kept 2000 characters hold the answer
+    plain = {**plain, "user": "x" * (reproducer.BODY_CHARS + 500)}  # after the output: the kept characters hold the answer
     exchange = recorded("responses", request, stream=False, body=plain)
     assert (exchange.response or "").endswith("more characters]")
     again = json.dumps(reidentified(plain), separators=(",", ":"))
