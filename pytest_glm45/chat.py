@@ -45,6 +45,12 @@ def curl_line(base_url: str, body: dict[str, Any], path: str = "/v1/chat/complet
     )
 
 
+#: Seconds an idle pooled connection is reused: below uvicorn's 5 s keep-alive (vLLM's API server), so the
+#: client never sends on a connection the server is closing. At httpx's default (also 5 s) the race lost two
+#: requests of one fresh-clone run ("Server disconnected without sending a response", nothing in the server log).
+KEEPALIVE_EXPIRY = 2.0
+
+
 class ChatClient:
     """Posts to one OpenAI-compatible server; returns raw JSON or ChatResult."""
 
@@ -54,7 +60,8 @@ class ChatClient:
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Thread-safe: the batched checks (pytest_glm45.batch) share one client across threads.
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                              keepalive_expiry=KEEPALIVE_EXPIRY)  # fmt: skip
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits)
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ RECORDER = pytest.StashKey[Any]()
 LOG_EXCERPTS = pytest.StashKey[dict[tuple[str, str], str]]()
 LIVE_LINE = pytest.StashKey[bool]()
 #: parser cases left to a model's first plan (deselected on its other plans)
-SAMPLED = pytest.StashKey[int]()
+SAMPLED = pytest.StashKey[dict[str, int]]()
 
 # (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default.
 OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
@@ -140,6 +140,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "glm45_boot: checks how a server booted; skipped against --glm45-base-url")
     config.addinivalue_line("markers", "glm45_parser_case: a replayed parser case; a model's other plans run the profile's share")
     config.addinivalue_line("markers", "glm45_surfaces: a check of /v1/responses or /v1/messages; left out with --glm45-surfaces chat")
+    config.addinivalue_line("markers", "glm45_no_tools: a request without tools, the same on a strict and a lax server; runs on strict twins")
+    config.addinivalue_line("markers", "glm45_first_plan: API-server code alone; runs on a model's first plan (every plan with --glm45-profile full)")
     config.addinivalue_line(
         "markers",
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
@@ -377,27 +379,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.stash[CHECK_ID] = check_id(item, remote.config_id if remote else None)
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
+    why: dict[str, int] = {}
     for item in items:
-        (kept if _runs_here(item, settings) else dropped).append(item)
+        reason = _left_out(item, settings)
+        (kept if reason is None else dropped).append(item)
+        if reason is not None:
+            why[reason] = why.get(reason, 0) + 1
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
-        config.stash[SAMPLED] = len(dropped)
+        config.stash[SAMPLED] = why
 
 
-def _runs_here(item: pytest.Item, settings: Settings) -> bool:
-    """The Responses and Messages surfaces (`glm45_surfaces`) run unless --glm45-surfaces chat. A parser case (`glm45_parser_case`: a replayed script checked against what the API server's parsers make of
-    it, the same code whatever the parallel plan) runs on a model's first plan, and on its other plans in the
-    profile's share (`standard`: a quarter, chosen by a stable hash of the check id; `full`: all)."""
+def _left_out(item: pytest.Item, settings: Settings) -> str | None:
+    """Why this item does not run here (it is deselected and counted), or None when it runs.
+
+    - The Responses and Messages surfaces (`glm45_surfaces`) run unless --glm45-surfaces chat.
+    - A request without tools (`glm45_no_tools`) is the same on a strict and a lax server (strict tool
+      calling is a grammar for calls): it runs on the strict twin only.
+    - Checks of API-server code alone (`glm45_first_plan`: the surfaces' conversions) run on a model's
+      first plan, and on every plan with `--glm45-profile full`.
+    - A parser case (`glm45_parser_case`: a replayed script checked against what the API server's parsers
+      make of it, the same code whatever the parallel plan) runs on a model's first plan, and on its other
+      plans in the profile's share (`standard`: a quarter, chosen by a stable hash of the check id; `full`: all)."""
     if item.get_closest_marker("glm45_surfaces") is not None and settings.surfaces != "all":
-        return False
-    if item.get_closest_marker("glm45_parser_case") is None or settings.profile.other_plans_share >= 1:
-        return True
+        return "the Responses and Messages surfaces (left out by --glm45-surfaces chat)"
     config = _configuration(item)
-    if config is None or not settings.plans or config.plan == settings.plans[0]:
-        return True
+    if config is None:
+        return None
+    if item.get_closest_marker("glm45_no_tools") is not None and not config.strict_tools:
+        return "requests without tools on lax twins (the same as on the strict twin)"
+    other_plan = bool(settings.plans) and config.plan != settings.plans[0]
+    if not other_plan or settings.profile.other_plans_share >= 1:
+        return None
+    if item.get_closest_marker("glm45_first_plan") is not None:
+        return "the surfaces' conversions on models' other plans (API-server code; --glm45-profile full runs them)"
+    if item.get_closest_marker("glm45_parser_case") is None:
+        return None
     every = max(1, round(1 / settings.profile.other_plans_share))
-    return int(hashlib.sha256(item.stash[CHECK_ID].encode()).hexdigest()[:8], 16) % every == 0
+    if int(hashlib.sha256(item.stash[CHECK_ID].encode()).hexdigest()[:8], 16) % every == 0:
+        return None
+    return (f"parser cases on models' other plans beyond the {settings.profile.other_plans_share:.0%} that profile "
+            f"{settings.profile.name} runs there (--glm45-profile full runs all)")
 
 
 def _measures(item: pytest.Item) -> bool:
@@ -611,6 +634,13 @@ def glm45_chat(glm45_server: ServerHandle) -> Iterator[Any]:
         yield client
 
 
+def _limits(httpx: Any) -> Any:
+    """httpx's default pool with idle connections dropped before the server's keep-alive ends (chat.KEEPALIVE_EXPIRY)."""
+    from pytest_glm45.chat import KEEPALIVE_EXPIRY
+
+    return httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY)
+
+
 @pytest.fixture
 def glm45_client(glm45_server: ServerHandle) -> Iterator[Any]:
     """An `openai.OpenAI` client for the server: max_retries=0, 120 s timeout."""
@@ -621,7 +651,7 @@ def glm45_client(glm45_server: ServerHandle) -> Iterator[Any]:
 
     _ensure_alive(glm45_server)
     # Its requests are recorded for a failing check's reproducer (pytest_glm45.reproducer).
-    http_client = httpx.Client(timeout=120.0, event_hooks=httpx_event_hooks())
+    http_client = httpx.Client(timeout=120.0, event_hooks=httpx_event_hooks(), limits=_limits(httpx))
     client = openai.OpenAI(base_url=glm45_server.base_url + "/v1", api_key=glm45_server.api_key or "none",
                            max_retries=0, timeout=120.0, http_client=http_client)  # fmt: skip
     yield client
@@ -637,7 +667,7 @@ def glm45_async_client(glm45_server: ServerHandle) -> Any:
     from pytest_glm45.reproducer import async_httpx_event_hooks
 
     _ensure_alive(glm45_server)
-    http_client = httpx.AsyncClient(timeout=120.0, event_hooks=async_httpx_event_hooks())
+    http_client = httpx.AsyncClient(timeout=120.0, event_hooks=async_httpx_event_hooks(), limits=_limits(httpx))
     return openai.AsyncOpenAI(base_url=glm45_server.base_url + "/v1", api_key=glm45_server.api_key or "none",
                               max_retries=0, timeout=120.0, http_client=http_client)  # fmt: skip
 
@@ -953,11 +983,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     tr = terminalreporter
     tr.section("glm45 configurations")
-    if config.stash.get(SAMPLED, 0):
-        settings = config.stash[SETTINGS]
-        surfaces = "" if settings.surfaces == "all" else "the Responses and Messages surfaces (left out by --glm45-surfaces chat) and "
-        tr.write_line(f"{config.stash[SAMPLED]} checks deselected: {surfaces}parser cases on models' other plans beyond the "
-                      f"{settings.profile.other_plans_share:.0%} that profile {settings.profile.name} runs there (--glm45-profile full runs all)")  # fmt: skip
+    why = config.stash.get(SAMPLED, {})
+    if why:
+        tr.write_line(f"{sum(why.values())} checks deselected: " + "; ".join(f"{n} {reason}" for reason, n in why.items()))
     for record in pool.history:
         counts = verdicts.counts(record.config_id)
         shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no tests"

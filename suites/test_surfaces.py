@@ -37,8 +37,9 @@ from pytest_glm45.glm_format import render_call
 from pytest_glm45.pool import ServerHandle
 from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
 
-#: Left out with --glm45-surfaces chat: see README "Surfaces".
-pytestmark = pytest.mark.glm45_surfaces
+#: Left out with --glm45-surfaces chat: see README "Surfaces". What a surface does with the parsers' output is
+#: API-server code, the same on every parallel plan: a model's first plan runs it (every plan with --glm45-profile full).
+pytestmark = [pytest.mark.glm45_surfaces, pytest.mark.glm45_first_plan]
 
 
 def _sibling(name: str) -> ModuleType:
@@ -107,14 +108,6 @@ def agrees_with(plain: ChatResult, streamed: ChatResult) -> Callable[[], None]:
     return check
 
 
-def first_plan_only(server: ServerHandle, settings: Any) -> None:
-    """Skip on a model's other parallel plans unless the profile says `full`: what a surface does with
-    the parsers' output is API-server code, the same on every plan, and each replay costs a decode."""
-    if settings.examples(2, server.config) < 2:
-        pytest.skip("the surfaces' conversion is API-server code, the same on every plan: it runs on the model's first plan "
-                    "(every plan with --glm45-profile full)")
-
-
 def refused(surface: str, mode: str, exc: HttpError, script: str) -> None:
     """Fail with the refusal; skip, saying so, when the server does not serve the surface at all."""
     if exc.status == 404 and "Not Found" in exc.message:
@@ -136,10 +129,9 @@ def tool_job(replay: Replayer, params: Mapping[str, Any]) -> surfaces.SurfaceAns
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", TOOLS.CASES, ids=[c.id for c in TOOLS.CASES])
 @pytest.mark.parametrize("surface", SURFACES)
-def test_tool_call_replay(glm45_batch: Checks, glm45_server: ServerHandle, glm45_settings: Any, glm45_replay: Replayer, surface: str, case: Any, mode: str) -> None:
+def test_tool_call_replay(glm45_batch: Checks, glm45_server: ServerHandle, glm45_replay: Replayer, surface: str, case: Any, mode: str) -> None:
     """test_tool_calling's case, on this surface: the same expectation, the SDK's schema, the stream's
     contract, and (streamed) the same answer as the non-streamed one."""
-    first_plan_only(glm45_server, glm45_settings)
     try:
         answer = glm45_batch.answer(tool_job)
     except HttpError as exc:
@@ -165,12 +157,11 @@ def reasoning_job(replay: Replayer, params: Mapping[str, Any]) -> surfaces.Surfa
 
 
 @pytest.mark.parametrize("mode", ["plain", "stream"])
-@pytest.mark.parametrize("case", REASONING.CASES, ids=[c.id for c in REASONING.CASES])
+@pytest.mark.parametrize("case", REASONING.case_params(REASONING.CASES))
 @pytest.mark.parametrize("surface", SURFACES)
-def test_reasoning_replay(glm45_batch: Checks, glm45_server: ServerHandle, glm45_settings: Any, glm45_replay: Replayer, surface: str, case: Any, mode: str) -> None:
+def test_reasoning_replay(glm45_batch: Checks, glm45_server: ServerHandle, glm45_replay: Replayer, surface: str, case: Any, mode: str) -> None:
     """test_reasoning's case, on this surface: the same split of reasoning and answer, the SDK's schema,
     the stream's contract, and (streamed) the same answer as the non-streamed one."""
-    first_plan_only(glm45_server, glm45_settings)
     try:
         answer = glm45_batch.answer(reasoning_job)
     except HttpError as exc:
