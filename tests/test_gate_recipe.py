@@ -29,8 +29,10 @@ BOX = CI / "box-acceptance.sh"
 VLLM_LOCK = "/tmp/glm45-vllm.lock"
 OLD, NEW = "0.31.0", "0.32.0"
 #: One configuration (strict tool calling, tp1) and checks that 0.32.0 breaks (the strict grammar rejects
-#: GLM-4.5's native format) next to ones that pass on both.
-SELECTION = '-k "one-call-native or test_smoke" --glm45-parallel tp1 --glm45-strict-tools on --glm45-profile smoke'
+#: GLM-4.5's native format) next to ones that pass on both; Chat Completions only, so the count of broken
+#: checks is the recipe's to judge, not the surfaces'.
+SELECTION = ('-k "one-call-native or test_smoke" --glm45-parallel tp1 --glm45-strict-tools on --glm45-profile smoke '
+             "--glm45-surfaces chat")
 SCRIPT_TIMEOUT = 3600  # a cold cache installs two venvs of ~3.4 GB first
 
 
