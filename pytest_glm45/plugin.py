@@ -142,6 +142,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "glm45_surfaces: a check of /v1/responses or /v1/messages; left out with --glm45-surfaces chat")
     config.addinivalue_line("markers", "glm45_no_tools: a request without tools, the same on a strict and a lax server; runs on strict twins")
     config.addinivalue_line("markers", "glm45_first_plan: API-server code alone; runs on a model's first plan (every plan with --glm45-profile full)")
+    config.addinivalue_line("markers", "glm45_surface_replay: a replay case on /v1/responses or /v1/messages; a strict twin runs the profile's share")
     config.addinivalue_line(
         "markers",
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
@@ -391,12 +392,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.stash[SAMPLED] = why
 
 
+def _sampled(item: pytest.Item, share: float) -> bool:
+    """Whether `item` is in a `share` of its kind, chosen by a stable hash of its check id."""
+    every = max(1, round(1 / share))
+    return int(hashlib.sha256(item.stash[CHECK_ID].encode()).hexdigest()[:8], 16) % every == 0
+
+
 def _left_out(item: pytest.Item, settings: Settings) -> str | None:
     """Why this item does not run here (it is deselected and counted), or None when it runs.
 
     - The Responses and Messages surfaces (`glm45_surfaces`) run unless --glm45-surfaces chat.
     - A request without tools (`glm45_no_tools`) is the same on a strict and a lax server (strict tool
       calling is a grammar for calls): it runs on the strict twin only.
+    - A surface replay (`glm45_surface_replay`) on a strict twin whose lax twin runs too: the profile's share
+      (`standard`: a quarter, by a stable hash). The grammar decides before any surface converts an answer,
+      and the chat suites check it case by case on the strict twin; what is the surface's own there (how a
+      refusal reaches its client: an HTTP 500, a cut stream, an error event) is one path for every refused
+      case, and the conversion of an admitted answer is the lax twin's, which runs every case.
     - Checks of API-server code alone (`glm45_first_plan`: the surfaces' conversions) run on a model's
       first plan, and on every plan with `--glm45-profile full`.
     - A parser case (`glm45_parser_case`: a replayed script checked against what the API server's parsers
@@ -409,15 +421,20 @@ def _left_out(item: pytest.Item, settings: Settings) -> str | None:
         return None
     if item.get_closest_marker("glm45_no_tools") is not None and not config.strict_tools:
         return "requests without tools on lax twins (the same as on the strict twin)"
+    share = settings.profile.other_plans_share
+    if (item.get_closest_marker("glm45_surface_replay") is not None and config.strict_tools and share < 1
+            and any(c.model == config.model and c.plan == config.plan and not c.strict_tools for c in settings.matrix)
+            and not _sampled(item, share)):  # fmt: skip
+        return (f"surface replays on strict twins beyond a {share:.0%} sample (the lax twin runs them all; the chat "
+                f"suites check the grammar case by case; --glm45-profile full runs all)")
     other_plan = bool(settings.plans) and config.plan != settings.plans[0]
-    if not other_plan or settings.profile.other_plans_share >= 1:
+    if not other_plan or share >= 1:
         return None
     if item.get_closest_marker("glm45_first_plan") is not None:
         return "the surfaces' conversions on models' other plans (API-server code; --glm45-profile full runs them)"
     if item.get_closest_marker("glm45_parser_case") is None:
         return None
-    every = max(1, round(1 / settings.profile.other_plans_share))
-    if int(hashlib.sha256(item.stash[CHECK_ID].encode()).hexdigest()[:8], 16) % every == 0:
+    if _sampled(item, share):
         return None
     return (f"parser cases on models' other plans beyond the {settings.profile.other_plans_share:.0%} that profile "
             f"{settings.profile.name} runs there (--glm45-profile full runs all)")
