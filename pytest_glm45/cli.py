@@ -79,6 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log = Path(args.log or f"{config.id}.log")
     server = ServerProcess(spec, log, api_key=api_key, startup_timeout=settings.startup_timeout, port=args.port)
     print(f"pytest-glm45: starting {config.id}, log {log}", flush=True)
+    # Ctrl-C stops it even where SIGINT came in ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.start()
         print(f"pytest-glm45: {config.id} ready in {server.startup_seconds:.1f} s at {server.base_url} "
