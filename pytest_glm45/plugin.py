@@ -37,7 +37,7 @@ RECORDER = pytest.StashKey[Any]()
 #: (check, config id) -> its server's log tail when the check failed, for the report.
 LOG_EXCERPTS = pytest.StashKey[dict[tuple[str, str], str]]()
 LIVE_LINE = pytest.StashKey[bool]()
-#: parser cases left to a model's first plan (deselected on its other plans)
+#: checks deselected at collection, counted by why (`_left_out`)
 SAMPLED = pytest.StashKey[dict[str, int]]()
 
 # (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default.
@@ -436,7 +436,7 @@ def _left_out(item: pytest.Item, settings: Settings) -> str | None:
         return None
     if _sampled(item, share):
         return None
-    return (f"parser cases on models' other plans beyond the {settings.profile.other_plans_share:.0%} that profile "
+    return (f"parser cases on models' other plans beyond the {share:.0%} that profile "
             f"{settings.profile.name} runs there (--glm45-profile full runs all)")
 
 

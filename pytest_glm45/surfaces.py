@@ -543,11 +543,10 @@ def call(client: ChatClient, surface: str, messages: list[dict[str, Any]], strea
     if surface == "chat":
         if stream:
             body["stream_options"] = {"include_usage": True}
-            chunks = client.post_stream(path, body)
-            problems = [p for n, c in enumerate(chunks) for p in schema_problems("chat-chunk", c, f"chunk {n}: ")]
-            return SurfaceAnswer(surface, assemble(chunks), problems, body)
-        data = client.post(path, body)
-        return SurfaceAnswer(surface, from_response(data), schema_problems("chat", data), body)
+            result = assemble(client.post_stream(path, body))
+            return SurfaceAnswer(surface, result, chat_schema_problems(result, stream=True), body)
+        result = from_response(client.post(path, body))
+        return SurfaceAnswer(surface, result, chat_schema_problems(result, stream=False), body)
     if stream:
         events = stream_events(client, path, body)
         result, problems = assemble_responses(events) if surface == "responses" else assemble_messages(events)
