@@ -651,11 +651,13 @@ def glm45_chat(glm45_server: ServerHandle) -> Iterator[Any]:
         yield client
 
 
-def _limits(httpx: Any) -> Any:
-    """httpx's default pool with idle connections dropped before the server's keep-alive ends (chat.KEEPALIVE_EXPIRY)."""
-    from pytest_glm45.chat import KEEPALIVE_EXPIRY
+def _http_options(httpx: Any) -> dict[str, Any]:
+    """httpx's default pool with idle connections dropped before the server's keep-alive ends
+    (chat.KEEPALIVE_EXPIRY), and the kit's one shared TLS context (chat.tls_context)."""
+    from pytest_glm45.chat import KEEPALIVE_EXPIRY, tls_context
 
-    return httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_EXPIRY)
+    return {"timeout": 120.0, "limits": limits, "verify": tls_context()}
 
 
 @pytest.fixture
@@ -668,7 +670,7 @@ def glm45_client(glm45_server: ServerHandle) -> Iterator[Any]:
 
     _ensure_alive(glm45_server)
     # Its requests are recorded for a failing check's reproducer (pytest_glm45.reproducer).
-    http_client = httpx.Client(timeout=120.0, event_hooks=httpx_event_hooks(), limits=_limits(httpx))
+    http_client = httpx.Client(event_hooks=httpx_event_hooks(), **_http_options(httpx))
     client = openai.OpenAI(base_url=glm45_server.base_url + "/v1", api_key=glm45_server.api_key or "none",
                            max_retries=0, timeout=120.0, http_client=http_client)  # fmt: skip
     yield client
@@ -684,7 +686,7 @@ def glm45_async_client(glm45_server: ServerHandle) -> Any:
     from pytest_glm45.reproducer import async_httpx_event_hooks
 
     _ensure_alive(glm45_server)
-    http_client = httpx.AsyncClient(timeout=120.0, event_hooks=async_httpx_event_hooks(), limits=_limits(httpx))
+    http_client = httpx.AsyncClient(event_hooks=async_httpx_event_hooks(), **_http_options(httpx))
     return openai.AsyncOpenAI(base_url=glm45_server.base_url + "/v1", api_key=glm45_server.api_key or "none",
                               max_retries=0, timeout=120.0, http_client=http_client)  # fmt: skip
 
