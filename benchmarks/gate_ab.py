@@ -86,7 +86,7 @@ def main() -> None:
     config = Configuration(CATALOG["tiny"], Plan(tp=1), strict_tools=True, engine="cpu", max_model_len=8192)
     client = client_cores(config)
     key = new_api_key()
-    spec = spec_for(config, pinned=True)
+    spec = spec_for(config, pinned=True, prefix_caching=False)  # clients take turns with the same prompts
     with ServerProcess(spec, out / "server.log", api_key=key, startup_timeout=900) as server:
         print(f"server {server.base_url} ready in {server.startup_seconds:.0f} s (cores {spec.cpus or 'all'}); "
               f"client and proxy on {client or 'any core'}")  # fmt: skip

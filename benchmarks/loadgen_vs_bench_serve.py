@@ -93,7 +93,9 @@ METRICS = ("output_throughput", "mean_ttft_ms", "mean_tpot_ms")
 
 def fidelity(rounds: int, batch: int, shape: Shape, same_prompts: bool = False) -> None:
     config = Configuration(CATALOG["tiny"], Plan(tp=1), strict_tools=True, engine="cpu", max_model_len=8192)
-    spec = spec_for(config, pinned=True)  # the server on every core but the last (recipe.server_cores)
+    # The server on every core but the last (recipe.server_cores); no prefix cache: the clients take turns
+    # with the same prompts.
+    spec = spec_for(config, pinned=True, prefix_caching=False)
     pin = client_cores(config) or ()  # both clients on the last
     tiny = ensure_tiny_model()
     with (

@@ -15,7 +15,10 @@ E2EL = latency. Percentiles interpolate linearly, as numpy.percentile does.
 A figure the measurement cannot support is marked invalid, not reported: when the client reads
 a stream in fewer distinct arrivals than MIN_ARRIVAL_SHARE of its tokens (a client starved of
 CPU reads a whole answer at once: TTFT becomes the request's length, ITL 0), its TTFT, TPOT and
-ITL figures say nothing about the server and are dropped with the reason.
+ITL figures say nothing about the server and are dropped with the reason. So is every figure of a
+run that vLLM's prefix cache served prompt tokens to (`cache_problem`, read from the server's
+/metrics): the recipe benchmarks prefill, not the cache. Each run therefore sends prompts of its own
+(`Workload.seed`), and its test request a prompt that is not one of the run's.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ CANDIDATE_WORDS = tuple(
 MIN_ARRIVAL_SHARE = 0.5
 #: Latency figures that the arrival rule invalidates (throughputs and E2EL stand).
 ARRIVAL_METRICS = ("ttft", "tpot", "itl")
+#: vLLM's counter of prompt tokens its prefix cache served (V1 metrics; summed over engines).
+PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class Workload:
     num_prompts: int
     request_rate: float = math.inf  # requests per second; inf sends all at once
     endpoint: str = "completions"  # or "chat"
+    #: the prompts' random seed: give each run its own, or a server with a prefix cache serves a repeat
     seed: int = 0
 
 
@@ -152,7 +158,7 @@ class Metrics:
 
     def flat(self) -> dict[str, Any]:
         """Every valid figure by its `vllm bench serve` name."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("latencies", "errors", "invalid")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("latencies", "errors", "invalid", *self.invalid)}
         out.update({k: v for k, v in self.latencies.items() if k not in self.invalid})
         return out
 
@@ -166,6 +172,27 @@ def arrival_problem(results: Sequence[RequestResult]) -> str | None:
         return (f"the client read {tokens} tokens in {arrivals} distinct arrivals (< {MIN_ARRIVAL_SHARE:.0%} of the tokens): "
                 "it was not reading as the server sent (starved of CPU?), so TTFT, TPOT and ITL would measure the client")
     return None
+
+
+def counter_total(metrics_text: str, name: str) -> float | None:
+    """The sum of a Prometheus counter's samples over its labels; None when the text has none."""
+    total = None
+    for line in metrics_text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
+#: Figures a prefix-cache hit invalidates: all but the counts (what was sent and received stays true).
+CACHE_FIGURES = ("request_throughput", "output_throughput", "total_token_throughput")
+
+
+def cache_problem(hits: float | None, prompt_tokens: int) -> str | None:
+    """Why a run's figures cannot stand when the server's prefix cache served `hits` of its prompt tokens."""
+    if not hits:
+        return None
+    return (f"the server's prefix cache served {hits:.0f} of the run's {prompt_tokens} prompt tokens: its figures "
+            "would measure the cache, not prefill (the recipe benchmarks with --no-enable-prefix-caching)")
 
 
 def compute_metrics(results: Sequence[RequestResult], duration: float) -> Metrics:
@@ -236,10 +263,11 @@ class LoadGenerator:
         return self._words
 
     async def prompts(self, session: Any, workload: Workload) -> list[str]:
-        """num_prompts random prompts of exactly input_len tokens, checked once with /tokenize."""
+        """num_prompts random prompts of exactly input_len tokens, checked once with /tokenize, and one more
+        for the test request."""
         words = await self.one_token_words(session)
         rng = random.Random(workload.seed)
-        out = ["".join(rng.choice(words) for _ in range(workload.shape.input_len)) for _ in range(workload.num_prompts)]
+        out = ["".join(rng.choice(words) for _ in range(workload.shape.input_len)) for _ in range(workload.num_prompts + 1)]
         counted = await self._tokenize_count(session, out[0])
         if counted != workload.shape.input_len:
             raise RuntimeError(f"prompt of {workload.shape.input_len} words is {counted} tokens on this server")
@@ -322,14 +350,19 @@ class LoadGenerator:
         # measured run's pool.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64), timeout=timeout) as prep:
             prompts = await self.prompts(prep, workload)
+        # The test request's prompt is not one of the run's, so a server with a prefix cache cannot
+        # serve it to the run (FixedPrompts, bench serve's own prompts, tests with the first, as bench serve does).
+        test_prompt = prompts[workload.num_prompts] if len(prompts) > workload.num_prompts else prompts[0]
+        prompts = prompts[: workload.num_prompts]
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=2**18) as session:
             # One short request first, as `vllm bench serve` starts with its single-prompt test run:
             # a wrong endpoint or model fails here with the server's answer instead of N times under
             # load, and the run starts, like bench serve's, with one warm connection.
-            test = await self._one(session, workload, prompts[0], lambda r: None, max_tokens=4)
+            test = await self._one(session, workload, test_prompt, lambda r: None, max_tokens=4)
             if not test.success:
                 raise RuntimeError(f"the test request before the run failed: {test.error}")
+            hits_before = await self.prefix_cache_hits(session)
             done = [0, 0]  # requests, output tokens
             started = time.perf_counter()
 
@@ -347,7 +380,23 @@ class LoadGenerator:
                     await asyncio.sleep(rng.expovariate(workload.request_rate))
             results = await asyncio.gather(*tasks)
             duration = time.perf_counter() - started
-        return compute_metrics(results, duration), list(results)
+            hits_after = await self.prefix_cache_hits(session)
+        metrics = compute_metrics(results, duration)
+        hits = None if hits_before is None or hits_after is None else hits_after - hits_before
+        problem = cache_problem(hits, metrics.total_input_tokens)
+        if problem:
+            metrics.invalid.update({k: problem for k in (*CACHE_FIGURES, *metrics.latencies)})
+        return metrics, list(results)
+
+    async def prefix_cache_hits(self, session: Any) -> float | None:
+        """The server's prefix-cache hits so far (prompt tokens), or None when /metrics does not say."""
+        try:
+            async with session.get(self.base_url + "/metrics", headers=self._headers()) as resp:
+                if resp.status != 200:
+                    return None
+                return counter_total(await resp.text(), PREFIX_CACHE_HITS)
+        except Exception:  # a server without /metrics (a stand-in) cannot say; nothing to judge
+            return None
 
     def run(self, workload: Workload, on_progress: Callable[[int, int, int, float], None] | None = None,
             cpus: Sequence[int] | None = None) -> tuple[Metrics, list[RequestResult]]:  # fmt: skip

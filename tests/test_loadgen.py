@@ -1,12 +1,30 @@
-"""The load generator's metrics, defined as vllm bench serve defines them."""
+"""The load generator's metrics, defined as vllm bench serve defines them, and its runs against a prefix cache."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pytest_glm45.loadgen import RequestResult, compute_metrics, percentile, profile_points
+from pytest_glm45.loadgen import (
+    PREFIX_CACHE_HITS,
+    LoadGenerator,
+    RequestResult,
+    Shape,
+    Workload,
+    cache_problem,
+    compute_metrics,
+    counter_total,
+    percentile,
+    profile_points,
+)
+from pytest_glm45.throughput import ThroughputSession
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -64,3 +82,111 @@ def test_a_stream_read_as_it_was_sent_keeps_its_figures() -> None:
     steady = [RequestResult(True, prompt_len=10, output_tokens=100, ttft=0.05, latency=1.0, itl=[0.0095] * 99, arrivals=100)]
     m = compute_metrics(steady, duration=1.0)
     assert m.invalid == {} and m.flat()["median_tpot_ms"] > 0
+
+
+# -- a server with a prefix cache ------------------------------------------------------------------------------
+
+
+class CachingServer:
+    """An aiohttp stand-in that streams completions and counts prefix-cache hits as vLLM's /metrics does:
+    a prompt seen before is served from the cache (every one of its tokens a hit)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.hits = 0
+        self.prompts: list[str] = []
+
+    def app(self) -> Any:
+        from aiohttp import web
+
+        async def tokenize(request: web.Request) -> web.Response:
+            body = await request.json()
+            return web.json_response({"count": len(body["prompt"].split())})
+
+        async def completions(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            prompt = body["prompt"]
+            self.prompts.append(prompt)
+            if prompt in self.seen:
+                self.hits += len(prompt.split())
+            self.seen.add(prompt)
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for _ in range(body["max_tokens"]):
+                await resp.write(b'data: {"choices": [{"text": " x"}]}\n\n')
+                await asyncio.sleep(0.001)
+            usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": body["max_tokens"]}
+            await resp.write(f'data: {{"choices": [], "usage": {json.dumps(usage)}}}\n\ndata: [DONE]\n\n'.encode())
+            return resp
+
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(text=f'# TYPE vllm:prefix_cache_hits counter\n'
+                                     f'vllm:prefix_cache_hits_total{{engine="0",model_name="m"}} {self.hits}.0\n')  # fmt: skip
+
+        app = web.Application()
+        app.router.add_post("/tokenize", tokenize)
+        app.router.add_post("/v1/completions", completions)
+        app.router.add_get("/metrics", metrics)
+        return app
+
+
+@pytest.fixture
+def caching_server() -> Iterator[tuple[str, CachingServer]]:
+    from aiohttp import web
+
+    server = CachingServer()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(server.app())
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}", server
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+SHAPE = Shape("balanced", 12, 3)
+
+
+def test_a_run_the_prefix_cache_served_has_every_figure_invalid(caching_server: tuple[str, CachingServer]) -> None:
+    url, server = caching_server
+    generator = LoadGenerator(url, None, "m")
+    first, _ = generator.run(Workload(SHAPE, 4, seed=7))
+    assert first.invalid == {} and server.hits == 0
+    # The test request's prompt is none of the run's: 1 test + 4 run prompts, all different.
+    assert len(server.prompts) == 5 and len(set(server.prompts)) == 5
+    repeat, _ = generator.run(Workload(SHAPE, 4, seed=7))  # the same prompts again: served from the cache
+    assert server.hits == 4 * SHAPE.input_len + SHAPE.input_len
+    for figure in ("output_throughput", "request_throughput", "mean_ttft_ms", "median_tpot_ms", "p99_itl_ms"):
+        assert "prefix cache served 48 of the run's 48 prompt tokens" in repeat.invalid[figure], figure
+    flat = repeat.flat()
+    assert "output_throughput" not in flat and "mean_ttft_ms" not in flat
+    assert flat["completed"] == 4 and flat["total_output_tokens"] == 12  # the counts stay true
+
+
+def test_a_sessions_runs_each_send_prompts_of_their_own(caching_server: tuple[str, CachingServer], tmp_path: Path) -> None:
+    """Warm-up and every round of every point: no prompt repeats, so a prefix cache serves none of them."""
+    url, server = caching_server
+    session = ThroughputSession(tmp_path, rounds=3)
+    for batch in (1, 2):
+        point, runs = session.run(url, None, "m", "caching-tp1", SHAPE, batch)
+        assert point.invalid == {} and all(m.invalid == {} for m in runs)
+        assert point.metrics["output_throughput"] > 0
+    assert server.hits == 0 and len(server.prompts) == len(set(server.prompts))
+    # warm-up (1 + 1) and 2 points x 3 rounds x (test + batch prompts)
+    assert len(server.prompts) == 2 + 3 * (1 + 1) + 3 * (1 + 2)
+
+
+def test_counter_total_sums_a_counter_over_its_labels() -> None:
+    text = ('# HELP vllm:prefix_cache_hits Prefix cache hits, in terms of number of cached tokens.\n'
+            'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 128.0\n'
+            'vllm:prefix_cache_hits_total{engine="1",model_name="m"} 256.0\n'
+            'vllm:prefix_cache_hits_created{engine="0",model_name="m"} 1.79e+09\n'
+            'vllm:prefix_cache_queries_total{engine="0",model_name="m"} 4096.0\n')  # fmt: skip
+    assert counter_total(text, PREFIX_CACHE_HITS) == 384.0
+    assert counter_total("# nothing here\n", PREFIX_CACHE_HITS) is None
+    assert cache_problem(0.0, 100) is None and cache_problem(None, 100) is None

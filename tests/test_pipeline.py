@@ -281,3 +281,14 @@ def test_preflight_command_judges_plans_on_a_described_cluster(capsys: pytest.Ca
     monkeypatch.delenv(CLUSTER_ENV)
     assert main(["preflight", "--model", "bf16", "--plan", "tp8"]) == 1
     assert "pp2-tp8 would fit" in capsys.readouterr().out
+
+
+def test_prefix_caching_is_on_for_the_embedded_default_only_and_off_where_clients_take_turns(tmp_path: Path) -> None:
+    settings = resolve_settings({"model": "tiny", "parallel": "tp1", "strict_tools": "on", "gpus": "0"},
+                                detected_gpus=lambda: 0, cpu_cores=2, rootdir=tmp_path)  # fmt: skip
+    (tiny,) = settings.matrix
+    assert "--no-enable-prefix-caching" not in spec_for(tiny, cache_dir=tmp_path / "cache").argv
+    # The benchmarks that send the same prompts from two clients in turn turn it off.
+    assert "--no-enable-prefix-caching" in spec_for(tiny, cache_dir=tmp_path / "cache", prefix_caching=False).argv
+    (real,) = _settings(tmp_path, model="air-bf16", parallel="pp2-tp4").matrix
+    assert "--no-enable-prefix-caching" in spec_for(real, gpu_ids=range(8)).argv  # the recipe's benchmark setting
