@@ -27,6 +27,7 @@ change silently (a check compares what it sees with the pin, and asks for one if
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -44,10 +45,15 @@ class KnownFailuresError(ValueError):
     """A known-failures file that does not have the documented shape."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    # Compiled once per pattern: every phase of every check is looked up against every entry's patterns.
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
+
+
 def glob_match(value: str, pattern: str) -> bool:
     """`*` is any text and `?` one character; everything else, brackets included, is literal (check ids hold `[...]`)."""
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, re.DOTALL) is not None
+    return _glob_regex(pattern).fullmatch(value) is not None
 
 
 def _matches(value: str, patterns: tuple[str, ...]) -> bool:

@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import signal
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ THROUGHPUT = pytest.StashKey[ThroughputSession]()
 COMPARISON = pytest.StashKey[Comparison]()
 CHECK_ID = pytest.StashKey[str]()
 BATCHES = pytest.StashKey[dict[str, Any]]()
-AHEAD = pytest.StashKey[dict[str, tuple[Configuration, str]]]()
+#: check id -> the boots ahead to start at it: (configuration, the one it boots beside, before or after the check)
+AHEAD = pytest.StashKey[dict[str, list[tuple[Configuration, str, str]]]]()
 PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 #: The session's logprob parity (`pytest_glm45.parity.ParitySession`), made by the `glm45_parity` fixture.
 PARITY = pytest.StashKey[Any]()
@@ -446,48 +447,73 @@ def _measures(item: pytest.Item) -> bool:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Plan the boots ahead: when a configuration's last throughput point is done (or at its first
-    check when it has none), the next configuration starts booting in the background. (Moving the
-    throughput points first, so that the boot overlaps all of a configuration's conformance, measured
-    slower on the 2-core machine: 11:33 against 10:57, the boot's imports competing with batched traffic.)"""
+    """Plan the boots ahead. The first configuration's successor boots beside it as the session starts:
+    a tiny server's boot keeps about one core busy (its processes import vLLM one after another), so
+    two boots at once take the time of one on two cores. Each later configuration boots once the
+    last throughput point before it is done (or at the previous configuration's first check when none
+    is left). A throughput point never measures while a boot runs: it waits for boots ahead to end
+    (`pytest_runtest_protocol`). (Moving the throughput points first, so that a boot overlapped all
+    of a configuration's conformance, measured slower on the 2-core machine: 11:33 against 10:57,
+    the boot's imports competing with batched traffic.)"""
     settings = session.config.stash[SETTINGS]
-    plan: dict[str, tuple[Configuration, str]] = {}
+    plan: dict[str, list[tuple[Configuration, str, str]]] = {}
     session.config.stash[AHEAD] = plan
     if settings.remote is not None or hasattr(session.config, "workerinput") or len(settings.matrix) < 2:
         return
-    runs: list[tuple[Configuration, list[pytest.Item]]] = []
+    runs: list[tuple[Configuration, list[tuple[str, bool]]]] = []
     for item in session.items:
         config = _configuration(item)
         if config is None:
             continue
-        if runs and runs[-1][0].id == config.id:
-            runs[-1][1].append(item)
-        else:
-            runs.append((config, [item]))
+        if not runs or runs[-1][0].id != config.id:
+            runs.append((config, []))
+        runs[-1][1].append((item.nodeid, _measures(item)))
+    plan.update(plan_boots_ahead(runs))
+
+
+def plan_boots_ahead(runs: Sequence[tuple[Any, Sequence[tuple[str, bool]]]]) -> dict[str, list[tuple[Any, str, str]]]:
+    """check id -> [(configuration, the one it boots beside, "before" or "after" the check)], from the
+    session's runs of checks per configuration, each check as (id, whether it is a throughput point)."""
+    plan: dict[str, list[tuple[Any, str, str]]] = {}
     seen: set[str] = set()
+    last_point: str | None = None  # the last throughput point so far
     for n, (current, run) in enumerate(runs[:-1]):
         seen.add(current.id)
+        measured = [nodeid for nodeid, measures in run if measures]
+        last_point = measured[-1] if measured else last_point
         following = runs[n + 1][0]
         if following.skip_reason or following.id in seen:  # nothing to boot, or booted already
             continue
-        measured = [i for i in run if _measures(i)]
-        plan[(measured[-1] if measured else run[0]).nodeid] = (following, current.id)
+        if n == 0 and not run[0][1]:
+            nodeid, when = run[0][0], "before"
+        else:  # after the last throughput point so far, or at this configuration's first check
+            nodeid, when = last_point or run[0][0], "after"
+        plan.setdefault(nodeid, []).append((following, current.id, when))
+    return plan
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
-    """After the check that a boot ahead waits for, start it; show what boots ahead said meanwhile."""
-    result = yield
+    """Start the boots ahead planned at this check (before or after it); before a throughput point,
+    wait for boots ahead to end; show what boots ahead said meanwhile."""
     pool = item.config.stash.get(POOL, None)
-    planned = item.config.stash.get(AHEAD, {}).get(item.nodeid)
-    if pool is not None and planned is not None:
-        from pytest_glm45.recipe import client_cores
-
-        following, current = planned
-        pool.boot_ahead(following, current, client_cores(_configuration(item)) or ())
+    planned = item.config.stash.get(AHEAD, {}).get(item.nodeid, [])
     if pool is not None:
+        _boot_ahead(pool, item, [p for p in planned if p[2] == "before"])
+        if _measures(item):
+            pool.settle_boots()
+    result = yield
+    if pool is not None:
+        _boot_ahead(pool, item, [p for p in planned if p[2] == "after"])
         pool.flush_messages()
     return result
+
+
+def _boot_ahead(pool: ServerPool, item: pytest.Item, planned: list[tuple[Configuration, str, str]]) -> None:
+    from pytest_glm45.recipe import client_cores
+
+    for following, current, when in planned:
+        pool.boot_ahead(following, current, client_cores(_configuration(item)) or (), at_start=when == "before")
 
 
 def _configuration(item: pytest.Item) -> Configuration | None:

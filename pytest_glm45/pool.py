@@ -210,6 +210,8 @@ class Ahead:
 
     beside: str
     cpus: tuple[int, ...] = ()
+    #: started with the session, beside `beside`'s own boot
+    at_start: bool = False
     #: set when the boot has ended, ready or not
     booted: threading.Event = field(default_factory=threading.Event)
     #: set when the server has been stopped: the thread that started it may end
@@ -338,7 +340,7 @@ class ServerPool:
         where = f" on GPUs {','.join(map(str, gpu_ids))}" if gpu_ids else ""
         if ahead is not None:
             cores = f" on cores {','.join(map(str, ahead.cpus))}" if ahead.cpus else ""
-            where += f", ahead of its turn,{cores} while {ahead.beside} finishes"
+            where += f", ahead of its turn,{cores} " + (f"beside {ahead.beside}'s boot" if ahead.at_start else f"while {ahead.beside} finishes")
         expected = previous_boot(settings.cache_dir, config.id)
         guess = f"expected ~{clock(expected)} (its previous boot)" if expected is not None else "no estimate yet"
         self._say(f"glm45: booting {config.id}{where} (log {log_path}) ... {guess}")
@@ -441,13 +443,14 @@ class ServerPool:
 
     # -- booting ahead ---------------------------------------------------------------------
 
-    def boot_ahead(self, config: Configuration, beside: str, cpus: tuple[int, ...] = ()) -> None:
-        """Start booting `config` in the background while `beside` finishes its checks (none of them
-        timing-sensitive any more), on `cpus` when given (the cores `beside` leaves free); `acquire`
-        then waits for it instead of booting it. On GPUs only when a free block of GPUs is there now."""
+    def boot_ahead(self, config: Configuration, beside: str, cpus: tuple[int, ...] = (), at_start: bool = False) -> None:
+        """Start booting `config` in the background while `beside` runs its checks (or, `at_start`, boots
+        itself), on `cpus` when given (the cores `beside` leaves free); `acquire` then waits for it
+        instead of booting it. A throughput point waits for it to end (`settle_boots`). On GPUs only
+        when a free block of GPUs is there now."""
         if config.id in self._live or config.id in self._ahead or config.id in self._failed:
             return
-        ahead = Ahead(beside, cpus)
+        ahead = Ahead(beside, cpus, at_start)
 
         def run() -> None:
             try:
@@ -465,6 +468,16 @@ class ServerPool:
 
         self._ahead[config.id] = ahead
         threading.Thread(target=run, name=f"glm45-boot-{config.id}", daemon=True).start()
+
+    def settle_boots(self) -> None:
+        """Wait for every boot running ahead to end (ready or not): a throughput point must not measure
+        beside a boot. A server booted ahead and idle is quiet (vLLM's engine waits on its input queue)."""
+        running = [(config_id, ahead) for config_id, ahead in self._ahead.items() if not ahead.booted.is_set()]
+        for config_id, ahead in running:
+            self._say(f"glm45: waiting for {config_id} to finish booting ahead before a throughput point")
+            self.flush_messages()
+            ahead.booted.wait()
+        self.flush_messages()
 
     def _take_ahead(self, config: Configuration) -> ServerHandle | None:
         ahead = self._ahead.pop(config.id)
