@@ -373,28 +373,22 @@ def test_two(glm45_server):
 """
 
 
-def test_the_second_configuration_boots_beside_the_first_and_the_third_after_the_last_point_before_it(
-    pytester: pytest.Pytester, standin: Any
-) -> None:
+def test_every_configuration_boots_beside_the_first_as_the_session_starts(pytester: pytest.Pytester, standin: Any) -> None:
     pytester.makepyfile(BOOT_AHEAD)
     result = run(pytester, "--gpus", "0", "--glm45-parallel", "tp1,tp2", "-v")  # tp1, tp1-nostrict, tp2
     result.assert_outcomes(passed=6)
     out = result.stdout.str()
-    ahead = out.index("glm45: booting tiny-bf16-tp1-nostrict, ahead of its turn")
-    assert "beside tiny-bf16-tp1's boot" in out[ahead : ahead + 200]
-    assert ahead < out.index("test_one[tiny-bf16-tp1] PASSED"), "it boots as the session starts"
-    # No throughput point here: the third boots at the second configuration's first check.
-    third = out.index("glm45: booting tiny-bf16-tp2, ahead of its turn")
-    assert "while tiny-bf16-tp1-nostrict finishes" in out[third : third + 200]
-    assert third < out.index("glm45: tiny-bf16-tp1-nostrict stopped")
     for config in ("tiny-bf16-tp1-nostrict", "tiny-bf16-tp2"):
+        ahead = out.index(f"glm45: booting {config}, ahead of its turn")
+        assert "beside tiny-bf16-tp1's boot" in out[ahead : ahead + 200]
+        assert ahead < out.index("test_one[tiny-bf16-tp1] PASSED"), "it boots as the session starts"
         assert out.count(f"glm45: booting {config}") == 1, "booted once"
         assert f"{config}: ready in" in out
     assert "then booting" not in out, "a server booted ahead is recorded as ready"
 
 
 def test_boots_ahead_are_planned_around_the_throughput_points() -> None:
-    """The second configuration boots as the session starts, unless its first check measures; a later one
+    """Every configuration boots as the session starts, unless its first check measures; then a later one
     once the last throughput point before it is done; a point waits for boots ahead (settle_boots)."""
     from types import SimpleNamespace
 
@@ -404,14 +398,15 @@ def test_boots_ahead_are_planned_around_the_throughput_points() -> None:
         return name, measures
 
     a, b, c = (SimpleNamespace(id=name, skip_reason=None) for name in "abc")
-    runs = [(a, [item("a1"), item("a2", True), item("a3")]), (b, [item("b1"), item("b2")]), (c, [item("c1", True)])]
-    assert plan_boots_ahead(runs) == {"a1": [(b, "a", "before")], "a2": [(c, "b", "after")]}
+    runs = [(a, [item("a1"), item("a2", True)]), (b, [item("b1"), item("b2")]), (c, [item("c1", True)])]
+    assert plan_boots_ahead(runs) == {"a1": [(b, "a", "before"), (c, "a", "before")]}
     runs[0] = (a, [item("a1", True), item("a2")])  # a point first: nothing boots beside it
     assert plan_boots_ahead(runs) == {"a1": [(b, "a", "after"), (c, "b", "after")]}
-    runs[0] = (a, [item("a1")])  # no point anywhere before c: it boots at b's first check
-    assert plan_boots_ahead(runs) == {"a1": [(b, "a", "before")], "b1": [(c, "b", "after")]}
+    runs[0] = (a, [item("a0", True)])
+    runs[1] = (b, [item("b1"), item("b2", True)])
+    assert plan_boots_ahead(runs) == {"a0": [(b, "a", "after")], "b2": [(c, "b", "after")]}
     c.skip_reason = "tp2 needs 2 CPU cores"  # nothing to boot
-    assert plan_boots_ahead(runs) == {"a1": [(b, "a", "before")]}
+    assert plan_boots_ahead(runs) == {"a0": [(b, "a", "after")]}
 
 
 # -- progress -------------------------------------------------------------------------------
@@ -492,3 +487,11 @@ def test_progress_on_a_pipe_is_final_lines_only_and_nothing_under_q(pytester: py
     quiet.progress("done", True)
     quiet.line("a line")
     assert out.getvalue() == ""
+
+
+def test_each_configurations_throughput_points_run_after_its_other_checks() -> None:
+    from pytest_glm45.plugin import points_last
+
+    items = [("a", "ctx"), ("a", "point1"), ("a", "point2"), ("a", "tools"), (None, "plain"), ("b", "point1"), ("b", "ctx")]
+    ordered = points_last(items, lambda i: i[0], lambda i: i[1].startswith("point"))
+    assert ordered == [("a", "ctx"), ("a", "tools"), ("a", "point1"), ("a", "point2"), (None, "plain"), ("b", "ctx"), ("b", "point1")]
