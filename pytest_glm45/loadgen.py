@@ -16,9 +16,10 @@ A figure the measurement cannot support is marked invalid, not reported: when th
 a stream in fewer distinct arrivals than MIN_ARRIVAL_SHARE of its tokens (a client starved of
 CPU reads a whole answer at once: TTFT becomes the request's length, ITL 0), its TTFT, TPOT and
 ITL figures say nothing about the server and are dropped with the reason. So is every figure of a
-run that vLLM's prefix cache served prompt tokens to (`cache_problem`, read from the server's
-/metrics): the recipe benchmarks prefill, not the cache. Each run therefore sends prompts of its own
-(`Workload.seed`), and its test request a prompt that is not one of the run's.
+run that vLLM's prefix cache served prompt tokens to (`cache_problem`, from the server's /metrics):
+the recipe benchmarks prefill, not the cache. Every round sends the same prompts, as bench serve's
+rounds do; on a server whose /metrics says prefix caching is on, each run's requests carry a
+`cache_salt` of their own (vLLM keys its cache by it), so no round is served what an earlier one left.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 import random
 import statistics
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -58,6 +60,8 @@ MIN_ARRIVAL_SHARE = 0.5
 ARRIVAL_METRICS = ("ttft", "tpot", "itl")
 #: vLLM's counter of prompt tokens its prefix cache served (V1 metrics; summed over engines).
 PREFIX_CACHE_HITS = "vllm:prefix_cache_hits_total"
+#: What vLLM's /metrics says when the server has a prefix cache (its cache_config_info labels).
+PREFIX_CACHE_ON = 'enable_prefix_caching="True"'
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,6 @@ class Workload:
     num_prompts: int
     request_rate: float = math.inf  # requests per second; inf sends all at once
     endpoint: str = "completions"  # or "chat"
-    #: the prompts' random seed: give each run its own, or a server with a prefix cache serves a repeat
     seed: int = 0
 
 
@@ -263,11 +266,10 @@ class LoadGenerator:
         return self._words
 
     async def prompts(self, session: Any, workload: Workload) -> list[str]:
-        """num_prompts random prompts of exactly input_len tokens, checked once with /tokenize, and one more
-        for the test request."""
+        """num_prompts random prompts of exactly input_len tokens, checked once with /tokenize."""
         words = await self.one_token_words(session)
         rng = random.Random(workload.seed)
-        out = ["".join(rng.choice(words) for _ in range(workload.shape.input_len)) for _ in range(workload.num_prompts + 1)]
+        out = ["".join(rng.choice(words) for _ in range(workload.shape.input_len)) for _ in range(workload.num_prompts)]
         counted = await self._tokenize_count(session, out[0])
         if counted != workload.shape.input_len:
             raise RuntimeError(f"prompt of {workload.shape.input_len} words is {counted} tokens on this server")
@@ -275,16 +277,19 @@ class LoadGenerator:
 
     # -- requests ------------------------------------------------------------------------
 
-    def _body(self, workload: Workload, prompt: str, max_tokens: int | None = None) -> tuple[str, dict[str, Any]]:
+    def _body(self, workload: Workload, prompt: str, max_tokens: int | None = None,
+              cache_salt: str | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
         common = {"model": self.model, "max_tokens": max_tokens or workload.shape.output_len, "ignore_eos": True, "stream": True,
                   "stream_options": {"include_usage": True}, "temperature": 0.0}  # fmt: skip
+        if cache_salt is not None:
+            common["cache_salt"] = cache_salt
         if workload.endpoint == "chat":
             return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": prompt}]}
         return "/v1/completions", {**common, "prompt": prompt}
 
     async def _one(self, session: Any, workload: Workload, prompt: str, on_done: Callable[[RequestResult], None],
-                   max_tokens: int | None = None) -> RequestResult:  # fmt: skip
-        path, body = self._body(workload, prompt, max_tokens)
+                   max_tokens: int | None = None, cache_salt: str | None = None) -> RequestResult:  # fmt: skip
+        path, body = self._body(workload, prompt, max_tokens, cache_salt)
         result = RequestResult(success=False, prompt_len=workload.shape.input_len)
         start = time.perf_counter()
         result.start_time = start
@@ -350,19 +355,20 @@ class LoadGenerator:
         # measured run's pool.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64), timeout=timeout) as prep:
             prompts = await self.prompts(prep, workload)
-        # The test request's prompt is not one of the run's, so a server with a prefix cache cannot
-        # serve it to the run (FixedPrompts, bench serve's own prompts, tests with the first, as bench serve does).
-        test_prompt = prompts[workload.num_prompts] if len(prompts) > workload.num_prompts else prompts[0]
-        prompts = prompts[: workload.num_prompts]
+            metrics_text = await self.metrics_text(prep)
+        # A server with a prefix cache gets a salt per run (and another for the test request): its cache
+        # cannot serve this run what the test request or an earlier round left.
+        salted = metrics_text is not None and PREFIX_CACHE_ON in metrics_text
+        run_salt, test_salt = (f"glm45-{uuid.uuid4().hex}", f"glm45-{uuid.uuid4().hex}") if salted else (None, None)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=2**18) as session:
             # One short request first, as `vllm bench serve` starts with its single-prompt test run:
             # a wrong endpoint or model fails here with the server's answer instead of N times under
             # load, and the run starts, like bench serve's, with one warm connection.
-            test = await self._one(session, workload, test_prompt, lambda r: None, max_tokens=4)
+            test = await self._one(session, workload, prompts[0], lambda r: None, max_tokens=4, cache_salt=test_salt)
             if not test.success:
                 raise RuntimeError(f"the test request before the run failed: {test.error}")
-            hits_before = await self.prefix_cache_hits(session)
+            hits_before = counter_total(await self.metrics_text(session) or "", PREFIX_CACHE_HITS)
             done = [0, 0]  # requests, output tokens
             started = time.perf_counter()
 
@@ -375,12 +381,12 @@ class LoadGenerator:
             rng = random.Random(workload.seed + 1)
             tasks = []
             for prompt in prompts:
-                tasks.append(asyncio.create_task(self._one(session, workload, prompt, on_done)))
+                tasks.append(asyncio.create_task(self._one(session, workload, prompt, on_done, cache_salt=run_salt)))
                 if math.isfinite(workload.request_rate):
                     await asyncio.sleep(rng.expovariate(workload.request_rate))
             results = await asyncio.gather(*tasks)
             duration = time.perf_counter() - started
-            hits_after = await self.prefix_cache_hits(session)
+            hits_after = counter_total(await self.metrics_text(session) or "", PREFIX_CACHE_HITS)
         metrics = compute_metrics(results, duration)
         hits = None if hits_before is None or hits_after is None else hits_after - hits_before
         problem = cache_problem(hits, metrics.total_input_tokens)
@@ -388,13 +394,11 @@ class LoadGenerator:
             metrics.invalid.update({k: problem for k in (*CACHE_FIGURES, *metrics.latencies)})
         return metrics, list(results)
 
-    async def prefix_cache_hits(self, session: Any) -> float | None:
-        """The server's prefix-cache hits so far (prompt tokens), or None when /metrics does not say."""
+    async def metrics_text(self, session: Any) -> str | None:
+        """The server's Prometheus /metrics, or None when it has none."""
         try:
             async with session.get(self.base_url + "/metrics", headers=self._headers()) as resp:
-                if resp.status != 200:
-                    return None
-                return counter_total(await resp.text(), PREFIX_CACHE_HITS)
+                return await resp.text() if resp.status == 200 else None
         except Exception:  # a server without /metrics (a stand-in) cannot say; nothing to judge
             return None
 

