@@ -24,7 +24,17 @@ from pytest_glm45.probes import http_get, listed_models, replay_answers, server_
 from pytest_glm45.recipe import server_cores, spec_for
 from pytest_glm45.redaction import known_secrets, redact
 from pytest_glm45.replay import REPLAY_PROCESSOR
-from pytest_glm45.server import ServerError, ServerProcess, move_threads, new_api_key, set_threads
+from pytest_glm45.server import (
+    ENGINE_NICE,
+    ServerError,
+    ServerProcess,
+    may_renice_back,
+    move_threads,
+    new_api_key,
+    renice_threads,
+    set_nice,
+    set_threads,
+)
 from pytest_glm45.settings import Settings
 
 
@@ -155,6 +165,16 @@ class ServerHandle:
     #: VLLM_ENFORCE_STRICT_TOOL_CALLING as booted or declared
     strict_tools: bool = True
     server: ServerProcess | None = field(default=None, repr=False)
+    #: the engine-core and worker threads run at ENGINE_NICE (a CPU server, while it serves conformance)
+    niced: list[int] = field(default_factory=list, repr=False)
+
+    def yield_engine(self) -> None:
+        """On the CPU engine, let the server's spinning engine-core and worker processes yield to its API
+        server and the client (ENGINE_NICE), when the kit may restore them for throughput points."""
+        server, config = self.server, self.config
+        if server is None or server.pgid is None or config is None or config.engine != "cpu" or not may_renice_back():
+            return
+        self.niced = renice_threads(server.pgid, ENGINE_NICE)
 
     @property
     def booted(self) -> bool:
@@ -170,17 +190,20 @@ class ServerHandle:
     def measuring(self) -> Iterator[None]:
         """While a throughput point runs: a CPU server's threads that float over every core (its API
         server and engine core; vLLM binds its compute threads itself) move to the server's own cores,
-        off the load generator's, and back afterwards. Elsewhere nothing moves."""
+        off the load generator's, and its engine runs at nice 0 again (`yield_engine`); both go back
+        afterwards. Elsewhere nothing moves."""
         server, config = self.server, self.config
         cores = set(server_cores(config)) if server is not None and config is not None and config.engine == "cpu" else set()
-        if not cores or server is None or server.pgid is None or not hasattr(os, "sched_setaffinity"):
-            yield
-            return
-        everywhere = set(os.sched_getaffinity(0))
-        moved = move_threads(server.pgid, everywhere, cores) if cores != everywhere else []
+        moved: list[int] = []
+        everywhere: set[int] = set()
+        if cores and server is not None and server.pgid is not None and hasattr(os, "sched_setaffinity"):
+            everywhere = set(os.sched_getaffinity(0))
+            moved = move_threads(server.pgid, everywhere, cores) if cores != everywhere else []
+        set_nice(self.niced, 0)
         try:
             yield
         finally:
+            set_nice(self.niced, ENGINE_NICE)
             set_threads(moved, everywhere)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -386,6 +409,7 @@ class ServerPool:
         record.status = "ready"
         self._say(f"glm45: {config.id} ready in {server.startup_seconds:.1f} s on {server.base_url}")
         if ahead is None:  # a server booted ahead is live once acquire activates it
+            handle.yield_engine()
             self._live[config.id] = handle
         return handle
 
@@ -489,6 +513,7 @@ class ServerPool:
         if handle is None:
             return None  # not booted ahead after all (no free GPUs then)
         self._activate(handle, ahead)
+        handle.yield_engine()
         self._live[config.id] = handle
         self._keepers[config.id] = ahead.stopped
         return handle

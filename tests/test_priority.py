@@ -1,0 +1,57 @@
+"""A CPU server's engine processes run conformance traffic at ENGINE_NICE and throughput points at nice 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_glm45.pool import ServerHandle
+from pytest_glm45.server import ENGINE_NICE, may_renice_back, process_group_members, renice_threads
+from pytest_glm45.settings import resolve_settings
+
+# A process group like a vLLM server's: a leader (the API server) with a child (the engine core).
+GROUP = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+
+
+@pytest.fixture
+def group() -> Iterator[int]:
+    leader = subprocess.Popen([sys.executable, "-c", GROUP], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(process_group_members(leader.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield leader.pid
+    finally:
+        os.killpg(leader.pid, 9)
+        leader.wait()
+
+
+def nice_of(pid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, pid)
+
+
+@pytest.mark.skipif(not may_renice_back(), reason="this user may not lower a nice value again (the kit then leaves it alone)")
+def test_the_engine_yields_during_conformance_and_not_during_a_throughput_point(group: int, tmp_path: Path) -> None:
+    (config,) = resolve_settings({"model": "tiny", "parallel": "tp1", "strict_tools": "on", "gpus": "0"},
+                                 detected_gpus=lambda: 0, cpu_cores=2, rootdir=tmp_path).matrix  # fmt: skip
+    handle = ServerHandle(config, config.id, "http://127.0.0.1:1", None, "m", None, None, None, "cpu", "vllm-cpu", 8192,
+                          True, None, server=SimpleNamespace(pgid=group))  # type: ignore[arg-type]  # fmt: skip
+    child = next(pid for pid in process_group_members(group) if pid != group)
+    handle.yield_engine()
+    assert nice_of(child) == ENGINE_NICE and nice_of(group) == 0, "the API server keeps nice 0"
+    with handle.measuring():
+        assert nice_of(child) == 0
+    assert nice_of(child) == ENGINE_NICE
+
+
+def test_renice_threads_leaves_the_group_leader_alone(group: int) -> None:
+    tids = renice_threads(group, 5)
+    assert tids and group not in tids
+    assert all(nice_of(t) == 5 for t in tids) and nice_of(group) == 0
