@@ -532,10 +532,7 @@ def _boot_ahead(pool: ServerPool, item: pytest.Item, planned: list[tuple[Configu
     from pytest_glm45.recipe import client_cores
 
     for following, current, when in planned:
-        # After the last point: on the cores the current configuration leaves to the load generator. As the
-        # session starts: anywhere (nothing measures until the boots are done, and it yields: Ahead.nice).
-        cpus = () if when == "before" else client_cores(_configuration(item)) or ()
-        pool.boot_ahead(following, current, cpus, at_start=when == "before")
+        pool.boot_ahead(following, current, client_cores(_configuration(item)) or (), at_start=when == "before")
 
 
 def _configuration(item: pytest.Item) -> Configuration | None:

@@ -235,8 +235,6 @@ class Ahead:
     cpus: tuple[int, ...] = ()
     #: started with the session, beside `beside`'s own boot
     at_start: bool = False
-    #: the nice value it boots at (ENGINE_NICE beside a running CPU configuration; 0 once its turn comes)
-    nice: int = 0
     #: set when the boot has ended, ready or not
     booted: threading.Event = field(default_factory=threading.Event)
     #: set when the server has been stopped: the thread that started it may end
@@ -356,7 +354,7 @@ class ServerPool:
         log_path = settings.log_dir / f"{config.id}.log"
         # Booted ahead, the server starts on the cores the running configuration leaves free and
         # moves to its own when its turn comes (`_activate`).
-        booted_spec = replace(spec, cpus=ahead.cpus, nice=ahead.nice) if ahead is not None else spec
+        booted_spec = replace(spec, cpus=ahead.cpus) if ahead is not None and ahead.cpus else spec
         server = ServerProcess(booted_spec, log_path, api_key=self.api_key, startup_timeout=settings.startup_timeout)
         if ahead is not None:
             ahead.server = server
@@ -365,7 +363,6 @@ class ServerPool:
         where = f" on GPUs {','.join(map(str, gpu_ids))}" if gpu_ids else ""
         if ahead is not None:
             cores = f" on cores {','.join(map(str, ahead.cpus))}" if ahead.cpus else ""
-            cores += f" at nice {ahead.nice}" if ahead.nice else ""
             where += f", ahead of its turn,{cores} " + (f"beside {ahead.beside}'s boot" if ahead.at_start else f"while {ahead.beside} finishes")
         expected = previous_boot(settings.cache_dir, config.id)
         guess = f"expected ~{clock(expected)} (its previous boot)" if expected is not None else "no estimate yet"
@@ -477,10 +474,7 @@ class ServerPool:
         when a free block of GPUs is there now."""
         if config.id in self._live or config.id in self._ahead or config.id in self._failed:
             return
-        # A boot ahead of a CPU configuration yields to the running one's API server and client, as its engine
-        # does (ServerHandle.yield_engine), when the kit may give it nice 0 back when its turn comes.
-        nice = ENGINE_NICE if config.engine == "cpu" and may_renice_back() else 0
-        ahead = Ahead(beside, cpus, at_start, nice)
+        ahead = Ahead(beside, cpus, at_start)
 
         def run() -> None:
             try:
@@ -526,15 +520,12 @@ class ServerPool:
 
     def _activate(self, handle: ServerHandle, ahead: Ahead) -> None:
         """Move a server booted ahead from the borrowed cores to every core this process may use (a
-        server's own threads float; `ServerHandle.measuring` pins them for throughput), and from its
-        boot's nice value back to 0; threads it bound itself stay where it put them."""
+        server's own threads float; `ServerHandle.measuring` pins them for throughput); threads it
+        bound itself stay where it put them."""
         server = handle.server
-        if server is None or server.pgid is None:
+        if not ahead.cpus or server is None or server.pgid is None or not hasattr(os, "sched_setaffinity"):
             return
-        if ahead.nice:
-            renice_threads(server.pgid, 0, leader=True)
-        if ahead.cpus and hasattr(os, "sched_setaffinity"):
-            move_threads(server.pgid, set(ahead.cpus), set(os.sched_getaffinity(0)))
+        move_threads(server.pgid, set(ahead.cpus), set(os.sched_getaffinity(0)))
 
     def stop_all(self) -> None:
         """Stop every server still running (end of session, Ctrl-C, errors)."""

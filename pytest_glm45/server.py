@@ -53,8 +53,6 @@ class ServerSpec:
     env: tuple[tuple[str, str], ...] = ()
     #: CPU cores the process and its children may run on; empty: wherever the caller may
     cpus: tuple[int, ...] = ()
-    #: the nice value the process and its children start at (a boot ahead: ENGINE_NICE)
-    nice: int = 0
 
     def command(self, host: str, port: int) -> list[str]:
         """The exact command line, API key excluded (it travels in VLLM_API_KEY)."""
@@ -146,12 +144,12 @@ def may_renice_back() -> bool:
     return soft == resource.RLIM_INFINITY or soft >= 20
 
 
-def renice_threads(pgid: int, nice: int, leader: bool = False) -> list[int]:
+def renice_threads(pgid: int, nice: int) -> list[int]:
     """Give every thread of process group `pgid`'s processes but its leader (the API server, which
-    serves the client; with `leader`, its too) the nice value `nice`; the ids of the threads (Linux /proc)."""
+    serves the client) the nice value `nice`; the ids of the threads (Linux /proc)."""
     done: list[int] = []
     for pid in process_group_members(pgid):
-        if pid == pgid and not leader:
+        if pid == pgid:
             continue
         try:
             tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -178,9 +176,9 @@ def set_threads(tids: list[int], cpus: set[int]) -> None:
             os.sched_setaffinity(tid, cpus)
 
 
-def _child_setup(cpus: tuple[int, ...], nice: int = 0) -> Callable[[], None]:
+def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
     """What the child does before exec: its own process group, SIGTERM if the kit's process dies
-    (even by SIGKILL), its CPU cores and its nice value."""
+    (even by SIGKILL), and its CPU cores."""
 
     def setup() -> None:
         os.setsid()
@@ -189,8 +187,6 @@ def _child_setup(cpus: tuple[int, ...], nice: int = 0) -> Callable[[], None]:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if cpus and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, set(cpus))
-        if nice:
-            os.nice(nice)
 
     return setup
 
@@ -308,7 +304,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.spec.environment(self.api_key),
-            preexec_fn=_child_setup(self.spec.cpus, self.spec.nice),
+            preexec_fn=_child_setup(self.spec.cpus),
             close_fds=True,
         )
         self.pgid = self.process.pid
