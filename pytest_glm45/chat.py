@@ -47,10 +47,12 @@ def curl_line(base_url: str, body: dict[str, Any], path: str = "/v1/chat/complet
     )
 
 
-#: Seconds an idle pooled connection is reused: below uvicorn's 5 s keep-alive (vLLM's API server), so the
-#: client never sends on a connection the server is closing. At httpx's default (also 5 s) the race lost two
-#: requests of one fresh-clone run ("Server disconnected without sending a response", nothing in the server log).
-KEEPALIVE_EXPIRY = 2.0
+#: The conformance clients keep no idle connection: each request opens its own (on loopback, a fraction of a
+#: millisecond). A pooled connection races the server's keep-alive (uvicorn closes an idle one after 5 s):
+#: a request sent as the server closes it fails with "Server disconnected without sending a response" and
+#: nothing in the server's log. Idle connections dropped after 2 s still lost one of a full run's ~5000
+#: requests at 48 in flight (2026-11-29; likely a client thread, starved of CPU, that read a response late).
+KEEP_NO_CONNECTION = 0
 
 
 @functools.cache
@@ -72,10 +74,8 @@ class ChatClient:
         self.model = model
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Thread-safe: the batched checks (pytest_glm45.batch) share one client across threads.
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                              keepalive_expiry=KEEPALIVE_EXPIRY)  # fmt: skip
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits,
-                                  verify=tls_context())
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=KEEP_NO_CONNECTION)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits, verify=tls_context())
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

@@ -68,3 +68,42 @@ def test_each_protocol_break_is_named() -> None:
 def test_content_stays_none_when_never_sent() -> None:
     result = assemble([delta(tool_calls=[call(0, "{}", id="a", name="f")]), delta(finish="tool_calls")])
     assert result.content is None and result.reasoning is None
+
+
+def test_every_request_gets_a_connection_of_its_own() -> None:
+    """The conformance client keeps no idle connection, so none can race the server's keep-alive
+    (pytest_glm45.chat.KEEP_NO_CONNECTION): a server that would keep them alive sees one per request."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pytest_glm45.chat import ChatClient
+
+    ports: list[int] = []
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keeps connections open unless the client closes them
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            ports.append(self.client_address[1])
+            body = json.dumps({"ok": True}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with ChatClient(f"http://127.0.0.1:{server.server_address[1]}", None, "m") as client:
+            for _ in range(3):
+                assert client.post("/v1/chat/completions", {"messages": []}) == {"ok": True}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(set(ports)) == 3, ports
