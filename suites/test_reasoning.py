@@ -235,6 +235,7 @@ def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
     return run(replay, params["case"], stream=params["mode"] == "stream")
 
 
+@pytest.mark.glm45_twin(mode="plain")
 @pytest.mark.glm45_parser_case
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", case_params(CASES))

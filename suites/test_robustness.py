@@ -225,8 +225,9 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
 ) -> None:  # fmt: skip
     """Five batches of generated bad requests (the profile's count in all, a share of it on a model's
     other parallel plans: see glm45_examples); after each, a normal request works. The five batches'
-    requests go out together (--glm45-concurrency in flight), so a request that runs to its deadline
-    overlaps the others; each batch judges its own answers."""
+    requests go out together (--glm45-concurrency in flight), those that may generate to the window
+    (`max_tokens: null`) first, so a request that runs long overlaps the others; each batch judges its
+    own answers."""
     count = per_batch(glm45_settings, glm45_examples)
     deadline = hostile_deadline(glm45_server.max_model_len)
 
@@ -238,9 +239,13 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
     def requests(replay: Replayer, params: Mapping[str, Any]) -> list[Callable[[], tuple[float, httpx.Response]]]:
         return [(lambda b=body: timed(replay.client, b)) for _kind, body in hostile_batch(params["batch"], count)]
 
+    def long(params: Mapping[str, Any], i: int) -> bool:  # a valid one of these generates to the window
+        body = hostile_batch(params["batch"], count)[i][1]
+        return isinstance(body, dict) and body.get("max_tokens", 0) is None
+
     drawn = hostile_batch(batch, count)
     failures: list[str] = []
-    for (kind, body), outcome in zip(drawn, glm45_batch.each(requests), strict=True):
+    for (kind, body), outcome in zip(drawn, glm45_batch.each(requests, long), strict=True):
         if isinstance(outcome.error, httpx.TimeoutException):
             tally.record(kind, body, 599, "no answer within the deadline")
             failures.append(f"{kind}: no answer within {deadline:.0f} s")

@@ -126,6 +126,7 @@ def tool_job(replay: Replayer, params: Mapping[str, Any]) -> surfaces.SurfaceAns
     return surface_call(replay.client, params["surface"], messages, params["mode"] == "stream", case.script, **TOOLS.request_fields(case))
 
 
+@pytest.mark.glm45_twin(mode="plain")
 @pytest.mark.glm45_surface_replay
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", TOOLS.CASES, ids=[c.id for c in TOOLS.CASES])
@@ -157,6 +158,7 @@ def reasoning_job(replay: Replayer, params: Mapping[str, Any]) -> surfaces.Surfa
                         case.script, **REASONING.fields(case))  # fmt: skip
 
 
+@pytest.mark.glm45_twin(mode="plain")
 @pytest.mark.glm45_surface_replay
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", REASONING.case_params(REASONING.CASES))

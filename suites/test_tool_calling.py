@@ -306,6 +306,7 @@ def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
     return replay_case(replay, params["case"], stream=params["mode"] == "stream")
 
 
+@pytest.mark.glm45_twin(mode="plain")
 @pytest.mark.glm45_parser_case
 @pytest.mark.parametrize("mode", ["plain", "stream"])
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -90,6 +90,23 @@ def test_checks_start_every_sibling_once_and_hand_each_its_own_answer() -> None:
     batch.close()
 
 
+def test_the_longest_answers_are_sent_first() -> None:
+    """Siblings go out longest scripted answer first (a case cut by its max_tokens is short), so a long
+    one never starts last and leaves the server decoding it alone."""
+
+    class Case:
+        def __init__(self, id: str, script: str, max_tokens: int | None = None) -> None:
+            self.id, self.script, self.max_tokens = id, script, max_tokens
+
+    cases = [Case("short", "Hi."), Case("cut", "word " * 200, max_tokens=5), Case("long", "step " * 200), Case("mid", "x" * 300)]
+    siblings = [{"case": c} for c in cases]
+    sent: list[str] = []
+    batch = Batch("cfg", 1)  # one in flight: the order they are started in is the order they are sent in
+    Checks(batch, ("suite", "f"), siblings[0], siblings, None).answer(lambda _c, p: sent.append(p["case"].id))
+    batch.close()
+    assert sent == ["long", "mid", "cut", "short"]
+
+
 def test_a_deselected_twin_is_sent_when_asked_for() -> None:
     sent: list[str] = []
     only_stream = [{"case": "a", "mode": "stream"}]
@@ -112,6 +129,19 @@ def test_each_sends_every_siblings_requests_and_returns_only_its_own() -> None:
     assert [o.get() for o in mine] == [(1, i) for i in range(5)]
     assert len(batch._futures) == 15, "all three batches' requests were started together"
     batch.close()
+
+
+def test_each_sends_every_siblings_long_requests_first() -> None:
+    sent: list[tuple[int, int]] = []
+    batch = Batch("cfg", 1)  # one in flight: the order they are started in is the order they are sent in
+    siblings = [{"batch": b} for b in range(2)]
+
+    def jobs_for(_context: Any, params: Any) -> list[Any]:
+        return [(lambda b=params["batch"], i=i: sent.append((b, i))) for i in range(3)]
+
+    Checks(batch, ("suite", "hostile"), {"batch": 0}, siblings, None).each(jobs_for, lambda params, i: i == 2)
+    batch.close()
+    assert sent == [(0, 2), (1, 2), (0, 0), (0, 1), (1, 0), (1, 1)]
 
 
 def test_param_key_uses_case_ids() -> None:
@@ -151,6 +181,41 @@ def test_batched_checks_keep_ids_outcomes_and_messages(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(["PASSED test_b.py::test_batched[[]tiny-bf16-tp1-alpha[]]",
                                  "PASSED test_b.py::test_batched[[]tiny-bf16-tp1-beta[]]",
                                  "FAILED test_b.py::test_batched[[]tiny-bf16-tp1-FAIL-gamma[]]*"])  # fmt: skip
+
+
+TWINS = """
+import time
+
+import pytest
+
+SENT = []
+
+
+def job(replay, params):
+    SENT.append(params["mode"])
+    return params["mode"]
+
+
+@pytest.mark.glm45_twin(mode="plain")
+@pytest.mark.parametrize("mode", ["plain", "stream"])
+def test_twinned(glm45_batch, mode):
+    assert glm45_batch.answer(job) == mode
+    for _ in range(500):  # the twin went out with the batch: it arrives without being asked for
+        if "plain" in SENT:
+            break
+        time.sleep(0.01)
+    assert SENT.count("plain") == 1, SENT
+    assert glm45_batch.answer(job, {"mode": "plain"}) == "plain"
+    assert SENT.count("plain") == 1, "asked for, the twin is the answer already sent"
+"""
+
+
+def test_a_twin_goes_out_with_its_siblings_even_when_it_is_not_selected(pytester: pytest.Pytester, standin: Any) -> None:
+    """Only the stream item runs (-k); its plain twin (glm45_twin) is sent with the batch, once."""
+    pytester.makepyfile(test_t=TWINS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpus", "0", "--glm45-parallel", "tp1", "--glm45-strict-tools",
+                                "on", "-k", "stream")  # fmt: skip
+    result.assert_outcomes(passed=1)
 
 
 def test_concurrency_must_be_a_positive_number(pytester: pytest.Pytester) -> None:

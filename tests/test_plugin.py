@@ -490,8 +490,50 @@ def test_progress_on_a_pipe_is_final_lines_only_and_nothing_under_q(pytester: py
 
 
 def test_each_configurations_throughput_points_run_after_its_other_checks() -> None:
-    from pytest_glm45.plugin import points_last
+    from pytest_glm45.plugin import order_run
 
     items = [("a", "ctx"), ("a", "point1"), ("a", "point2"), ("a", "tools"), (None, "plain"), ("b", "point1"), ("b", "ctx")]
-    ordered = points_last(items, lambda i: i[0], lambda i: i[1].startswith("point"))
+    ordered = order_run(items, lambda i: i[0], lambda i: 2 if i[1].startswith("point") else 0)
     assert ordered == [("a", "ctx"), ("a", "tools"), ("a", "point1"), ("a", "point2"), (None, "plain"), ("b", "ctx"), ("b", "point1")]
+
+
+LONG_ANSWERS = """
+import pytest
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    script: str
+    max_tokens: int | None = None
+
+
+CASES = [Case("short", "Hi."), Case("long", "step " * 100), Case("cut", "word " * 100, max_tokens=4), Case("after", "Bye.")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_replayed(glm45_batch, case):
+    pass
+
+
+def test_unbatched(glm45_server):
+    pass
+
+
+@pytest.mark.parametrize("case", CASES[1:2], ids=["long"])
+def test_not_batched_but_long(glm45_server, case):
+    pass
+"""
+
+
+def test_a_long_scripted_answer_is_checked_after_its_configurations_other_checks(pytester: pytest.Pytester) -> None:
+    """A batched case scripting a long answer (not one max_tokens cuts short) moves behind the rest of its
+    configuration's checks, so its request runs beside them; the others keep their order."""
+    pytester.makepyfile(test_long=LONG_ANSWERS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q", "--gpus", "0", "--glm45-parallel", "tp1",
+                                "--glm45-strict-tools", "on")  # fmt: skip
+    ids = [line.split("::", 1)[1] for line in result.stdout.lines if line.startswith("test_long.py::")]
+    assert ids == ["test_replayed[tiny-bf16-tp1-short]", "test_replayed[tiny-bf16-tp1-cut]", "test_replayed[tiny-bf16-tp1-after]",
+                   "test_unbatched[tiny-bf16-tp1]", "test_not_batched_but_long[tiny-bf16-tp1-long]",
+                   "test_replayed[tiny-bf16-tp1-long]"], result.stdout.str()  # fmt: skip
