@@ -500,12 +500,23 @@ class ServerPool:
         for config_id, ahead in running:
             self._say(f"glm45: waiting for {config_id} to finish booting ahead before a throughput point")
             self.flush_messages()
-            ahead.booted.wait()
+            self._wait_booted(ahead)
         self.flush_messages()
+
+    def _wait_booted(self, ahead: Ahead) -> None:
+        """Wait for a boot ahead to end, on every core meanwhile: nothing else runs while the session waits
+        for it (the current server has no traffic), so the cores it borrowed are not the only ones it
+        needs. Processes it starts meanwhile inherit their parent's cores; a new one is moved within a
+        second. (A point waited 14 s for tp2's boot on one core while the other idled, 2026-11-29.)"""
+        everywhere = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
+        while not ahead.booted.wait(1.0):
+            server = ahead.server
+            if ahead.cpus and server is not None and server.pgid is not None and everywhere:
+                move_threads(server.pgid, set(ahead.cpus), everywhere)
 
     def _take_ahead(self, config: Configuration) -> ServerHandle | None:
         ahead = self._ahead.pop(config.id)
-        ahead.booted.wait()
+        self._wait_booted(ahead)
         self.flush_messages()
         if ahead.error is not None:
             raise ahead.error

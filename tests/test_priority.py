@@ -55,3 +55,33 @@ def test_renice_threads_leaves_the_group_leader_alone(group: int) -> None:
     tids = renice_threads(group, 5)
     assert tids and group not in tids
     assert all(nice_of(t) == 5 for t in tids) and nice_of(group) == 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores: one lent to the boot, one more to give it")
+def test_a_boot_waited_for_gets_every_core(group: int, tmp_path: Path) -> None:
+    """While the session waits for a boot ahead (a throughput point, or the configuration's turn), nothing
+    else runs: the boot's threads leave the core it borrowed for every core."""
+    import threading
+
+    from pytest_glm45.pool import Ahead, ServerPool
+
+    everywhere = set(os.sched_getaffinity(0))
+    lent = min(everywhere)
+    for pid in process_group_members(group):
+        os.sched_setaffinity(pid, {lent})
+    settings = resolve_settings({"model": "tiny", "parallel": "tp1", "strict_tools": "on", "gpus": "0"},
+                                detected_gpus=lambda: 0, cpu_cores=2, rootdir=tmp_path)  # fmt: skip
+    pool = ServerPool(settings)
+    ahead = Ahead("tiny-bf16-tp1", (lent,))
+    ahead.server = SimpleNamespace(pgid=group)  # type: ignore[assignment]
+    pool._ahead["tiny-bf16-tp2"] = ahead
+
+    def boot_ends_once_moved() -> None:  # or after 20 s, for the assert below to fail
+        deadline = time.monotonic() + 20
+        while any(os.sched_getaffinity(pid) != everywhere for pid in process_group_members(group)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ahead.booted.set()
+
+    threading.Thread(target=boot_ends_once_moved, daemon=True).start()
+    pool.settle_boots()  # returns only once the boot has ended, i.e. once every process was moved
+    assert all(os.sched_getaffinity(pid) == everywhere for pid in process_group_members(group))
