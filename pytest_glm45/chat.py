@@ -47,12 +47,15 @@ def curl_line(base_url: str, body: dict[str, Any], path: str = "/v1/chat/complet
     )
 
 
-#: The conformance clients keep no idle connection: each request opens its own (on loopback, a fraction of a
-#: millisecond). A pooled connection races the server's keep-alive (uvicorn closes an idle one after 5 s):
-#: a request sent as the server closes it fails with "Server disconnected without sending a response" and
-#: nothing in the server's log. Idle connections dropped after 2 s still lost one of a full run's ~5000
-#: requests at 48 in flight (2026-11-29; likely a client thread, starved of CPU, that read a response late).
-KEEP_NO_CONNECTION = 0
+#: The conformance clients send every request on a connection of its own (`Connection: close`; on
+#: loopback a new one costs a fraction of a millisecond). A pooled connection races the server's keep-alive
+#: (uvicorn closes an idle one after 5 s): a request sent as the server closes it fails with "Server
+#: disconnected without sending a response" and nothing in the server's log. Idle connections dropped after
+#: 2 s still lost one of a full run's ~5000 requests at 48 in flight (2026-11-29; likely a client thread,
+#: starved of CPU, that read a response late), and a pool told to keep no idle connection
+#: (max_keepalive_connections=0) closed one under another thread's read ("[Errno 9] Bad file descriptor").
+#: Closed by the server after its response, a connection is never idle in the pool.
+CLOSE = {"Connection": "close"}
 
 
 @functools.cache
@@ -72,9 +75,9 @@ class ChatClient:
                  max_connections: int = 20) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self.model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = {**CLOSE, **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         # Thread-safe: the batched checks (pytest_glm45.batch) share one client across threads.
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=KEEP_NO_CONNECTION)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits, verify=tls_context())
 
     def close(self) -> None:

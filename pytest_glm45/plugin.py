@@ -715,12 +715,11 @@ def glm45_chat(glm45_server: ServerHandle) -> Iterator[Any]:
 
 
 def _http_options(httpx: Any) -> dict[str, Any]:
-    """No idle connection kept (chat.KEEP_NO_CONNECTION: none races the server's keep-alive), and the kit's
-    one shared TLS context (chat.tls_context)."""
-    from pytest_glm45.chat import KEEP_NO_CONNECTION, tls_context
+    """A connection per request (chat.CLOSE: none races the server's keep-alive), and the kit's one shared
+    TLS context (chat.tls_context)."""
+    from pytest_glm45.chat import CLOSE, tls_context
 
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=KEEP_NO_CONNECTION)
-    return {"timeout": 120.0, "limits": limits, "verify": tls_context()}
+    return {"timeout": 120.0, "headers": CLOSE, "verify": tls_context()}
 
 
 @pytest.fixture

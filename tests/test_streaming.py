@@ -71,8 +71,8 @@ def test_content_stays_none_when_never_sent() -> None:
 
 
 def test_every_request_gets_a_connection_of_its_own() -> None:
-    """The conformance client keeps no idle connection, so none can race the server's keep-alive
-    (pytest_glm45.chat.KEEP_NO_CONNECTION): a server that would keep them alive sees one per request."""
+    """The conformance client asks for a connection per request (`Connection: close`, pytest_glm45.chat.CLOSE),
+    so none sits idle to race the server's keep-alive: a server that would keep them alive sees one per request."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
