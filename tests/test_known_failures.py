@@ -235,3 +235,26 @@ def test_junit_xml_carries_the_check_ids_and_the_known_failure_reason(pytester: 
         "glm45_known_failure": "known failure on vLLM 0.0.0-standin (vllm-0.0.0-standin.toml#1): vLLM gets it wrong"}  # fmt: skip
     assert cases["test_fine[tiny-bf16-tp1]"] == {"glm45_check": "test_kf::test_fine", "glm45_config": "tiny-bf16-tp1",
                                                  "glm45_verdict": "passed"}  # fmt: skip
+
+
+SHOW_LONGREPR = """
+def pytest_runtest_logreport(report):
+    if report.when == "call" and not report.passed:
+        print("LONGREPR-FIRST-LINE:", report.longreprtext.splitlines()[0])
+"""
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["known", "new"])
+def test_a_known_failure_keeps_the_traceback_python_prints(pytester: pytest.Pytester, standin, kf_dir: Path, known: bool) -> None:
+    """A known failure's report carries the traceback as Python prints it (cheap: pytest's own parses every
+    source file in it); a new failure keeps pytest's, with the failing source lines."""
+    if known:
+        (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY)
+    pytester.makeconftest(SHOW_LONGREPR)
+    result = run(pytester, kf_dir, "-s")
+    result.assert_outcomes(passed=1, **({"xfailed": 1} if known else {"failed": 1}))
+    first = next(line for line in result.stdout.lines if "LONGREPR-FIRST-LINE:" in line).split("LONGREPR-FIRST-LINE: ", 1)[1]
+    if known:
+        assert first == "Traceback (most recent call last):", first
+    else:
+        assert first.startswith("glm45_server = ServerHandle("), first  # pytest's long style: the arguments, then the source
