@@ -202,6 +202,23 @@ def per_batch(settings: Settings, glm45_examples: Callable[[int], int]) -> int:
 _DRAWN: dict[tuple[int, int], list[tuple[str, Any]]] = {}
 
 
+def carries_tools(body: Any) -> bool:
+    """Whether a request names tools or a tool choice: the only ones a server's tool-calling strictness
+    can treat differently (it is a grammar for calls)."""
+    return isinstance(body, dict) and ("tools" in body or "tool_choice" in body)
+
+
+def hostile_sent(server: ServerHandle, settings: Settings, batch: int, count: int) -> list[tuple[str, Any]]:
+    """What a server is sent of a batch: all of it, or on a lax twin (strict tool calling off) whose strict
+    twin runs in this session too, the requests that carry tools: the strict twin is sent the others, which
+    strictness cannot change (as `glm45_no_tools` checks run on strict twins only)."""
+    drawn = hostile_batch(batch, count)
+    config = server.config
+    strict_twin = config is not None and not config.strict_tools and any(
+        c.model == config.model and c.plan == config.plan and c.strict_tools for c in settings.matrix)  # fmt: skip
+    return [(kind, body) for kind, body in drawn if carries_tools(body)] if strict_twin else drawn
+
+
 def hostile_batch(batch: int, count: int) -> list[tuple[str, Any]]:
     """The batch's generated requests: a fixed, distinct seed per batch (reproducible, and the batches differ)."""
     if (batch, count) not in _DRAWN:
@@ -224,7 +241,9 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
     glm45_settings: Settings, glm45_examples: Callable[[int], int],
 ) -> None:  # fmt: skip
     """Five batches of generated bad requests (the profile's count in all, a share of it on a model's
-    other parallel plans: see glm45_examples); after each, a normal request works. The five batches'
+    other parallel plans: see glm45_examples; on a lax twin beside its strict one, those that carry
+    tools: hostile_sent);
+    after each, a normal request works. The five batches'
     requests go out together (--glm45-concurrency in flight), those that may generate to the window
     (`max_tokens: null`) first, so a request that runs long overlaps the others; each batch judges its
     own answers."""
@@ -237,13 +256,13 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
         return time.monotonic() - started, resp
 
     def requests(replay: Replayer, params: Mapping[str, Any]) -> list[Callable[[], tuple[float, httpx.Response]]]:
-        return [(lambda b=body: timed(replay.client, b)) for _kind, body in hostile_batch(params["batch"], count)]
+        return [(lambda b=body: timed(replay.client, b)) for _kind, body in hostile_sent(glm45_server, glm45_settings, params["batch"], count)]
 
     def long(params: Mapping[str, Any], i: int) -> bool:  # a valid one of these generates to the window
-        body = hostile_batch(params["batch"], count)[i][1]
+        body = hostile_sent(glm45_server, glm45_settings, params["batch"], count)[i][1]
         return isinstance(body, dict) and body.get("max_tokens", 0) is None
 
-    drawn = hostile_batch(batch, count)
+    drawn = hostile_sent(glm45_server, glm45_settings, batch, count)
     failures: list[str] = []
     for (kind, body), outcome in zip(drawn, glm45_batch.each(requests, long), strict=True):
         if isinstance(outcome.error, httpx.TimeoutException):
@@ -270,7 +289,8 @@ def test_robustness_tally(glm45_server: ServerHandle, tally: Tally, record_prope
     """The count of what was tried, per configuration (runs after the batches)."""
     record_property("hostile_requests", tally.sent)
     record_property("by_status", json.dumps(tally.by_status, sort_keys=True))
-    planned = 5 * per_batch(glm45_settings, glm45_examples)
+    count = per_batch(glm45_settings, glm45_examples)
+    planned = sum(len(hostile_sent(glm45_server, glm45_settings, batch, count)) for batch in range(5))
     assert tally.sent >= planned * 0.9, f"only {tally.sent} of {planned} planned hostile requests were sent"
     print(f"\n{glm45_server.config_id}: {tally.sent} hostile requests, answers by status {tally.by_status}, "
           f"{len(tally.server_errors)} 5xx")  # fmt: skip
