@@ -145,6 +145,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "glm45_no_tools: a request without tools, the same on a strict and a lax server; runs on strict twins")
     config.addinivalue_line("markers", "glm45_first_plan: API-server code alone; runs on a model's first plan (every plan with --glm45-profile full)")
     config.addinivalue_line("markers", "glm45_surface_replay: a replay case on /v1/responses or /v1/messages; a strict twin runs the profile's share")
+    config.addinivalue_line("markers", "glm45_long_answer: runs after its configuration's other checks (its requests, "
+                                       "sent with its siblings', run beside them); a scripted long answer is one too")  # fmt: skip
     config.addinivalue_line("markers", "glm45_twin(**params): each batched item also asks for its parameters with these values "
                                        "(a streamed check's plain twin); they are sent with its siblings")  # fmt: skip
     config.addinivalue_line(
@@ -421,9 +423,12 @@ def _rank(item: pytest.Item) -> int:
 
 
 def _long_answer(item: pytest.Item) -> bool:
-    """Whether a batched check's case scripts a long answer (`pytest_glm45.batch.LONG_ANSWER_CHARS`)."""
+    """Whether a check waits for a long answer: marked `glm45_long_answer`, or a batched check whose case
+    scripts one (`pytest_glm45.batch.LONG_ANSWER_CHARS`)."""
     from pytest_glm45.batch import LONG_ANSWER_CHARS, answer_chars
 
+    if item.get_closest_marker("glm45_long_answer") is not None:
+        return True
     callspec = getattr(item, "callspec", None)
     return ("glm45_batch" in getattr(item, "fixturenames", ()) and callspec is not None
             and answer_chars(callspec.params) >= LONG_ANSWER_CHARS)  # fmt: skip

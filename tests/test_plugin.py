@@ -524,16 +524,22 @@ def test_unbatched(glm45_server):
 @pytest.mark.parametrize("case", CASES[1:2], ids=["long"])
 def test_not_batched_but_long(glm45_server, case):
     pass
+
+
+@pytest.mark.glm45_long_answer
+def test_marked_long(glm45_server):
+    pass
 """
 
 
 def test_a_long_scripted_answer_is_checked_after_its_configurations_other_checks(pytester: pytest.Pytester) -> None:
-    """A batched case scripting a long answer (not one max_tokens cuts short) moves behind the rest of its
-    configuration's checks, so its request runs beside them; the others keep their order."""
+    """A batched case scripting a long answer (not one max_tokens cuts short), or a check marked
+    glm45_long_answer, moves behind the rest of its configuration's checks, so its requests run beside
+    them; the others keep their order."""
     pytester.makepyfile(test_long=LONG_ANSWERS)
     result = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q", "--gpus", "0", "--glm45-parallel", "tp1",
                                 "--glm45-strict-tools", "on")  # fmt: skip
     ids = [line.split("::", 1)[1] for line in result.stdout.lines if line.startswith("test_long.py::")]
     assert ids == ["test_replayed[tiny-bf16-tp1-short]", "test_replayed[tiny-bf16-tp1-cut]", "test_replayed[tiny-bf16-tp1-after]",
                    "test_unbatched[tiny-bf16-tp1]", "test_not_batched_but_long[tiny-bf16-tp1-long]",
-                   "test_replayed[tiny-bf16-tp1-long]"], result.stdout.str()  # fmt: skip
+                   "test_replayed[tiny-bf16-tp1-long]", "test_marked_long[tiny-bf16-tp1]"], result.stdout.str()  # fmt: skip
