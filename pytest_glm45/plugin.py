@@ -858,6 +858,11 @@ def _observed(report: pytest.TestReport) -> str:
     return ""
 
 
+def _model_family(handle: ServerHandle | None) -> str | None:
+    """The model family a known-failure entry may name (`models = [...]`), of a server the kit booted."""
+    return handle.config.model.generation_name if handle is not None and handle.config is not None else None
+
+
 @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_makereport")
 def pytest_runtest_makereport_known_failure(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport | None:
     """A known failure's report with its traceback as Python prints it, instead of pytest's default,
@@ -870,9 +875,8 @@ def pytest_runtest_makereport_known_failure(item: pytest.Item, call: pytest.Call
     handle = _handle_of(item)
     if handle is None or handle.known is None:
         return None
-    model = handle.config.model.generation_name if handle.config is not None else None
     observed = excinfo.exconly(tryshort=True)
-    entry = handle.known.lookup(item.stash.get(CHECK_ID, item.nodeid), handle.config_id, model, observed)
+    entry = handle.known.lookup(item.stash.get(CHECK_ID, item.nodeid), handle.config_id, _model_family(handle), observed)
     if entry is None or not entry.signature.matches(observed):
         return None
     sections = [(f"Captured {key} {when}", content) for when, key, content in item._report_sections]
@@ -896,9 +900,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     handle = _handle_of(item)
     observed = _observed(report)
-    model = handle.config.model.generation_name if handle is not None and handle.config is not None else None
     judgement = verdicts.judge(check, config_id, report.when, report.outcome, observed,
-                               handle.known if handle is not None else None, model)  # fmt: skip
+                               handle.known if handle is not None else None, _model_family(handle))  # fmt: skip
     if judgement.xfail_reason is not None:
         report.wasxfail = judgement.xfail_reason
         if judgement.outcome == "known failure":

@@ -353,7 +353,7 @@ class ServerPool:
             self._say(f"glm45: {config.id}: model prepared in {time.monotonic() - preparing:.1f} s")
         log_path = settings.log_dir / f"{config.id}.log"
         # Booted ahead, the server starts on the cores the running configuration leaves free and
-        # moves to its own when its turn comes (`_activate`).
+        # moves to its own when its turn comes (`_unborrow`).
         booted_spec = replace(spec, cpus=ahead.cpus) if ahead is not None and ahead.cpus else spec
         server = ServerProcess(booted_spec, log_path, api_key=self.api_key, startup_timeout=settings.startup_timeout)
         if ahead is not None:
@@ -508,11 +508,8 @@ class ServerPool:
         for it (the current server has no traffic), so the cores it borrowed are not the only ones it
         needs. Processes it starts meanwhile inherit their parent's cores; a new one is moved within a
         second. (A point waited 14 s for tp2's boot on one core while the other idled, 2026-11-29.)"""
-        everywhere = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set()
         while not ahead.booted.wait(1.0):
-            server = ahead.server
-            if ahead.cpus and server is not None and server.pgid is not None and everywhere:
-                move_threads(server.pgid, set(ahead.cpus), everywhere)
+            self._unborrow(ahead)
 
     def _take_ahead(self, config: Configuration) -> ServerHandle | None:
         ahead = self._ahead.pop(config.id)
@@ -523,17 +520,18 @@ class ServerPool:
         handle = ahead.handle
         if handle is None:
             return None  # not booted ahead after all (no free GPUs then)
-        self._activate(handle, ahead)
+        self._unborrow(ahead)
         handle.yield_engine()
         self._live[config.id] = handle
         self._keepers[config.id] = ahead.stopped
         return handle
 
-    def _activate(self, handle: ServerHandle, ahead: Ahead) -> None:
-        """Move a server booted ahead from the borrowed cores to every core this process may use (a
+    @staticmethod
+    def _unborrow(ahead: Ahead) -> None:
+        """Move a server booted ahead from the cores it borrowed to every core this process may use (a
         server's own threads float; `ServerHandle.measuring` pins them for throughput); threads it
         bound itself stay where it put them."""
-        server = handle.server
+        server = ahead.server
         if not ahead.cpus or server is None or server.pgid is None or not hasattr(os, "sched_setaffinity"):
             return
         move_threads(server.pgid, set(ahead.cpus), set(os.sched_getaffinity(0)))

@@ -153,12 +153,9 @@ def may_renice_back() -> bool:
 def renice_threads(pgid: int, nice: int) -> list[int]:
     """Give every thread of process group `pgid`'s processes but its leader (the API server, which
     serves the client) the nice value `nice`; the ids of the threads (Linux /proc)."""
-    done: list[int] = []
-    for tid in group_threads(pgid, leader=False):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-            done.append(tid)
-    return done
+    tids = group_threads(pgid, leader=False)
+    set_nice(tids, nice)
+    return tids
 
 
 def set_nice(tids: list[int], nice: int) -> None:

@@ -275,13 +275,15 @@ def test_hostile_requests_get_4xx_and_the_server_keeps_serving(
         resp = send(client, body, deadline)
         return time.monotonic() - started, resp
 
+    sent = [hostile_sent(glm45_server, glm45_settings, b, count) for b in range(BATCHES)]
+
     def requests(replay: Replayer, params: Mapping[str, Any]) -> list[Callable[[], tuple[float, httpx.Response]]]:
-        return [(lambda b=body: timed(replay.client, b)) for _kind, body in hostile_sent(glm45_server, glm45_settings, params["batch"], count)]
+        return [(lambda b=body: timed(replay.client, b)) for _kind, body in sent[params["batch"]]]
 
     def long(params: Mapping[str, Any], i: int) -> bool:
-        return may_run_long(hostile_sent(glm45_server, glm45_settings, params["batch"], count)[i][1])
+        return may_run_long(sent[params["batch"]][i][1])
 
-    drawn = hostile_sent(glm45_server, glm45_settings, batch, count)
+    drawn = sent[batch]
     failures: list[str] = []
     for (kind, body), outcome in zip(drawn, glm45_batch.each(requests, long), strict=True):
         if isinstance(outcome.error, httpx.TimeoutException):
