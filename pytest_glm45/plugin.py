@@ -67,6 +67,9 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Default: none.", "str"),
     ("--glm45-api-key", "glm45_api_key", "glm45_api_key",
      "API key for --glm45-base-url (or set GLM45_API_KEY). Default: none.", "str"),
+    ("--glm45-server-log", "glm45_server_log", "glm45_server_log",
+     "The log file of the --glm45-base-url server, if this host can read it: failures are judged with what the log "
+     "says about their requests (a recorded HTTP 500 is told apart from another by it). Default: none.", "str"),
     ("--glm45-max-model-len", "glm45_max_model_len", "glm45_max_model_len",
      "Max model length of booted servers, in tokens. Default: 8192 for tiny, 65536 for real models.", "str"),
     ("--glm45-startup-timeout", "glm45_startup_timeout", "glm45_startup_timeout",
@@ -95,6 +98,9 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Write report.json and report.html (conformance matrix, throughput plots) into this directory. Default: none.", "str"),
     ("--glm45-compare-to", "glm45_compare_to", "glm45_compare_to",
      "A report.json of an earlier run: print what changed and fail the run on a regression. Default: none.", "str"),
+    ("--glm45-accept-missing", "glm45_accept_missing", "glm45_accept_missing",
+     "on: --glm45-compare-to lists checks that passed before and are skipped or absent now, and configurations or "
+     "throughput points in one run only, without failing the run; off: each is a regression. Default: off.", "str"),
     ("--glm45-unrunnable", "glm45_unrunnable", "glm45_unrunnable",
      "A configuration you named (model, --gpus, plan) that this host cannot run: fail (a usage error before "
      "anything boots) or skip (for matrix jobs that expect some to be absent). Default: fail.", "str"),
@@ -776,7 +782,7 @@ def glm45_replay(glm45_server: ServerHandle, glm45_chat: Any) -> Any:
 
 def _opens_think(handle: ServerHandle) -> bool:
     """Whether the served model's template opens the think block itself (GLM-4.7's)."""
-    return handle.config is not None and handle.config.model.generation == "4.7"
+    return handle.model is not None and handle.model.generation == "4.7"
 
 
 @pytest.fixture
@@ -858,9 +864,27 @@ def _observed(report: pytest.TestReport) -> str:
     return ""
 
 
+#: What a check's server logged about the check's failed requests, as the failure text carries it (`_with_server_log`).
+SERVER_SAID = pytest.StashKey[str]()
+
+
+def _with_server_log(item: pytest.Item, handle: ServerHandle, observed: str) -> str:
+    """The failure text, and what the server's log said about the check's failed requests (the lines that carry
+    their request ids): a known failure whose symptom many defects share (an HTTP 500, a stream broken off) is told
+    apart by what vLLM said. Computed once per check (both report hooks ask)."""
+    if SERVER_SAID not in item.stash:
+        recorder = item.stash.get(RECORDER, None)
+        failed = [e.request_id for e in recorder.exchanges() if e.failed()] if recorder is not None else []
+        from pytest_glm45.serverlog import describe
+
+        item.stash[SERVER_SAID] = describe(handle.log_lines_for(failed))
+    return observed + item.stash[SERVER_SAID]
+
+
 def _model_family(handle: ServerHandle | None) -> str | None:
-    """The model family a known-failure entry may name (`models = [...]`), of a server the kit booted."""
-    return handle.config.model.generation_name if handle is not None and handle.config is not None else None
+    """The model family a known-failure entry may name (`models = [...]`): of a booted server, or the model
+    declared for a remote one."""
+    return handle.model_family if handle is not None else None
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_makereport")
@@ -873,9 +897,9 @@ def pytest_runtest_makereport_known_failure(item: pytest.Item, call: pytest.Call
     if excinfo is None or call.when != "call" or isinstance(excinfo.value, (pytest.skip.Exception, pytest.fail.Exception)):
         return None  # pytest.fail and pytest.xfail messages are short already
     handle = _handle_of(item)
-    if handle is None or handle.known is None:
+    if handle is None or handle.known is None or not handle.alive():
         return None
-    observed = excinfo.exconly(tryshort=True)
+    observed = _with_server_log(item, handle, excinfo.exconly(tryshort=True))
     entry = handle.known.lookup(item.stash.get(CHECK_ID, item.nodeid), handle.config_id, _model_family(handle), observed)
     if entry is None or not entry.signature.matches(observed):
         return None
@@ -900,8 +924,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     handle = _handle_of(item)
     observed = _observed(report)
-    judgement = verdicts.judge(check, config_id, report.when, report.outcome, observed,
-                               handle.known if handle is not None else None, _model_family(handle))  # fmt: skip
+    known = handle.known if handle is not None else None
+    if report.failed and report.when == "call" and handle is not None:
+        observed = _with_server_log(item, handle, observed)
+        if not handle.alive():  # a server that died mid-check explains any failure: none of them is a known one
+            known = None
+            report.sections.append(("glm45 server died", f"{handle.config_id}'s server exited during this check: "
+                                    "its failure is not judged against the known failures"))  # fmt: skip
+    judgement = verdicts.judge(check, config_id, report.when, report.outcome, observed, known, _model_family(handle))
     if judgement.xfail_reason is not None:
         report.wasxfail = judgement.xfail_reason
         if judgement.outcome == "known failure":

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Protocol
 
 from pytest_glm45 import gpulease, known_failures
+from pytest_glm45.catalog import ModelInfo
 from pytest_glm45.matrix import Configuration
 from pytest_glm45.probes import http_get, listed_models, replay_answers, server_version
 from pytest_glm45.recipe import server_cores, spec_for
 from pytest_glm45.redaction import known_secrets, redact
 from pytest_glm45.replay import REPLAY_PROCESSOR
+from pytest_glm45.serverlog import RequestLog
 from pytest_glm45.server import (
     ENGINE_NICE,
     ServerError,
@@ -34,6 +36,7 @@ from pytest_glm45.server import (
     renice_threads,
     set_nice,
     set_threads,
+    tail,
 )
 from pytest_glm45.settings import Settings
 
@@ -167,6 +170,32 @@ class ServerHandle:
     server: ServerProcess | None = field(default=None, repr=False)
     #: the engine-core and worker threads run at ENGINE_NICE (a CPU server, while it serves conformance)
     niced: list[int] = field(default_factory=list, repr=False)
+    #: the model a remote server serves, as the user declared it (--glm45-model); a booted one's is its configuration's
+    declared_model: ModelInfo | None = field(default=None, repr=False)
+    _request_log: RequestLog | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> ModelInfo | None:
+        """The model this server serves: its configuration's, or the one declared for a remote server; None
+        when a remote server's model was not declared (the kit then judges it as GLM-4.5 writes, and says so)."""
+        return self.config.model if self.config is not None else self.declared_model
+
+    @property
+    def model_family(self) -> str | None:
+        """The model generation a known-failure entry may name (`models = [...]`): `glm-4.5`, `glm-4.7`, ..."""
+        return self.model.generation_name if self.model is not None else None
+
+    def log_lines_for(self, request_ids: list[str]) -> list[str]:
+        """What the server's log said about these requests (the lines that carry their ids); [] without a log."""
+        if self.log_path is None or not request_ids:
+            return []
+        if self._request_log is None:
+            self._request_log = RequestLog(self.log_path, (self.api_key,))
+        return self._request_log.lines_for(request_ids)
+
+    def alive(self) -> bool:
+        """False when a server the kit booted has exited (a remote one is taken as alive)."""
+        return self.server is None or self.server.process is None or self.server.exit_code is None
 
     def yield_engine(self) -> None:
         """On the CPU engine, let the server's spinning engine-core and worker processes yield to its API
@@ -210,7 +239,9 @@ class ServerHandle:
         """The last lines of the server's log (secrets redacted), or why there is none."""
         if self.server is not None:
             return self.server.log_tail(lines)
-        return "(the server runs elsewhere: its log is not available to the kit)"
+        if self.log_path is not None:
+            return tail(self.log_path, lines, known_secrets((self.api_key,)))
+        return "(the server runs elsewhere: its log is not available to the kit; --glm45-server-log names it)"
 
 
 @dataclass
@@ -428,6 +459,8 @@ class ServerPool:
                               f"{'' if status != 200 else ' without a model'}{hint}")  # fmt: skip
         model = models[0]
         version = server_version(base, settings.api_key, timeout=30)
+        if remote.log_path is not None and not remote.log_path.is_file():
+            raise ServerError(f"--glm45-server-log {remote.log_path}: no such file; accepted: the log file the server at {base} writes")
         replays, seen = replay_answers(base, settings.api_key, str(model["id"]))
         self._remote = ServerHandle(
             config=None,
@@ -435,7 +468,7 @@ class ServerPool:
             base_url=base,
             api_key=settings.api_key,
             served_name=str(model["id"]),
-            log_path=None,
+            log_path=remote.log_path,
             startup_seconds=None,
             vllm_version=version,
             engine="remote",
@@ -445,6 +478,7 @@ class ServerPool:
             known=known_failures.load(version, settings.known_failures_dir),
             real_weights=remote.real_weights if remote.real_weights is not None else serves_glm_weights(model),
             strict_tools=remote.strict_tools,
+            declared_model=remote.model,
         )
         self.history.append(BootRecord(remote.config_id, f"running at {base}", None, version, "remote", None, None, seen))
         return self._remote

@@ -21,6 +21,7 @@ import copy
 import json
 import re
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,22 @@ HOLD = 64
 BODY_CHARS = 8000
 #: Streamed chunks a record keeps from the start, and from the end.
 HEAD_CHUNKS, TAIL_CHUNKS = 40, 8
+#: The header that names each request the kit sends; vLLM takes it as the request's id, and its log lines about
+#: the request (a grammar rejection, an engine error) carry it, so a failure can be matched with what vLLM said.
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def new_request_id() -> str:
+    """A request id the kit's requests carry (`glm45-` and 16 hex digits; `pytest_glm45.serverlog` finds them)."""
+    return f"glm45-{uuid.uuid4().hex[:16]}"
+
+
+def tagged(path: str, body: Any, request_id: str) -> Any:
+    """`body` as sent under `request_id`: vLLM's /v1/responses takes a request's id from the body's `request_id`
+    (a vLLM extra field), not from the header the other endpoints read; any other body goes as it is."""
+    if path.endswith("/responses") and isinstance(body, dict) and "request_id" not in body:
+        return {**body, "request_id": f"resp_{request_id}"}
+    return body
 
 
 @dataclass
@@ -63,6 +80,8 @@ class Exchange:
     error: str | None = None
     #: whether the check that owns it asked for exactly this request (a batched check's own job)
     own: bool = False
+    #: the X-Request-Id it was sent with: the server's log lines about it carry the id
+    request_id: str = field(default_factory=new_request_id)
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json",
                                                               "Authorization": f"Bearer {KEY}"})  # fmt: skip
 
@@ -304,7 +323,19 @@ def _request_exchange(request: Any) -> Exchange:
     content = request.read() if hasattr(request, "read") else b""
     body, raw = body_bytes_as_text(content) if content else (None, None)
     stream = bool(isinstance(body, dict) and body.get("stream"))
-    return Exchange(request.method, request.url.raw_path.decode("ascii"), body, raw, stream)
+    exchange = Exchange(request.method, request.url.raw_path.decode("ascii"), body, raw, stream)
+    exchange.request_id = request.headers.get(REQUEST_ID_HEADER) or exchange.request_id
+    return exchange
+
+
+def _tag(request: Any) -> None:
+    """Give a request the openai or anthropic client sends an id of the kit's (one it set itself stays)."""
+    if REQUEST_ID_HEADER not in request.headers:
+        request.headers[REQUEST_ID_HEADER] = new_request_id()
+
+
+async def _tag_async(request: Any) -> None:
+    _tag(request)
 
 
 def httpx_event_hooks() -> dict[str, list[Any]]:
@@ -323,7 +354,7 @@ def httpx_event_hooks() -> dict[str, list[Any]]:
             exchange.response = truncated(response.text)
         record(exchange)
 
-    return {"response": [on_response]}
+    return {"request": [_tag], "response": [on_response]}
 
 
 def async_httpx_event_hooks() -> dict[str, list[Any]]:
@@ -341,7 +372,7 @@ def async_httpx_event_hooks() -> dict[str, list[Any]]:
             exchange.response = truncated(response.text)
         record(exchange)
 
-    return {"response": [on_response]}
+    return {"request": [_tag_async], "response": [on_response]}
 
 
 # -- what the terminal shows and the files beside the logs -----------------------------------------

@@ -70,6 +70,10 @@ class RemoteServer:
     strict_tools: bool
     #: whether strictness was declared (else vLLM's default, strict, is assumed and said so)
     strict_declared: bool
+    #: the model declared with --glm45-model (its template, its tool-call format, its family's known failures)
+    model: ModelInfo | None = None
+    #: the server's log file (--glm45-server-log), when the kit can read it
+    log_path: Path | None = None
 
     @property
     def config_id(self) -> str:
@@ -116,6 +120,9 @@ class Settings:
     surfaces: str = "all"
     #: logprob parity against this report.json or recording (pytest_glm45.parity) instead of the session's first configuration
     parity_reference: Path | None = None
+    #: --glm45-compare-to accepts checks that passed before and are skipped or absent now, and configurations or
+    #: throughput points present in one run only (listed, not regressions)
+    accept_missing: bool = False
 
     @property
     def engine(self) -> str:
@@ -289,6 +296,7 @@ def resolve_settings(
     if unrunnable not in UNRUNNABLE_POLICIES:
         raise SettingsError("--glm45-unrunnable", unrunnable, f"accepted: {', '.join(UNRUNNABLE_POLICIES)}")
     strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"), True)
+    accept_missing = _on_off("--glm45-accept-missing", values.get("accept_missing"), False)
     surfaces = (values.get("surfaces") or "all").strip()
     if surfaces not in SURFACE_CHOICES:
         raise SettingsError("--glm45-surfaces", surfaces, f"accepted: {', '.join(SURFACE_CHOICES)}")
@@ -323,6 +331,7 @@ def resolve_settings(
         concurrency=concurrency,
         surfaces=surfaces,
         parity_reference=_parity_reference(values.get("parity_reference")),
+        accept_missing=accept_missing,
     )
     if base_url:
         return replace(settings, remote=_remote(base_url, values, strict_modes))
@@ -369,8 +378,14 @@ def _remote(base_url: str, values: Mapping[str, Any], strict_modes: list[bool]) 
     names = _split(values.get("model"))
     if len(names) > 1:
         raise SettingsError("--glm45-model", ",".join(names), "with --glm45-base-url, accepted: the one model that server serves")
-    real = None if not names else not resolve_model(names[0], path_exists=Path(names[0]).expanduser().is_dir()).is_tiny
-    return RemoteServer(base_url.rstrip("/").removesuffix("/v1"), real, strict_modes[0] if declared else True, bool(declared))
+    model = resolve_model(names[0], path_exists=Path(names[0]).expanduser().is_dir()) if names else None
+    real = None if model is None else not model.is_tiny
+    log = str(values.get("server_log") or "").strip()
+    log_path = Path(log).expanduser() if log else None
+    if log_path is not None and not log_path.is_file():
+        raise SettingsError("--glm45-server-log", log, "accepted: the path of the log file the --glm45-base-url server writes")
+    return RemoteServer(base_url.rstrip("/").removesuffix("/v1"), real, strict_modes[0] if declared else True, bool(declared),
+                        model, log_path)  # fmt: skip
 
 
 def _parity_reference(value: Any) -> Path | None:

@@ -295,9 +295,9 @@ def replay_case(replay: Replayer, case: Case, stream: bool) -> ChatResult:
 
 
 def model_own_format(server: Any) -> str:
-    """The tool-call format the served model writes itself (glm_format.own_format of its alias or served name)."""
-    config = getattr(server, "config", None)
-    model = getattr(config, "model", None)
+    """The tool-call format the served model writes itself (glm_format.own_format of the model the server serves,
+    as booted or declared; of its served name when a remote server's model was not declared)."""
+    model = getattr(server, "model", None)
     return own_format(getattr(model, "alias", None) or getattr(server, "served_name", None))
 
 

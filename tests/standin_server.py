@@ -13,6 +13,9 @@ just well enough for the kit's lifecycle. Its behaviour comes from STANDIN_MODE:
   slow=S          sleep S seconds before listening
   port-taken      exit 1 with "address already in use" on the first try (STANDIN_STATE file)
   no-replay       serve, but completions ignore the replay script (a server without the processor)
+  chat-500=MSG    chat completions answer HTTP 500 with MSG as the error message (a dead engine, say)
+  grammar-500     chat completions log vLLM's grammar rejection for the request's X-Request-Id, then answer
+                  HTTP 500 "Internal server error", as vLLM 0.32's strict grammar does on GLM-4.5's native format
 
 Never used in place of vLLM by the suites.
 """
@@ -103,6 +106,15 @@ def main() -> None:
                 if die_after is not None and served["chat"] > die_after:
                     print("standin: dying as asked", flush=True)
                     os._exit(7)
+                if mode.startswith("chat-500="):
+                    self._send(500, {"error": {"message": mode.split("=", 1)[1], "type": "InternalServerError", "code": 500}})
+                    return
+                if mode == "grammar-500":
+                    rid = self.headers.get("X-Request-Id", "none")
+                    print(f"(EngineCore pid={os.getpid()}) ERROR [scheduler.py:2189] Unexpected: grammar rejected tokens "
+                          f"[198] for request chatcmpl-{rid}-1a2b3c4d. Terminating request.", flush=True)  # fmt: skip
+                    self._send(500, {"error": {"message": "Internal server error", "type": "InternalServerError", "code": 500}})
+                    return
                 message = {"role": "assistant", "content": script}
                 self._send(200, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip

@@ -214,7 +214,7 @@ def test_evidence_lines_parse_as_a_known_failure_entry() -> None:
     (block,) = evidence_blocks(report)
     assert "# known failure vllm-0.32.0.toml#2" in block
     lines = [line for line in block.split("\n") if not line.startswith("#")]
-    entry = "[[failure]]\nchecks = [\"t\"]\nreason = \"r\"\nsignature = { status = 500 }\n" + "\n".join(lines) + "\n"
+    entry = "[[failure]]\nchecks = [\"t\"]\nreason = \"r\"\nsignature = { status = 500, match = \"boom\" }\n" + "\n".join(lines) + "\n"
     (parsed,) = known_failures.parse(entry)
     assert found is not None and parsed.evidence["curl"].rstrip("\n") == found["curl"]
     assert parsed.evidence["got"].startswith("HTTP 500")
