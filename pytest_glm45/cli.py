@@ -163,7 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         old, new = report.load(Path(args.old)), report.load(Path(args.new))
     except (OSError, ValueError) as exc:
         raise SystemExit(f"pytest-glm45 compare: {exc}") from None
-    comparison = compare.compare(old, new, tolerances, accept_known=args.accept_known)
+    comparison = compare.compare(old, new, tolerances, accept_known=args.accept_known, accept_missing=args.accept_missing)
     text = comparison.markdown()
     print(text)
     if args.markdown:
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--markdown", default=None, help="Also write the summary to this file (for a CI comment).")
     cmp.add_argument("--accept-known", action="store_true",
                      help="Pass the gate when every check that broke is a recorded known failure (read them first).")
+    cmp.add_argument("--accept-missing", action="store_true",
+                     help="Pass the gate although checks that passed before are skipped or absent now, or configurations "
+                          "or throughput points are in one run only (each is listed); without it each is a regression.")
     cmp.set_defaults(func=cmd_compare)
 
     ev = sub.add_parser("evidence", help="Each failure and known failure of a report with its curl reproducer, "

@@ -1054,7 +1054,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if settings.compare_to is not None:
         from pytest_glm45 import compare
 
-        comparison = compare.compare(report.load(settings.compare_to), data, settings.tolerances)
+        comparison = compare.compare(report.load(settings.compare_to), data, settings.tolerances,
+                                     accept_missing=settings.accept_missing)  # fmt: skip
         config.stash[COMPARISON] = comparison
         report.attach_comparison(data, comparison)
         if comparison.regressed:
