@@ -361,3 +361,25 @@ def test_a_check_whose_server_died_during_it_is_never_a_known_failure(pytester: 
                                            "--glm45-strict-tools", "on", "--glm45-known-failures", str(kf_dir))  # fmt: skip
     result.assert_outcomes(failed=1)
     assert "exited during this check: its failure is not judged against the known failures" in result.stdout.str()
+
+
+@pytest.mark.parametrize("with_log", [True, False], ids=["server-log", "no-log"])
+def test_a_remote_servers_log_names_the_cause_of_its_500(pytester: pytest.Pytester, kf_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, with_log: bool) -> None:  # fmt: skip
+    """Against --glm45-base-url the kit reads the server's log when given it (--glm45-server-log); without it, a
+    500 cannot be told from another and is a new failure."""
+    from standin import standin_spec
+
+    from pytest_glm45.server import ServerProcess
+
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text("[[failure]]" + NATIVE_ENTRY)
+    log = tmp_path / "remote.log"
+    with ServerProcess(standin_spec("grammar-500", served_name="remote-model"), log, startup_timeout=30) as remote:
+        pytester.makepyfile(test_tool_calling=NATIVE_CHECK)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--glm45-base-url", remote.base_url,
+                                               "--glm45-known-failures", str(kf_dir),
+                                               *(["--glm45-server-log", str(log)] if with_log else []))  # fmt: skip
+    if with_log:
+        result.assert_outcomes(xfailed=1)
+    else:
+        result.assert_outcomes(failed=1)
