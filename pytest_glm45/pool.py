@@ -25,7 +25,6 @@ from pytest_glm45.probes import http_get, listed_models, replay_answers, server_
 from pytest_glm45.recipe import server_cores, spec_for
 from pytest_glm45.redaction import known_secrets, redact
 from pytest_glm45.replay import REPLAY_PROCESSOR
-from pytest_glm45.serverlog import RequestLog
 from pytest_glm45.server import (
     ENGINE_NICE,
     ServerError,
@@ -38,6 +37,7 @@ from pytest_glm45.server import (
     set_threads,
     tail,
 )
+from pytest_glm45.serverlog import RequestLog
 from pytest_glm45.settings import Settings
 
 
