@@ -24,6 +24,7 @@ import contextvars
 import copy
 import json
 import re
+import shlex
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -252,10 +253,21 @@ class AlteredReproducer(ValueError):
     """A report's reproducer that this kit would not have written (its curl, or its request)."""
 
 
+def _words(command: str) -> list[str]:
+    """A curl command as the shell words it is made of (read, never run), its JSON body (the word after -d)
+    in one canonical form: a report keeps the request's body with its keys sorted, the curl as sent."""
+    words = shlex.split(command)
+    if "-d" in words[:-1]:
+        at = words.index("-d") + 1
+        words[at] = json.dumps(json.loads(words[at]), sort_keys=True)
+    return words
+
+
 def verify(exchange: Exchange, stored_curl: object) -> None:
     """Raise AlteredReproducer unless `stored_curl` is the command `curl_command` builds for `exchange`,
-    a request the kit sends: a report's curl is never run, only compared with the one rebuilt from
-    the recorded request, which `curl_argv` then sends."""
+    a request the kit sends: the same shell words, the body the same JSON (its keys in any order). A
+    report's curl is never run, only compared with the one rebuilt from the recorded request, which
+    `curl_argv` then sends."""
     if not isinstance(exchange.method, str) or not _METHOD.fullmatch(exchange.method):
         raise AlteredReproducer(f"its recorded method {exchange.method!r} is not one the kit sends (accepted: an HTTP method such as POST)")
     if not isinstance(exchange.path, str) or not _PATH.fullmatch(exchange.path):
@@ -267,7 +279,11 @@ def verify(exchange: Exchange, stored_curl: object) -> None:
         rebuilt = curl_command(exchange)
     except (TypeError, ValueError) as exc:
         raise AlteredReproducer(f"its recorded request cannot be sent again ({exc})") from None
-    if rebuilt != stored_curl:
+    try:
+        same = isinstance(stored_curl, str) and _words(stored_curl) == _words(rebuilt)
+    except ValueError:  # unbalanced quotes, a body that is not JSON
+        same = False
+    if not same:
         raise AlteredReproducer("its stored curl is not the command this kit builds from its recorded request")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_glm45 import recheck, reproducer
+from pytest_glm45 import report as report_module
 from pytest_glm45.recheck import CurlRun, judge, normalize
 from pytest_glm45.reproducer import Exchange, curl_command, keep_chunks
 
@@ -459,8 +460,8 @@ def tiny_report(tmp_path: Path) -> tuple[Path, Path]:
         check_record("test_f::test_fine", "tiny-bf16-tp1", "passed", None),
     ]  # fmt: skip
     report = tmp_path / "report"
-    report.mkdir()
-    (report / "report.json").write_text(json.dumps({"schema": 2, "checks": checks, "configurations": {}}))
+    data = {**report_module.new_report("0.1.0", "standard", {}), "checks": checks}
+    report_module.write(data, report)  # as a run writes it: keys sorted, the curls as the checks sent them
     stream_text = "".join(f"data: {payload('chat', d)}\n\n" for _, d in merged("chat", reidentified(chat_events))) + "data: [DONE]\n\n"
     answers = {
         "stream-case": (0, stream_text + "\nHTTP 200\n"),
