@@ -5,7 +5,7 @@
     pytest-glm45 tiny-model                                 # build the tiny model, print its directory
     pytest-glm45 inventory                                  # this host's GPUs, as JSON
     pytest-glm45 evidence reports/new/report.json           # each failure's reproducer, as known-failure evidence
-    pytest-glm45 reproduce reports/new/report.json          # run each known failure's curl again: same defect?
+    pytest-glm45 reproduce reports/new/report.json          # send each known failure's request again: same defect?
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Run each known failure's printed curl again and judge whether it shows the same defect."""
+    """Send each known failure's recorded request again with the curl the kit builds for it (refusing a report
+    whose printed curl is not that one) and judge whether it shows the same defect."""
     from pytest_glm45 import recheck
 
     return recheck.run(args)
@@ -252,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--known-failures", default=None, help="Directory of vllm-<version>.toml files. Default: the shipped files.")
     ev.set_defaults(func=cmd_evidence)
 
-    rep = sub.add_parser("reproduce", help="Run each known failure's printed curl against a server and judge whether "
-                                           "it shows the same defect; exits 1 when one differs or errs")  # fmt: skip
+    rep = sub.add_parser("reproduce", help="Send each known failure's request again with its printed curl (rebuilt by the "
+                                           "kit, never run as text: a report whose curl differs is refused, exit 2) and judge "
+                                           "whether it shows the same defect; exits 1 when one differs or errs")  # fmt: skip
     from pytest_glm45.recheck import add_arguments
 
     add_arguments(rep)

