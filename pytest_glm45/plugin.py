@@ -52,7 +52,7 @@ T = TypeVar("T")
 #: check id -> the boots ahead to start at it: (configuration, the one it boots beside, before or after the check)
 AHEAD = pytest.StashKey[dict[str, list[tuple[Configuration, str, str]]]]()
 PREVIOUS_SIGTERM = pytest.StashKey[Any]()
-#: The session's logprob parity (`pytest_glm45.parity.ParitySession`), made by the `glm45_parity` fixture.
+#: The session's logprob parity (`pytest_glm45.parity_session.ParitySession`), made by the `glm45_parity` fixture.
 PARITY = pytest.StashKey[Any]()
 RECORDER = pytest.StashKey[Any]()
 #: (check, config id) -> its server's log tail when the check failed, for the report.
@@ -699,23 +699,32 @@ def _glm45_reproducer(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def glm45_parity(request: pytest.FixtureRequest) -> Any:
-    """The session's logprob parity (`pytest_glm45.parity.ParitySession`): the reference recording of
+    """The session's logprob parity (`pytest_glm45.parity_session.ParitySession`): the reference recording of
     each model (its first configuration, or --glm45-parity-reference) and every pair compared."""
-    from pytest_glm45.parity import ParitySession, load_references, thresholds_from_file
+    return _parity(request.config)
 
-    if PARITY not in request.config.stash:
-        settings = request.config.stash[SETTINGS]
+
+def _parity(config: pytest.Config) -> Any:
+    """The session's ParitySession, made on first use (a pytest-xdist worker's leaves candidates whose
+    reference ran elsewhere to the controller's)."""
+    from pytest_glm45.parity import thresholds_from_file
+    from pytest_glm45.parity_session import ParitySession, load_references
+
+    if PARITY not in config.stash:
+        settings = config.stash[SETTINGS]
         path = settings.parity_reference
         try:
             table = thresholds_from_file(settings.thresholds)
         except ValueError as exc:
             raise pytest.UsageError(f"--glm45-thresholds: {exc}") from None
+        deferred = hasattr(config, "workerinput")
         try:
-            session = ParitySession(load_references(path), str(path), table=table) if path else ParitySession(table=table)
+            session = (ParitySession(load_references(path), str(path), table=table, deferred=deferred) if path
+                       else ParitySession(table=table, deferred=deferred))  # fmt: skip
         except ValueError as exc:
             raise pytest.UsageError(f"--glm45-parity-reference: {exc}") from None
-        request.config.stash[PARITY] = session
-    return request.config.stash[PARITY]
+        config.stash[PARITY] = session
+    return config.stash[PARITY]
 
 
 @pytest.fixture
@@ -987,13 +996,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    """pytest-xdist: a worker finished; take what it learned (boots, verdicts, throughput points)."""
+    """pytest-xdist: a worker finished; take what it learned (boots, verdicts, throughput points, parity recordings)."""
     from pytest_glm45.sidebyside import OUTPUT_KEY, merge
 
     config: pytest.Config = node.config
     data = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
     if data and SETTINGS in config.stash:
-        merge(data, config.stash[POOL].history, config.stash[VERDICTS], _throughput(config).points)
+        merge(data, config.stash[POOL].history, config.stash[VERDICTS], _throughput(config).points, lambda: _parity(config))
 
 
 def _attach_reproducer(item: pytest.Item, report: pytest.TestReport, verdicts: Verdicts, check: str, config_id: str,
@@ -1077,8 +1086,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         from pytest_glm45.sidebyside import OUTPUT_KEY, pack
 
         config.workeroutput[OUTPUT_KEY] = pack(config.stash[POOL].history, config.stash[VERDICTS],  # type: ignore[attr-defined]
-                                               tp.points if tp is not None else [])  # fmt: skip
+                                               tp.points if tp is not None else [], config.stash.get(PARITY, None))  # fmt: skip
         return
+    if PARITY in config.stash:  # parity checks whose reference ran on another pytest-xdist worker are judged now
+        from pytest_glm45.parity_session import settle_verdicts
+
+        lines, failed = settle_verdicts(config.stash[PARITY], config.stash[VERDICTS])
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if lines and tr is not None:  # a verdict: shown under -q too
+            tr.write_line("")  # pytest's line of dots may stand unfinished
+            tr.section("glm45 parity, judged once the workers were done", sep="-")
+            for line in lines:
+                tr.write_line(line)
+        if failed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if tp is not None and settings.save_baseline is not None and tp.points:
         from pytest_glm45.pool import installed_vllm
 
