@@ -11,14 +11,14 @@ workers included.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,19 +172,12 @@ def set_threads(tids: list[int], cpus: set[int]) -> None:
             os.sched_setaffinity(tid, cpus)
 
 
-def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
-    """What the child does before exec: its own process group, SIGTERM if the kit's process dies
-    (even by SIGKILL), and its CPU cores."""
-
-    def setup() -> None:
-        os.setsid()
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if cpus and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, set(cpus))
-
-    return setup
+def spawn_argv(command: list[str], cpus: tuple[int, ...] = ()) -> list[str]:
+    """The argv that runs `command` through `pytest_glm45.spawn`: SIGTERM when the kit's thread that
+    starts it dies (even by SIGKILL), and its CPU cores, set after exec in a process of its own (no code
+    of the kit runs between fork and exec: Python documents preexec_fn as unsafe with threads)."""
+    script = str(Path(__file__).with_name("spawn.py"))
+    return [sys.executable, "-I", "-S", script, str(os.getpid()), ",".join(map(str, cpus)), "--", *command]
 
 
 def tail(path: Path, lines: int = 40, secrets_: tuple[str, ...] = ()) -> str:
@@ -295,12 +288,12 @@ class ServerProcess:
         self._log.write(redact(header, self.secrets).encode())
         self._log.flush()
         self.process = subprocess.Popen(
-            cmd,
+            spawn_argv(cmd, self.spec.cpus),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.spec.environment(self.api_key),
-            preexec_fn=_child_setup(self.spec.cpus),
+            start_new_session=True,  # its own process group, led by it: stop signals the whole group
             close_fds=True,
         )
         self.pgid = self.process.pid
