@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_glm45 import rootcause
 from pytest_glm45.probes import http_get, listed_models, server_version
 from pytest_glm45.redaction import known_secrets, redact
 
@@ -223,6 +224,8 @@ class ServerProcess:
         self.startup_seconds: float | None = None
         self.version: str | None = None
         self.max_model_len: int | None = None
+        #: the log's size when the server became ready: a death's root cause is looked for after it
+        self.ready_offset: int | None = None
         self._log: Any = None
 
     # -- properties ----------------------------------------------------------------------
@@ -322,6 +325,8 @@ class ServerProcess:
                     if model is not None:
                         self.max_model_len = model.get("max_model_len")
                         self.version = server_version(self.base_url)
+                        with contextlib.suppress(OSError):
+                            self.ready_offset = self.log_path.stat().st_size
                         return
                 elif status in (401, 403):
                     raise ServerStartError(self._describe(f"refused the session's API key on /v1/models (HTTP {status})", started))
@@ -334,12 +339,23 @@ class ServerProcess:
 
     def _describe(self, what: str, started: float) -> str:
         return (
-            f"vLLM server for {self.spec.config_id} {what} "
-            f"(after {time.monotonic() - started:.1f} s, port {self.port}).\n"
+            f"vLLM server for {self.spec.config_id} {what} (after {time.monotonic() - started:.1f} s, port {self.port})"
+            f"{self.root_cause()}\n"
             f"Command: {redact(' '.join(self.spec.command(self.HOST, self.port or 0)), self.secrets)}\n"
             f"Log: {self.log_path}\n"
             f"Last lines of the log:\n{self.log_tail(30)}"
         )
+
+    def root_cause(self, serving: bool = False) -> str:
+        """`: <the root cause>` and, on a line of its own, where it stands in the log (`pytest_glm45.rootcause`:
+        the engine's first error; `serving`: its first traceback since the server became ready); "." when
+        the log has none."""
+        start = (self.ready_offset or 0) if serving else 0
+        cause = rootcause.find(self.log_path, start, serving=serving, secrets=self.secrets)
+        if cause is None:
+            return "."
+        since = " since the server became ready" if serving else ""
+        return f": {cause.text}\nRoot cause: the {cause.kind} in the log{since} ({cause.describe()}); the log's last lines follow."
 
     # -- running -------------------------------------------------------------------------
 
@@ -349,7 +365,7 @@ class ServerProcess:
         if self.process is not None and code is not None:
             raise ServerDiedError(
                 f"vLLM server for {self.spec.config_id} has exited with code {code} while the suite ran "
-                f"(port {self.port}).\nLog: {self.log_path}\nLast lines of the log:\n{self.log_tail(30)}"
+                f"(port {self.port}){self.root_cause(serving=True)}\nLog: {self.log_path}\nLast lines of the log:\n{self.log_tail(30)}"
             )
 
     # -- stop ----------------------------------------------------------------------------

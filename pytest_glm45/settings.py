@@ -292,6 +292,8 @@ def resolve_settings(
     surfaces = (values.get("surfaces") or "all").strip()
     if surfaces not in SURFACE_CHOICES:
         raise SettingsError("--glm45-surfaces", surfaces, f"accepted: {', '.join(SURFACE_CHOICES)}")
+    server_args = tuple(split_server_args(values.get("server_args")))
+    _refuse_speculative(server_args)
     concurrency = DEFAULT_CONCURRENCY
     if values.get("concurrency") is not None:
         concurrency = _int("--glm45-concurrency", values["concurrency"], 1,
@@ -306,7 +308,7 @@ def resolve_settings(
         api_key=api_key,
         max_model_len=max_len,
         startup_timeout=timeout,
-        server_args=tuple(split_server_args(values.get("server_args"))),
+        server_args=server_args,
         profile=PROFILES[profile_name],
         log_dir=log_dir if log_dir.is_absolute() else rootdir / log_dir,
         cache_dir=cache_dir,
@@ -402,6 +404,15 @@ def _existing_file(option: str, value: Any) -> Path | None:
     except thresholds.ThresholdsError as exc:
         raise SettingsError(option, str(value), f"the file does not parse ({exc})") from None
     return path
+
+
+def _refuse_speculative(server_args: tuple[str, ...]) -> None:
+    """A speculative-decoding flag cannot boot with the replay processor: refused before anything boots."""
+    from pytest_glm45.recipe import SPECULATIVE_REFUSAL, speculative_flag
+
+    flag = speculative_flag(server_args)
+    if flag is not None:
+        raise SettingsError("--glm45-server-arg", flag, SPECULATIVE_REFUSAL)
 
 
 def split_server_args(value: Any) -> list[str]:

@@ -13,6 +13,10 @@ just well enough for the kit's lifecycle. Its behaviour comes from STANDIN_MODE:
   slow=S          sleep S seconds before listening
   port-taken      exit 1 with "address already in use" on the first try (STANDIN_STATE file)
   no-replay       serve, but completions ignore the replay script (a server without the processor)
+  log-and-exit=F  write file F as its log (`{pid}` there becomes its pid) and exit 1 before listening:
+                  a recorded vLLM failure, such as tests/fixtures/vllm-0.32-speculative-boot-failure.log
+
+STANDIN_DEATH_LOG=F: with die-after=N, write file F (the same way) before dying.
 
 Never used in place of vLLM by the suites.
 """
@@ -29,6 +33,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def write_log(path: str) -> None:
+    """A recorded log as this process's output, its pids this process's."""
+    sys.stdout.flush()
+    with open(path, "rb") as f:
+        sys.stdout.buffer.write(f.read().replace(b"{pid}", str(os.getpid()).encode()))
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -43,6 +55,9 @@ def main() -> None:
     if mode == "crash-at-boot":
         print("Traceback (most recent call last):\nRuntimeError: standin crashed at boot", flush=True)
         sys.exit(3)
+    if mode.startswith("log-and-exit="):
+        write_log(mode.split("=", 1)[1])
+        sys.exit(1)
     if mode == "port-taken":
         state = os.environ["STANDIN_STATE"]
         if not os.path.exists(state):
@@ -102,6 +117,8 @@ def main() -> None:
                 served["chat"] += 1
                 if die_after is not None and served["chat"] > die_after:
                     print("standin: dying as asked", flush=True)
+                    if os.environ.get("STANDIN_DEATH_LOG"):
+                        write_log(os.environ["STANDIN_DEATH_LOG"])
                     os._exit(7)
                 message = {"role": "assistant", "content": script}
                 self._send(200, {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
