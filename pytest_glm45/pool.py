@@ -28,6 +28,8 @@ from pytest_glm45.server import (
     ENGINE_NICE,
     ServerError,
     ServerProcess,
+    ServerSpec,
+    ServerStopError,
     may_renice_back,
     move_threads,
     new_api_key,
@@ -332,8 +334,10 @@ class ServerPool:
             gpu_ids = list(lease.ids)
         try:
             return self._start(config, gpu_ids, distribution, installed_version, ahead)
+        except ServerStopError:
+            raise  # its processes outlived SIGKILL: the GPUs stay held rather than go to the next boot
         except BaseException:
-            self._free_gpus(config.id)
+            self._free_gpus(config.id)  # `_start` has stopped any server it started: the GPUs are free
             raise
 
     def _free_gpus(self, config_id: str) -> None:
@@ -374,6 +378,17 @@ class ServerPool:
             record.status = "failed to start"
             self._say(f"glm45: {config.id} failed to start")
             raise
+        try:
+            return self._serve(config, server, spec, record, installed_version, distribution, ahead)
+        except BaseException:
+            server.stop()  # whatever fails once the server runs stops it: its GPUs are freed only after
+            raise
+
+    def _serve(self, config: Configuration, server: ServerProcess, spec: ServerSpec, record: BootRecord,
+               installed_version: str | None, distribution: str, ahead: Ahead | None) -> ServerHandle:  # fmt: skip
+        """A started server checked (it replays) and handed out."""
+        settings = self.settings
+        log_path = server.log_path
         record.startup_seconds = server.startup_seconds
         if server.startup_seconds is not None and ahead is None:  # booted beside a running one, it is slower
             remember_boot(settings.cache_dir, config.id, server.startup_seconds)
@@ -382,7 +397,6 @@ class ServerPool:
         record.replay = seen
         if not replays:
             record.status = "no replay"
-            server.stop()
             raise ReplayMissingError(
                 f"{config.id} was booted with --logits-processors {REPLAY_PROCESSOR} but does not replay: {seen}.\n"
                 f"Every replay check of this configuration errors. Log: {log_path}\nLast lines of the log:\n"

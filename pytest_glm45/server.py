@@ -40,6 +40,10 @@ class ServerDiedError(ServerError):
     """The server was ready once and has exited since."""
 
 
+class ServerStopError(ServerError):
+    """Processes of the server outlived SIGKILL: what it held (its GPUs) is still in use."""
+
+
 #: Placeholders in a ServerSpec's argv, filled in when the port is known.
 HOST, PORT = "{host}", "{port}"
 
@@ -405,7 +409,8 @@ class ServerProcess:
             time.sleep(0.1)
         left = process_group_members(self.pgid)
         if left:
-            raise ServerError(f"processes {left} of {self.spec.config_id}'s server survived SIGKILL")
+            raise ServerStopError(f"processes {left} of {self.spec.config_id}'s server survived SIGKILL; "
+                                  "its GPUs stay held by this session")  # fmt: skip
 
     def __enter__(self) -> ServerProcess:
         return self.start()
