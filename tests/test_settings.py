@@ -130,11 +130,11 @@ def test_a_broken_known_failures_file_is_refused_when_settings_resolve(tmp_path:
     assert err.value.option == "--glm45-known-failures"
     assert f"{tmp_path / 'vllm-0.99.0.toml'}: entry 1 (['test_tool_calling::test_replay[*]']) lacks reason" in str(err.value)
     (tmp_path / "vllm-0.99.0.toml").write_text("[[failure]\n")
-    with pytest.raises(SettingsError, match="vllm-0.99.0.toml: not valid TOML"):
+    with pytest.raises(SettingsError, match=r"vllm-0\.99\.0\.toml: not valid TOML"):
         settings(0, known_failures=str(tmp_path))
     (tmp_path / "vllm-0.99.0.toml").write_text("[pins]\nmax_tokens_over_window = 'reject'\n")
     assert settings(0, known_failures=str(tmp_path)).known_failures_dir == tmp_path
-    with pytest.raises(SettingsError, match="accepted: the path of a directory of vllm-<version>.toml files"):
+    with pytest.raises(SettingsError, match=r"accepted: the path of a directory of vllm-<version>\.toml files"):
         settings(0, known_failures=str(tmp_path / "missing"))
 
 
