@@ -4,7 +4,9 @@ only once it has stopped, and no boot ahead takes GPUs that a configuration befo
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from standin import assert_all_gone, log_pids
 from pytest_glm45 import gpulease
 from pytest_glm45 import pool as pool_module
 from pytest_glm45.known_failures import KnownFailuresError
-from pytest_glm45.pool import ServerPool
+from pytest_glm45.pool import ServerHandle, ServerPool
 from pytest_glm45.server import ServerProcess, process_group_members
 from pytest_glm45.settings import Settings, resolve_settings
 
@@ -82,3 +84,105 @@ def test_a_failure_after_the_server_started_stops_it_before_its_gpus_are_freed(
         for server in servers:
             real_stop(server)
         pool.stop_all()
+
+
+def gpus_of(handle: ServerHandle) -> str:
+    """The GPUs the server process got, from its own environment."""
+    assert handle.server is not None and handle.server.process is not None
+    environ = Path(f"/proc/{handle.server.process.pid}/environ").read_bytes().split(b"\0")
+    return next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"CUDA_VISIBLE_DEVICES="))
+
+
+def test_a_boot_ahead_never_takes_the_gpus_of_the_configuration_before_it(eight_gpus: Path, tmp_path: Path) -> None:
+    """--glm45-model air-fp8 --gpus 8: tp8 and tp8-nostrict each need all eight GPUs. The second, planned to boot
+    beside the first, waits until the first holds its GPUs, finds none free and boots at its turn; before, it
+    took the eight GPUs first and the first configuration waited for GPUs freed only after it had run."""
+    settings = gpu_settings(tmp_path, strict_tools="on,off", startup_timeout="10")
+    first, second = settings.matrix
+    assert (first.id, second.id) == ("air-fp8-tp8", "air-fp8-tp8-nostrict")
+    lines: list[str] = []
+    pool = ServerPool(settings, reporter=SimpleNamespace(line=lines.append))
+    try:
+        pool.boot_ahead(second, first.id, at_start=True)
+        time.sleep(1.0)  # a boot ahead that does not wait has taken the GPUs by now
+        handle = pool.acquire(first)
+        assert gpus_of(handle) == "0,1,2,3,4,5,6,7"
+        assert pool._ahead[second.id].booted.wait(timeout=30)
+        pool.flush_messages()
+        assert "glm45: air-fp8-tp8-nostrict boots at its turn, not ahead of it: no 8 free GPUs now" in lines
+        pool.release(handle)
+        later = pool.acquire(second)
+        assert gpus_of(later) == "0,1,2,3,4,5,6,7"
+        pool.release(later)
+    finally:
+        pool.stop_all()
+    assert_all_gone(log_pids(tmp_path / "logs"))
+    booted = [line.split(" (log")[0] for line in lines if line.startswith("glm45: booting")]
+    assert booted == ["glm45: booting air-fp8-tp8 on GPUs 0,1,2,3,4,5,6,7", "glm45: booting air-fp8-tp8-nostrict on GPUs 0,1,2,3,4,5,6,7"]
+
+
+def test_boots_ahead_take_gpus_in_the_sessions_order_and_still_boot_ahead(eight_gpus: Path, tmp_path: Path) -> None:
+    """Four tp2 configurations on eight GPUs: the three later ones boot ahead beside the first, each once
+    those before it hold their GPUs, so the session's k-th configuration gets the k-th pair."""
+    settings = gpu_settings(tmp_path, parallel="tp2,tp2-ep", strict_tools="on,off", startup_timeout="30")
+    first, *rest = settings.matrix
+    lines: list[str] = []
+    pool = ServerPool(settings, reporter=SimpleNamespace(line=lines.append))
+    try:
+        for config in rest:
+            pool.boot_ahead(config, first.id, at_start=True)
+        handles = [pool.acquire(config) for config in settings.matrix]
+        assert [gpus_of(h) for h in handles] == ["0,1", "2,3", "4,5", "6,7"]
+        ahead = [line for line in lines if "ahead of its turn" in line]
+        assert [line.split()[2] for line in ahead] == [c.id for c in rest], lines
+        for handle in handles:
+            pool.release(handle)
+    finally:
+        pool.stop_all()
+    assert_all_gone(log_pids(tmp_path / "logs"))
+
+
+def test_turns_let_a_boot_ahead_through_only_after_those_before_it() -> None:
+    """gpulease.Turns on its own: wait answers at once once those before hold or are done; a configuration
+    before it that boots at its turn makes it give up; a cancel ends a wait and not a boot let through."""
+    import threading
+
+    turns = gpulease.Turns()
+    turns.holds("a")
+    turns.done("b")
+    assert turns.wait("c", ["a", "b"]) is None
+    turns.cancel("c")  # let through already: no effect
+    turns.gave_up("d")
+    assert turns.wait("e", ["a", "d"]) == "d, which runs before it, boots at its turn and may need the same GPUs"
+    answers: list[str | None] = []
+    waiter = threading.Thread(target=lambda: answers.append(turns.wait("f", ["a", "g"])))
+    waiter.start()
+    turns.holds("g")
+    waiter.join(timeout=10)
+    assert answers == [None]
+    waiter = threading.Thread(target=lambda: answers.append(turns.wait("h", ["never"])))
+    waiter.start()
+    turns.cancel("h")
+    waiter.join(timeout=10)
+    assert answers == [None, gpulease.Turns.CANCELLED]
+
+
+def test_a_session_of_two_eight_gpu_configurations_runs_both(pytester: pytest.Pytester, eight_gpus: Path, tmp_path: Path) -> None:
+    """End to end: the plugin plans the second configuration's boot beside the first; both run."""
+    pytester.makepyfile(
+        """
+        from pathlib import Path
+
+        def test_gpus(glm45_server):
+            environ = Path(f"/proc/{glm45_server.server.process.pid}/environ").read_bytes().split(b"\\0")
+            assert b"CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7" in environ
+
+        def test_again(glm45_server):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--glm45-model", "air-fp8", "--gpus", "8",
+                                           "--glm45-startup-timeout", "20", "--glm45-log-dir", str(tmp_path / "logs"))  # fmt: skip
+    result.assert_outcomes(passed=4)
+    assert "air-fp8-tp8-nostrict: ready in" in result.stdout.str()
+    assert_all_gone(log_pids(tmp_path / "logs"))
