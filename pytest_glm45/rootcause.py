@@ -15,8 +15,8 @@ such as multiprocessing's "Process EngineCore_DP0:" traceback, has neither). An 
 line that ends a traceback, an ERROR or CRITICAL record with no traceback in it, or argparse's
 `prog: error: ...`. At boot, the root cause is the first error of an engine process (any prefix but the
 API server's), else the first error at all: the API server's errors are the consequence. Once the server
-has served, only tracebacks written since it became ready count, the engine's first: a serving engine
-logs an ERROR line for each request it terminates (a grammar's rejection), and those are not why it died.
+has served, only tracebacks written since it became ready count, and not those the API server logs for
+requests (`root_cause`).
 """
 
 from __future__ import annotations
@@ -110,17 +110,22 @@ def engine_process(process: str | None) -> bool:
 
 def root_cause(text: str, first_line: int = 1, serving: bool = False) -> RootCause | None:
     """The root cause in a log's text, None without one. At boot: the engine's first error, else the first
-    error. Once the server has served (`serving`): the engine's first traceback, else the first traceback;
-    ERROR lines alone are left out there (a serving engine logs each request it terminates, such as a
-    grammar's rejection, and those are not why it died)."""
+    error. Once the server has served (`serving`): the engine's first traceback, else the first traceback
+    a process printed itself (no prefix: an uncaught exception's last words); the errors the API server
+    logs for requests (a hostile request's validation error, with its traceback) and the ERROR lines a
+    serving engine writes for each request it terminates (a grammar's rejection) are not why it died."""
     found = errors(text, first_line)
     if serving:
-        found = [e for e in found if e.traceback]
-    what = "traceback" if serving else "error"
+        tracebacks = [e for e in found if e.traceback]
+        engine = next((e for e in tracebacks if engine_process(e.process)), None)
+        if engine is not None:
+            return replace(engine, kind="engine's first traceback")
+        own = next((e for e in tracebacks if e.process is None), None)
+        return None if own is None else replace(own, kind="first uncaught traceback")
     engine = next((e for e in found if engine_process(e.process)), None)
     if engine is not None:
-        return replace(engine, kind=f"engine's first {what}")
-    return replace(found[0], kind=f"first {what}") if found else None
+        return replace(engine, kind="engine's first error")
+    return replace(found[0], kind="first error") if found else None
 
 
 def find(path: Path, start: int = 0, *, serving: bool = False, secrets: tuple[str, ...] = ()) -> RootCause | None:

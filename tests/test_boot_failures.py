@@ -27,6 +27,10 @@ DEATH_LOG = """\
 (EngineCore pid={pid}) ERROR 12-05 12:01:57 [backend_xgrammar.py:201] Failed to advance FSM for request chatcmpl-1 for tokens 198. Please file an issue.
 (EngineCore pid={pid}) ERROR 12-05 12:01:57 [scheduler.py:2189] Unexpected: grammar rejected tokens [198] for request chatcmpl-1. Terminating request.
 (APIServer pid={pid}) ERROR 12-05 12:01:57 [serving.py:203] Request chatcmpl-1 failed with an internal error during generation
+(APIServer pid={pid}) ERROR 12-05 12:02:41 [api_router.py:75] Traceback (most recent call last):
+(APIServer pid={pid}) ERROR 12-05 12:02:41 [api_router.py:75]   File "/v/vllm/sampling_params.py", line 597, in _verify_args
+(APIServer pid={pid}) ERROR 12-05 12:02:41 [api_router.py:75]     raise VLLMValidationError(
+(APIServer pid={pid}) ERROR 12-05 12:02:41 [api_router.py:75] vllm.exceptions.VLLMValidationError: temperature must be non-negative, got -1.0.
 INFO:     127.0.0.1:43066 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error
 (EngineCore pid={pid}) ERROR 12-05 12:03:10 [core.py:1512] EngineCore encountered a fatal error.
 (EngineCore pid={pid}) ERROR 12-05 12:03:10 [core.py:1512] Traceback (most recent call last):
@@ -86,6 +90,15 @@ def test_a_server_dying_mid_run_names_the_engines_fatal_error_not_a_terminated_r
     assert "exited with code 7 while the suite ran" in first
     assert first.endswith(": RuntimeError: CPU out of memory: tried to allocate 2.00 GiB for the KV cache")
     assert second.startswith("Root cause: the engine's first traceback in the log since the server became ready (line ")
+
+
+def test_a_death_without_a_fatal_traceback_names_no_request_error() -> None:
+    """An engine killed outright (the OOM killer) writes nothing: the request errors before are not named."""
+    requests_only = DEATH_LOG.replace("{pid}", "9").split("(EngineCore pid=9) ERROR 12-05 12:03:10")[0]
+    assert rootcause.root_cause(requests_only, serving=True) is None
+    uncaught = requests_only + "Traceback (most recent call last):\n  File \"x.py\", line 1\nOSError: [Errno 24] Too many open files\n"
+    cause = rootcause.root_cause(uncaught, serving=True)
+    assert cause is not None and (cause.text, cause.kind) == ("OSError: [Errno 24] Too many open files", "first uncaught traceback")
 
 
 def test_boot_errors_before_the_engine_starts_are_found_too() -> None:
