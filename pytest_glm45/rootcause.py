@@ -38,6 +38,8 @@ ARGPARSE = re.compile(r"^[\w.\-]+: error: ")
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 #: How much of a log is read (a boot's log is far smaller; a long run's log is read from its end).
 READ_LIMIT = 8 * 1024 * 1024
+#: The most of an error's text a message quotes (the log has the rest).
+MAX_TEXT = 600
 
 
 @dataclass(frozen=True)
@@ -151,4 +153,7 @@ def find(path: Path, start: int = 0, *, serving: bool = False, secrets: tuple[st
         data = data.split(b"\n", 1)[1]
         newlines += 1
     cause = root_cause(data.decode("utf-8", errors="replace"), newlines + 1, serving)
-    return None if cause is None else replace(cause, text=redact(cause.text, secrets))
+    if cause is None:
+        return None
+    text = redact(cause.text, secrets)  # then shortened: no part of a secret is left at the cut
+    return replace(cause, text=text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…")
