@@ -29,6 +29,8 @@ from pytest_glm45.server import (
     ENGINE_NICE,
     ServerError,
     ServerProcess,
+    ServerSpec,
+    ServerStopError,
     may_renice_back,
     move_threads,
     new_api_key,
@@ -273,10 +275,12 @@ class Ahead:
     server: ServerProcess | None = None
     handle: ServerHandle | None = None
     error: BaseException | None = None
+    #: the configurations that run before it (`beside` first): on GPUs, it takes its own only after theirs
+    after: tuple[str, ...] = ()
 
 
 class _NotAhead(Exception):
-    """The configuration cannot boot ahead (no free GPUs now); it boots when its turn comes."""
+    """The configuration does not boot ahead (the message says why); it boots when its turn comes."""
 
 
 class ServerPool:
@@ -295,6 +299,7 @@ class ServerPool:
         self._ahead: dict[str, Ahead] = {}
         self._keepers: dict[str, threading.Event] = {}
         self._pending: list[str] = []
+        self._turns = gpulease.Turns()
 
     def _say(self, text: str) -> None:
         """Say it now from the main thread; from a boot running ahead, at the main thread's next word."""
@@ -332,6 +337,8 @@ class ServerPool:
             return self._boot(config)
         except ServerError as exc:
             self._failed[key] = str(exc)
+            if key is not None:
+                self._turns.done(key)
             raise
 
     def failure(self, config_id: str | None) -> str:
@@ -351,20 +358,29 @@ class ServerPool:
         # side by side (pytest -n) never share a GPU.
         gpu_ids = None
         if config.engine == "gpu":
+            # Ahead of its turn, only once every configuration before it holds its GPUs or is done:
+            # it never takes GPUs that one of them needs (which would wait for GPUs freed after it ran).
+            why = self._turns.wait(config.id, ahead.after) if ahead is not None else None
+            if why is not None:
+                raise _NotAhead(why)
             try:
                 lease = gpulease.lease(config.plan.gpus, host_gpu_ids(settings.gpus), config.id,
                                        timeout=0 if ahead else settings.startup_timeout, on_wait=self._say)  # fmt: skip
             except gpulease.GpuLeaseError as exc:
                 if ahead is not None:  # no free GPUs to boot it ahead on: it boots when its turn comes
-                    raise _NotAhead() from None
+                    raise _NotAhead(f"no {config.plan.gpus} free GPUs now") from None
                 self.history.append(BootRecord(config.id, "no GPUs", None, installed_version, config.engine, distribution))
                 raise ServerError(str(exc)) from None
             self._leases[config.id] = lease
             gpu_ids = list(lease.ids)
+        self._turns.holds(config.id)  # its GPUs, or none needed
         try:
             return self._start(config, gpu_ids, distribution, installed_version, ahead)
+        except ServerStopError:
+            raise  # its processes outlived SIGKILL: the GPUs stay held rather than go to the next boot
         except BaseException:
-            self._free_gpus(config.id)
+            self._free_gpus(config.id)  # `_start` has stopped any server it started: the GPUs are free
+            self._turns.done(config.id)
             raise
 
     def _free_gpus(self, config_id: str) -> None:
@@ -405,6 +421,17 @@ class ServerPool:
             record.status = "failed to start"
             self._say(f"glm45: {config.id} failed to start")
             raise
+        try:
+            return self._serve(config, server, spec, record, installed_version, distribution, ahead)
+        except BaseException:
+            server.stop()  # whatever fails once the server runs stops it: its GPUs are freed only after
+            raise
+
+    def _serve(self, config: Configuration, server: ServerProcess, spec: ServerSpec, record: BootRecord,
+               installed_version: str | None, distribution: str, ahead: Ahead | None) -> ServerHandle:  # fmt: skip
+        """A started server checked (it replays) and handed out."""
+        settings = self.settings
+        log_path = server.log_path
         record.startup_seconds = server.startup_seconds
         if server.startup_seconds is not None and ahead is None:  # booted beside a running one, it is slower
             remember_boot(settings.cache_dir, config.id, server.startup_seconds)
@@ -413,7 +440,6 @@ class ServerPool:
         record.replay = seen
         if not replays:
             record.status = "no replay"
-            server.stop()
             raise ReplayMissingError(
                 f"{config.id} was booted with --logits-processors {REPLAY_PROCESSOR} but does not replay: {seen}.\n"
                 f"Every replay check of this configuration errors. Log: {log_path}\nLast lines of the log:\n"
@@ -491,6 +517,7 @@ class ServerPool:
         died = handle.server.exit_code
         handle.server.stop()
         self._free_gpus(handle.config_id)
+        self._turns.done(handle.config_id)
         keeper = self._keepers.pop(handle.config_id, None)
         if keeper is not None:
             keeper.set()
@@ -504,16 +531,20 @@ class ServerPool:
     def boot_ahead(self, config: Configuration, beside: str, cpus: tuple[int, ...] = (), at_start: bool = False) -> None:
         """Start booting `config` in the background while `beside` runs its checks (or, `at_start`, boots
         itself), on `cpus` when given (the cores `beside` leaves free); `acquire` then waits for it
-        instead of booting it. A throughput point waits for it to end (`settle_boots`). On GPUs only
-        when a free block of GPUs is there now."""
+        instead of booting it. A throughput point waits for it to end (`settle_boots`). On GPUs, it takes
+        GPUs only once `beside` and every configuration asked to boot ahead before it hold theirs (or are
+        done), and only a block free then: else it boots at its turn (`gpulease.Turns`)."""
         if config.id in self._live or config.id in self._ahead or config.id in self._failed:
             return
-        ahead = Ahead(beside, cpus, at_start)
+        ahead = Ahead(beside, cpus, at_start, after=(beside, *self._ahead))
 
         def run() -> None:
             try:
                 ahead.handle = self._boot(config, ahead)
-            except _NotAhead:
+            except _NotAhead as exc:
+                if str(exc) != gpulease.Turns.CANCELLED:
+                    self._turns.gave_up(config.id)
+                    self._say(f"glm45: {config.id} boots at its turn, not ahead of it: {exc}")
                 return
             except BaseException as exc:  # handed to acquire, which raises it as the boot's failure
                 ahead.error = exc
@@ -530,6 +561,8 @@ class ServerPool:
     def settle_boots(self) -> None:
         """Wait for every boot running ahead to end (ready or not): a throughput point must not measure
         beside a boot. A server booted ahead and idle is quiet (vLLM's engine waits on its input queue)."""
+        for config_id in self._ahead:  # one still waiting for the GPUs of those before it boots at its turn
+            self._turns.cancel(config_id)
         running = [(config_id, ahead) for config_id, ahead in self._ahead.items() if not ahead.booted.is_set()]
         for config_id, ahead in running:
             self._say(f"glm45: waiting for {config_id} to finish booting ahead before a throughput point")
@@ -546,6 +579,7 @@ class ServerPool:
             self._unborrow(ahead)
 
     def _take_ahead(self, config: Configuration) -> ServerHandle | None:
+        self._turns.cancel(config.id)  # its turn has come: a boot ahead that still waits boots now instead
         ahead = self._ahead.pop(config.id)
         self._wait_booted(ahead)
         self.flush_messages()
@@ -572,6 +606,8 @@ class ServerPool:
 
     def stop_all(self) -> None:
         """Stop every server still running (end of session, Ctrl-C, errors)."""
+        for config_id in self._ahead:
+            self._turns.cancel(config_id)
         for ahead in list(self._ahead.values()):
             if ahead.server is not None:
                 with contextlib.suppress(Exception):

@@ -292,12 +292,13 @@ def resolve_settings(
 
     log_dir = Path(values.get("log_dir") or rootdir / DEFAULT_LOG_DIR)
     cache_dir = Path(values["cache_dir"]) if values.get("cache_dir") else None
-    kf = values.get("known_failures")
+    known_failures_dir = _known_failures_dir(values.get("known_failures"))
     thresholds_path = _existing_file("--glm45-thresholds", values.get("thresholds"))
     if thresholds_path is None and all(m.is_tiny for m in models):
         from importlib import resources
 
         thresholds_path = Path(str(resources.files("pytest_glm45").joinpath("thresholds").joinpath(DEFAULT_THRESHOLDS_TINY)))
+        _parse_thresholds("the shipped thresholds", thresholds_path)
     margin = _float("--glm45-baseline-margin", values.get("baseline_margin"), DEFAULT_BASELINE_MARGIN,
                     "accepted: a fraction from 0 up to (not including) 1, such as 0.2", lambda v: 0 <= v < 1)  # fmt: skip
     save_baseline = Path(values["save_baseline"]) if values.get("save_baseline") else None
@@ -315,6 +316,8 @@ def resolve_settings(
     surfaces = (values.get("surfaces") or DEFAULT_SURFACES).strip()
     if surfaces not in SURFACE_CHOICES:
         raise SettingsError("--glm45-surfaces", surfaces, f"accepted: {', '.join(SURFACE_CHOICES)}")
+    server_args = tuple(split_server_args(values.get("server_args")))
+    _refuse_speculative(server_args)
     concurrency = DEFAULT_CONCURRENCY
     if values.get("concurrency") is not None:
         concurrency = _int("--glm45-concurrency", values["concurrency"], 1,
@@ -329,11 +332,11 @@ def resolve_settings(
         api_key=api_key,
         max_model_len=max_len,
         startup_timeout=timeout,
-        server_args=tuple(split_server_args(values.get("server_args"))),
+        server_args=server_args,
         profile=PROFILES[profile_name],
         log_dir=log_dir if log_dir.is_absolute() else rootdir / log_dir,
         cache_dir=cache_dir,
-        known_failures_dir=Path(kf) if kf else None,
+        known_failures_dir=known_failures_dir,
         thresholds=thresholds_path,
         save_baseline=save_baseline,
         baseline_margin=margin,
@@ -425,13 +428,49 @@ def _existing_file(option: str, value: Any) -> Path | None:
     path = Path(str(value)).expanduser()
     if not path.is_file():
         raise SettingsError(option, str(value), "accepted: the path of an existing TOML file")
+    _parse_thresholds(option, path)
+    return path
+
+
+def _parse_thresholds(option: str, path: Path) -> None:
+    """A thresholds file is read whole before anything boots: its [[threshold]] entries (throughput) and its
+    [[parity]] entries (logprob parity), which the kit otherwise reads only after a boot."""
     from pytest_glm45 import thresholds
+    from pytest_glm45.parity import thresholds_from_file
 
     try:
         thresholds.load(path)
-    except thresholds.ThresholdsError as exc:
-        raise SettingsError(option, str(value), f"the file does not parse ({exc})") from None
-    return path
+        thresholds_from_file(path)
+    except (ValueError, TypeError, AttributeError) as exc:  # ThresholdsError is a ValueError, as is a TOML error
+        raise SettingsError(option, str(path), f"the file does not parse ({exc})") from None
+
+
+def _known_failures_dir(value: Any) -> Path | None:
+    """--glm45-known-failures: a directory. Every vllm-*.toml in the directory in use (this one, else the
+    shipped one) is parsed now, before anything boots: the session reads the one of the vLLM version it
+    finds only after a boot, which can take 15 minutes."""
+    from pytest_glm45 import known_failures
+
+    directory = Path(str(value)).expanduser() if value else None
+    if directory is not None and not directory.is_dir():
+        raise SettingsError("--glm45-known-failures", str(value), "accepted: the path of a directory of vllm-<version>.toml files")
+    for path in sorted((directory or known_failures.default_dir()).glob("vllm-*.toml")):
+        try:
+            known_failures.parse(path.read_text("utf-8"), str(path))
+            known_failures.load(path.name.removeprefix("vllm-").removesuffix(".toml"), path.parent)  # its [pins] too
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # KnownFailuresError is a ValueError
+            raise SettingsError("--glm45-known-failures", str(directory or path.parent),
+                                f"{exc}; accepted: files of the shape pytest_glm45/known_failures.py documents") from None  # fmt: skip
+    return directory
+
+
+def _refuse_speculative(server_args: tuple[str, ...]) -> None:
+    """A speculative-decoding flag cannot boot with the replay processor: refused before anything boots."""
+    from pytest_glm45.recipe import SPECULATIVE_REFUSAL, speculative_flag
+
+    flag = speculative_flag(server_args)
+    if flag is not None:
+        raise SettingsError("--glm45-server-arg", flag, SPECULATIVE_REFUSAL)
 
 
 def split_server_args(value: Any) -> list[str]:

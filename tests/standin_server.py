@@ -16,6 +16,10 @@ just well enough for the kit's lifecycle. Its behaviour comes from STANDIN_MODE:
   chat-500=MSG    chat completions answer HTTP 500 with MSG as the error message (a dead engine, say)
   grammar-500     chat completions log vLLM's grammar rejection for the request's X-Request-Id, then answer
                   HTTP 500 "Internal server error", as vLLM 0.32's strict grammar does on GLM-4.5's native format
+  log-and-exit=F  write file F as its log (`{pid}` there becomes its pid) and exit 1 before listening:
+                  a recorded vLLM failure, such as tests/fixtures/vllm-0.32-speculative-boot-failure.log
+
+STANDIN_DEATH_LOG=F: with die-after=N, write file F (the same way) before dying.
 
 A /v1/completions request with `prompt_logprobs` gets logprobs (`parity_answer`): seeded by the
 prompt, the same on every stand-in, with vLLM's shapes (prompt positions keyed by id, the greedy
@@ -115,6 +119,13 @@ def parity_answer(body: dict, rules: dict[str, str]) -> dict:
                          "logprobs": {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
                                       "text_offset": list(range(len(tokens)))}}]}
 
+def write_log(path: str) -> None:
+    """A recorded log as this process's output, its pids this process's."""
+    sys.stdout.flush()
+    with open(path, "rb") as f:
+        sys.stdout.buffer.write(f.read().replace(b"{pid}", str(os.getpid()).encode()))
+    sys.stdout.flush()
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -130,6 +141,9 @@ def main() -> None:
     if mode == "crash-at-boot":
         print("Traceback (most recent call last):\nRuntimeError: standin crashed at boot", flush=True)
         sys.exit(3)
+    if mode.startswith("log-and-exit="):
+        write_log(mode.split("=", 1)[1])
+        sys.exit(1)
     if mode == "port-taken":
         state = os.environ["STANDIN_STATE"]
         if not os.path.exists(state):
@@ -195,6 +209,8 @@ def main() -> None:
                 served["chat"] += 1
                 if die_after is not None and served["chat"] > die_after:
                     print("standin: dying as asked", flush=True)
+                    if os.environ.get("STANDIN_DEATH_LOG"):
+                        write_log(os.environ["STANDIN_DEATH_LOG"])
                     os._exit(7)
                 if mode.startswith("chat-500="):
                     self._send(500, {"error": {"message": mode.split("=", 1)[1], "type": "InternalServerError", "code": 500}})
