@@ -48,7 +48,9 @@ def hostile_deadline(window: int | None) -> float:
 
 # -- what a hostile client sends --------------------------------------------------------
 
-junk = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False), st.text(max_size=20),
+# JSON has no NaN or infinity: a body holding one cannot be sent at all (httpx refuses it; 4 of 5 hostile batches
+# of a full-profile run, 5000 examples, were lost to it).
+junk = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))  # fmt: skip
 control_text = st.text(alphabet=st.characters(codec="utf-8", categories=("Cc", "Cf", "Zs", "Lo", "So")), max_size=30)
 bad_messages = st.one_of(
