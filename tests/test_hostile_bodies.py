@@ -27,7 +27,7 @@ def test_every_hostile_body_of_a_full_profile_run_is_json() -> None:
     suite = robustness_suite()
     count = 1000  # the full profile's per-batch count (5000 in five batches)
     for batch in suite.hostile_batches(count):
-        for kind, body in batch:
+        for _kind, body in batch:
             if isinstance(body, bytes):
                 continue  # sent raw on purpose (malformed JSON is one of the hostile kinds)
             json.dumps(body, allow_nan=False)  # raises on what httpx could not send
