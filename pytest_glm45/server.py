@@ -112,6 +112,42 @@ def process_group_members(pgid: int) -> list[int]:
     return pids
 
 
+def listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on TCP `port` on this host (Linux /proc/net/tcp and tcp6); empty elsewhere."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; the inode is the tenth column
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
+def group_holds_socket(pgid: int, inodes: set[str]) -> bool | None:
+    """Whether a process of group `pgid` holds one of the sockets `inodes`; None when /proc cannot tell."""
+    if not inodes or not os.path.isdir("/proc/self/fd"):
+        return None
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for pid in process_group_members(pgid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def group_threads(pgid: int, leader: bool = True) -> list[int]:
     """The thread ids of process group `pgid`'s live processes (without its leader's when `leader` is False)."""
     tids: list[int] = []
@@ -225,6 +261,8 @@ class ServerProcess:
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self.pgid: int | None = None
+        #: the last start attempt found another process serving on its port (it retries on another)
+        self._foreign_listener = False
         self.startup_seconds: float | None = None
         self.version: str | None = None
         self.max_model_len: int | None = None
@@ -269,12 +307,13 @@ class ServerProcess:
                 fixed_port = self.port is not None and attempt == 1
                 if not fixed_port:
                     self.port = free_port(self.HOST)
+                self._foreign_listener = False
                 self._spawn(attempt)
                 try:
                     self._wait_ready(deadline, started)
                     break
                 except ServerStartError:
-                    if attempt < self.PORT_ATTEMPTS and self._port_was_taken():
+                    if attempt < self.PORT_ATTEMPTS and (self._port_was_taken() or self._foreign_listener):
                         self._kill_group()
                         self.port = None
                         continue
@@ -305,6 +344,14 @@ class ServerProcess:
         )
         self.pgid = self.process.pid
 
+    def _answered_by_another(self) -> bool:
+        """Whether what answers on the port is another process's server: the free port the kit chose was taken
+        between its choice and the server's bind (other kits, xdist workers or servers on the host), so a foreign
+        server (its own API key: HTTP 401) answers the probes while ours has not bound yet."""
+        if self.pgid is None or self.port is None:
+            return False
+        return group_holds_socket(self.pgid, listening_inodes(self.port)) is False
+
     def _port_was_taken(self) -> bool:
         text = tail(self.log_path, 80)
         return "address already in use" in text.lower() or "errno 98" in text.lower()
@@ -321,6 +368,10 @@ class ServerProcess:
                     + "\nNext step: read the log; raise --glm45-startup-timeout if the model is only slow to load."
                 )
             status, _ = http_get(self.base_url + "/health", timeout=2)
+            if status and self._answered_by_another():
+                self._foreign_listener = True
+                raise ServerStartError(self._describe(f"found port {self.port} taken: another process's server answers "
+                                                      "there (the port was free when the kit chose it)", started))  # fmt: skip
             if status == 200:
                 stage = "waiting for /v1/models to list the served model"
                 status, body = http_get(self.base_url + "/v1/models", self.api_key, timeout=5)

@@ -111,6 +111,22 @@ def test_port_taken_at_start_is_retried_on_another_port(tmp_path: Path) -> None:
     assert_all_gone(pids_in_log(text))
 
 
+def test_a_port_another_server_took_before_ours_bound_is_retried_on_another(tmp_path: Path) -> None:
+    """The free port the kit chose is taken by another process's server before ours binds (another kit, an xdist
+    worker): the foreign server answers the probes (HTTP 401 with its own key), which is not ours refusing the key."""
+    from standin import standin_spec
+
+    foreign = ServerProcess(standin_spec("ok", served_name="other"), tmp_path / "foreign.log", api_key="another-key-654321",
+                            startup_timeout=30)  # fmt: skip
+    with foreign:
+        ours = server(tmp_path, "slow=2", startup_timeout=60, port=foreign.port)  # it binds after the foreign one answers
+        with ours:
+            assert ours.alive() and ours.port != foreign.port
+        text = log_text(tmp_path)
+        assert "attempt 1" in text and "attempt 2" in text
+    assert_all_gone(pids_in_log(text))
+
+
 def test_fixed_port_in_use_moves_to_a_free_one(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
