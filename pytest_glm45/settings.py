@@ -94,7 +94,8 @@ class Settings:
     profile: Profile
     log_dir: Path
     cache_dir: Path | None
-    known_failures_dir: Path | None
+    #: known-failure directories, in layers (known_failures.directories); None: the shipped files
+    known_failures_dir: tuple[Path, ...] | None
     thresholds: Path | None = None
     save_baseline: Path | None = None
     baseline_margin: float = 0.2
@@ -174,14 +175,21 @@ def _on_off(option: str, value: Any, default: bool) -> bool:
 
 
 def parse_tolerances(items: Any, option: str = "--glm45-tolerance") -> dict[str, float]:
-    """`metric=fraction` pairs (a comma list, or a list of them) into a mapping."""
-    accepted = "accepted: metric=fraction pairs, e.g. output_throughput=0.1"
+    """The one tolerance syntax, for `pytest-glm45 compare --tolerance` and `pytest --glm45-tolerance` alike:
+    `metric=fraction` or `metric=N%` pairs, as a comma list, a list of them (an option given several times) or
+    both; a later pair for a metric wins. The metrics are those compare judges; another name is refused."""
+    from pytest_glm45.compare import DEFAULT_TOLERANCES
+
+    accepted = (f"accepted: metric=fraction or metric=N% pairs, comma-separated or repeated, e.g. "
+                f"output_throughput=0.15,median_ttft_ms=30%; metrics: {', '.join(DEFAULT_TOLERANCES)}")  # fmt: skip
     tolerances: dict[str, float] = {}
     for item in _split(items):
         metric, _, number = (part.strip() for part in item.partition("="))
-        if not metric or not number:
+        if metric not in DEFAULT_TOLERANCES or not number:
             raise SettingsError(option, item, accepted)
-        tolerances[metric] = _float(option, number, 0.0, accepted, lambda v: v >= 0)
+        percent = number.endswith("%")
+        value = _float(option, number.removesuffix("%"), 0.0, accepted, lambda v: v >= 0)
+        tolerances[metric] = value / 100 if percent else value
     return tolerances
 
 
@@ -205,12 +213,13 @@ def resolve_settings(
     for name in names:
         try:
             models.append(resolve_model(name, path_exists=Path(name).expanduser().is_dir()))
-        except UnknownModel:
+        except UnknownModel as exc:
             raise SettingsError(
                 "--glm45-model",
                 name,
-                f"accepted: an alias ({', '.join(ALIASES)}), a hub id such as zai-org/GLM-4.5-Air, "
-                "or the path of a local model directory; several as a comma list",
+                (f"{exc}; " if str(exc) != name else "")
+                + f"accepted: an alias ({', '.join(ALIASES)}), a hub id such as zai-org/GLM-4.5-Air, the path of a "
+                "local model directory, or alias=PATH (air-fp8=/models/GLM-4.5-Air-FP8); several as a comma list",
             ) from None
 
     if values.get("gpus") is not None:
@@ -310,7 +319,7 @@ def resolve_settings(
         profile=PROFILES[profile_name],
         log_dir=log_dir if log_dir.is_absolute() else rootdir / log_dir,
         cache_dir=cache_dir,
-        known_failures_dir=Path(kf) if kf else None,
+        known_failures_dir=_known_failure_dirs(kf),
         thresholds=thresholds_path,
         save_baseline=save_baseline,
         baseline_margin=margin,
@@ -334,7 +343,10 @@ def resolve_settings(
     if settings.engine == "gpu" and inventory is not None:
         from pytest_glm45 import preflight
 
-        matrix = preflight.apply(matrix, inventory())
+        try:
+            matrix = preflight.apply(matrix, inventory(), server_args=settings.server_args)
+        except ValueError as exc:
+            raise SettingsError("--glm45-server-arg", " ".join(settings.server_args), f"{exc}; accepted: vLLM's values") from None
     if ray_address and any(c.engine == "ray" and c.skip_reason is None for c in matrix):
         from pytest_glm45 import preflight
         from pytest_glm45.cluster import ClusterError, read_cluster
@@ -387,6 +399,21 @@ def _parity_reference(value: Any) -> Path | None:
     except ValueError as exc:
         raise SettingsError("--glm45-parity-reference", str(value), str(exc)) from None
     return path
+
+
+def _known_failure_dirs(value: Any) -> tuple[Path, ...] | None:
+    """--glm45-known-failures: existing directories (or `shipped`), in layers; None when not given."""
+    if not _split(value):
+        return None
+    from pytest_glm45.known_failures import directories
+
+    dirs = directories(_split(value))
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise SettingsError("--glm45-known-failures", ", ".join(missing),
+                            "accepted: existing directories of vllm-<version>.toml files, or shipped (the kit's own), "
+                            "as a comma list or the option repeated; later ones layer over earlier ones")  # fmt: skip
+    return dirs
 
 
 def _existing_file(option: str, value: Any) -> Path | None:
