@@ -30,13 +30,8 @@ from pytest_glm45 import known_failures
 from pytest_glm45.evidence import WITH_EVIDENCE, evidence_block, toml_string
 from pytest_glm45.known_failures import KnownFailure, Signature
 from pytest_glm45.reference import model_family
-from pytest_glm45.rejudge import observed_text
+from pytest_glm45.rejudge import observed_text, pinned_value
 
-#: Checks that compare a behaviour with a pin of the version's file: check id -> (pin name, regex for the value seen).
-PIN_CHECKS = {
-    "test_context_length::test_max_tokens_beyond_the_window_is_pinned": (
-        "max_tokens_over_window", r"now (\w+)s \(pinned|\b(\w+)s a max_tokens beyond the window"),
-}  # fmt: skip
 #: Characters of the observed first line a drafted `match` signature keeps.
 MATCH_CHARS = 80
 
@@ -121,12 +116,11 @@ def draft(report: Mapping[str, Any], since: str | Mapping[str, Any], directories
     pins: dict[str, tuple[str, str]] = {k: (v, f"from vLLM {old_version}") for k, v in old.pins.items()}
     for record in failing:
         observed = observed_text(record)
-        pin = PIN_CHECKS.get(record["id"])
-        seen = re.search(pin[1], observed) if pin else None
-        if pin and seen:
-            value = seen.group(1) or seen.group(2)
-            pins[pin[0]] = (value, f"vLLM {version} {value}s (observed on {record['config']}; vLLM {old_version}: "
-                                   f"{old.pins.get(pin[0], 'no pin')})")  # fmt: skip
+        pin = pinned_value(record)
+        if pin is not None:
+            name, value = pin
+            pins[name] = (value, f"vLLM {version} {value}s (observed on {record['config']}; vLLM {old_version}: "
+                                 f"{old.pins.get(name, 'no pin')})")  # fmt: skip
             continue
         entry = old.lookup(record["id"], record["config"], model_family(record["config"]), observed)
         if entry is not None and entry.signature.matches(observed):

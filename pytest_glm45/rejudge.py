@@ -4,7 +4,8 @@ A report keeps, for every check that did not pass, the failure text observed (`o
 records a version's known failures (a drafted `vllm-<version>.toml`, reviewed), the same reports can be judged
 against the new files: each failure is looked up as the run looked it up (the check id, its configuration,
 the model family, the observed text against the entries' signatures) and becomes a known failure, stays a new
-failure, or a pass becomes an unexpected pass. `pytest-glm45 compare --known-failures DIRS` does this to both
+failure, or a pass becomes an unexpected pass; a pin check that failed on a value the files now pin passes (a pin
+check that passed is kept: its record does not say what it saw). `pytest-glm45 compare --known-failures DIRS` does this to both
 reports before comparing them (the upgrade gate's `--compare-only` with GLM45_KNOWN_FAILURES).
 
 The observed text a report keeps is cut at `verdict.OBSERVED_CHARS` characters; a signature that matches only
@@ -14,6 +15,7 @@ beyond that point matched in the run and does not here (the kit's signatures mat
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,20 @@ _RAW = {
     "known failure": ("failed", "call"),
     "error": ("failed", "setup"),
 }
+
+
+#: Checks that compare a behaviour with a pin of the version's file: check id -> (pin name, regex for the value seen).
+PIN_CHECKS = {
+    "test_context_length::test_max_tokens_beyond_the_window_is_pinned": (
+        "max_tokens_over_window", r"now (\w+)s \(pinned|\b(\w+)s a max_tokens beyond the window"),
+}  # fmt: skip
+
+
+def pinned_value(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(pin name, the value the check saw) for a failed pin check, from its failure text; None for other records."""
+    pin = PIN_CHECKS.get(record.get("id", ""))
+    seen = re.search(pin[1], observed_text(record)) if pin else None
+    return (pin[0], seen.group(1) or seen.group(2)) if pin and seen else None
 
 
 def observed_text(record: Mapping[str, Any]) -> str:
@@ -54,6 +70,12 @@ def rejudge(report: Mapping[str, Any], directories: str | Path | Sequence[str | 
         if version not in files:
             files[version] = known_failures.load(version, dirs)
         observed = observed_text(record)
+        pin = pinned_value(record) if record.get("outcome") in FAILING else None
+        if pin is not None and files[version].pins.get(pin[0]) == pin[1]:
+            # The check failed because the version's file pinned another value; the files now pin what it saw.
+            changed += 1
+            record.update(outcome="passed", reason="", observed="", known_entry=None)
+            continue
         judgement = verdicts.judge(record["id"], record["config"], raw[1], raw[0], observed, files[version],
                                    model_family(record["config"]))  # fmt: skip
         reason = judgement.xfail_reason or judgement.failure or judgement.note or ""
