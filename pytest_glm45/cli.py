@@ -252,6 +252,10 @@ def cmd_plans(args: argparse.Namespace) -> int:
 
     try:
         plan = run_plan(report.load(Path(args.report)))
+        checkpoints = dict(c.split("=", 1) for c in args.checkpoint or [] if "=" in c)
+        if len(checkpoints) != len(args.checkpoint or []):
+            raise ReferenceError(f"--checkpoint {args.checkpoint}: accepted: ALIAS=PATH (e.g. air-fp8=/models/GLM-4.5-Air-FP8)")
+        plan = plan.with_checkpoints(checkpoints)
     except (OSError, ValueError) as exc:
         kind = "a reference" if isinstance(exc, ReferenceError) else "a report"
         raise SystemExit(f"pytest-glm45 plans: {args.report}: {exc} (reading {kind})") from None
@@ -342,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "as pytest options or, with --preflight, as preflight's")  # fmt: skip
     pl.add_argument("report", help="a report.json, e.g. a known-good box's")
     pl.add_argument("--preflight", action="store_true", help="Print --model/--plan for pytest-glm45 preflight instead.")
+    pl.add_argument("--checkpoint", action="append", default=None,
+                    help="ALIAS=PATH: serve that model of the report from a local checkpoint (or hub id); repeatable.")  # fmt: skip
     pl.set_defaults(func=cmd_plans)
 
     rep = sub.add_parser("reproduce", help="Run each known failure's printed curl against a server and judge whether "

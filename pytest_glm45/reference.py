@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_glm45.catalog import CATALOG
@@ -76,6 +76,18 @@ class RunPlan:
         """`--glm45-model ... --glm45-parallel ...` (and `--glm45-strict-tools ...` when not the default)."""
         args = ["--glm45-model", ",".join(self.models), "--glm45-parallel", ",".join(self.plans)]
         return args + (["--glm45-strict-tools", self.strict] if self.strict else [])
+
+    def with_checkpoints(self, checkpoints: Mapping[str, str]) -> RunPlan:
+        """The same plan with each model named in `checkpoints` served from its checkpoint (`air-fp8=/models/...`)."""
+        unknown = sorted(set(checkpoints) - set(self.models))
+        if unknown:
+            raise ReferenceError(f"--checkpoint names {', '.join(unknown)}, which the report did not run; "
+                                 f"accepted: one of {', '.join(self.models)}")  # fmt: skip
+        tiny = sorted(m for m in checkpoints if CATALOG[m].is_tiny)
+        if tiny:
+            raise ReferenceError(f"--checkpoint names {', '.join(tiny)}, which the kit builds itself; accepted: a real model")
+        models = tuple(f"{m}={checkpoints[m]}" if m in checkpoints else m for m in self.models)
+        return replace(self, models=models)
 
     def preflight_args(self) -> list[str]:
         """`--model ... --plan ...` for `pytest-glm45 preflight`."""
