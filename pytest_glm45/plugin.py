@@ -107,7 +107,7 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Default: on.", "str"),
     ("--glm45-concurrency", "glm45_concurrency", "glm45_concurrency",
      "Conformance requests in flight per configuration: a check function's replay requests go out together "
-     "and each check asserts on its own answer; 1 sends them one at a time. Default: 16.", "str"),
+     "and each check asserts on its own answer; 1 sends them one at a time. Default: 48.", "str"),
     ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
      "Per-metric tolerances for --glm45-compare-to, as pytest-glm45 compare --tolerance takes them: metric=fraction "
      "or metric=N%%, a comma list or the option repeated, e.g. output_throughput=0.15,median_ttft_ms=30%%. "
