@@ -89,7 +89,7 @@ split_args compare_args "${GLM45_COMPARE_ARGS:-}"
 names_models=0
 for arg in "${user_args[@]}"; do
     case "$arg" in
-        --glm45-model*|--glm45-parallel*|--glm45-strict-tools*) names_models=1 ;;
+        --glm45-model*|--glm45-parallel*) names_models=1 ;;
         --glm45-tolerance*) die "GLM45_PYTEST_ARGS sets $arg: set GLM45_TOLERANCE instead (it reaches the suites and compare)" ;;
         --glm45-known-failures*) die "GLM45_PYTEST_ARGS sets $arg: set GLM45_KNOWN_FAILURES instead" ;;
         --glm45-compare-to*|--glm45-parity-reference*|--glm45-report*) die "GLM45_PYTEST_ARGS sets $arg, which the acceptance sets itself from GLM45_REFERENCE" ;;
