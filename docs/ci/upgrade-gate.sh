@@ -280,5 +280,5 @@ fi
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
     cat "$out/summary.md" >> "$GITHUB_STEP_SUMMARY"
 fi
-log "summary: $out/summary.md; $( [ "$compare_rc" = 0 ] && echo "no regression" || echo "REGRESSION (exit 1)")"
+log "summary: $out/summary.md; exit $compare_rc: $(sed -n 3p "$out/summary.md")"
 exit "$compare_rc"
