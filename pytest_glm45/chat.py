@@ -38,6 +38,11 @@ class HttpError(Exception):
         return str(self.body)[:2000]
 
 
+def request_id_header(exchange: reproducer.Exchange) -> dict[str, str]:
+    """The header that sends `exchange` under its request id (the server's log lines about it carry the id)."""
+    return {reproducer.REQUEST_ID_HEADER: exchange.request_id}
+
+
 def curl_line(base_url: str, body: dict[str, Any], path: str = "/v1/chat/completions") -> str:
     """A command a person can paste to send a request by hand ($GLM45_API_KEY holds the key)."""
     payload = json.dumps(body, ensure_ascii=False).replace("'", "'\\''")
@@ -94,7 +99,7 @@ class ChatClient:
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON and return the JSON answer; raise HttpError on a non-200."""
-        resp = self._sent(path, body, None, lambda: self._http.post(path, json=body))
+        resp = self._sent(path, body, None, lambda sent, headers: self._http.post(path, json=sent, headers=headers))
         data = _json(resp)
         if resp.status_code != 200:
             raise HttpError(resp.status_code, data, path)
@@ -107,14 +112,18 @@ class ChatClient:
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         if isinstance(body, bytes):
             raw = body.decode("utf-8", errors="surrogateescape")
-            return self._sent(path, None, raw, lambda: self._http.post(path, content=body, headers={"Content-Type": "application/json"}, **extra))
-        return self._sent(path, body, None, lambda: self._http.post(path, json=body, **extra))
+            return self._sent(path, None, raw, lambda _sent, headers: self._http.post(
+                path, content=body, headers={"Content-Type": "application/json", **headers}, **extra))
+        return self._sent(path, body, None, lambda sent, headers: self._http.post(path, json=sent, headers=headers, **extra))
 
-    def _sent(self, path: str, body: Any, raw: str | None, send: Callable[[], httpx.Response]) -> httpx.Response:
-        """Send a non-streamed request and record it for the running check's reproducer."""
+    def _sent(self, path: str, body: Any, raw: str | None,
+              send: Callable[[Any, dict[str, str]], httpx.Response]) -> httpx.Response:  # fmt: skip
+        """Send a non-streamed request under the kit's request id (`send(body, headers)`) and record it for the
+        running check's reproducer."""
         exchange = reproducer.Exchange("POST", path, body, raw, stream=isinstance(body, dict) and body.get("stream") is True)
+        exchange.body = body = reproducer.tagged(path, body, exchange.request_id)
         try:
-            resp = send()
+            resp = send(body, request_id_header(exchange))
         except httpx.HTTPError as exc:
             exchange.error = f"{type(exc).__name__}: {exc}"
             reproducer.record(exchange)
@@ -130,11 +139,11 @@ class ChatClient:
 
     def iter_stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST with stream=true and yield each data chunk; an error event mid-stream raises HttpError."""
-        sent = {**body, "stream": True}
-        exchange = reproducer.Exchange("POST", path, sent, stream=True)
+        exchange = reproducer.Exchange("POST", path, None, stream=True)
+        exchange.body = sent = reproducer.tagged(path, {**body, "stream": True}, exchange.request_id)
         chunks: list[str] = []
         try:
-            with self._http.stream("POST", path, json=sent) as resp:
+            with self._http.stream("POST", path, json=sent, headers=request_id_header(exchange)) as resp:
                 exchange.status = resp.status_code
                 if resp.status_code != 200:
                     resp.read()

@@ -8,7 +8,7 @@
     pytest-glm45 evidence new/report.json --draft --since old/report.json -o kf/vllm-X.toml   # a version's file, drafted
     pytest-glm45 compare old/report.json new/report.json --known-failures shipped,kf   # judged again, offline
     pytest-glm45 plans reference/report.json                # the options that run a report's configurations again
-    pytest-glm45 reproduce reports/new/report.json          # run each known failure's curl again: same defect?
+    pytest-glm45 reproduce reports/new/report.json          # send each known failure's request again: same defect?
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             old, new = rejudge(old, dirs), rejudge(new, dirs)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"pytest-glm45 compare: {exc}") from None
-    comparison = compare.compare(old, new, tolerances, accept_known=args.accept_known)
+    comparison = compare.compare(old, new, tolerances, accept_known=args.accept_known, accept_missing=args.accept_missing)
     text = comparison.markdown()
     print(text)
     if args.markdown:
@@ -270,7 +270,8 @@ def cmd_plans(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Run each known failure's printed curl again and judge whether it shows the same defect."""
+    """Send each known failure's recorded request again with the curl the kit builds for it (refusing a report
+    whose printed curl is not that one) and judge whether it shows the same defect."""
     from pytest_glm45 import recheck
 
     return recheck.run(args)
@@ -321,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--markdown", default=None, help="Also write the summary to this file (for a CI comment).")
     cmp.add_argument("--accept-known", action="store_true",
                      help="Pass the gate when every check that broke is a recorded known failure (read them first).")
+    cmp.add_argument("--accept-missing", action="store_true",
+                     help="Pass the gate although checks that passed before are skipped or absent now, or configurations "
+                          "or throughput points are in one run only (each is listed); without it each is a regression.")
     cmp.add_argument("--known-failures", action="append", default=None,
                      help="Judge both reports' outcomes again against these known-failure directories first (offline, "
                           "no re-run): a comma list or repeated, in layers; shipped = the kit's files. "
@@ -353,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ALIAS=PATH: serve that model of the report from a local checkpoint (or hub id); repeatable.")  # fmt: skip
     pl.set_defaults(func=cmd_plans)
 
-    rep = sub.add_parser("reproduce", help="Run each known failure's printed curl against a server and judge whether "
-                                           "it shows the same defect; exits 1 when one differs or errs")  # fmt: skip
+    rep = sub.add_parser("reproduce", help="Send each known failure's request again with its printed curl (rebuilt by the "
+                                           "kit, never run as text: a report whose curl differs is refused, exit 2) and judge "
+                                           "whether it shows the same defect; exits 1 when one differs or errs")  # fmt: skip
     from pytest_glm45.recheck import add_arguments
 
     add_arguments(rep)

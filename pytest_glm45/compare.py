@@ -4,7 +4,10 @@ The verdict answers first. A check that passed before and now fails, or now fail
 failure, is a *regression*: the upgrade breaks it, whether or not someone has recorded why.
 Regressions that are all recorded known failures can be accepted deliberately
 (`accept_known`); a new failure never can. A check that failed before and passes now is a fix.
-Checks that only one run has are listed apart. Performance is judged against the spread the
+Nothing unseen passes: a check that passed before and is skipped or absent now, a configuration or
+a throughput point that one run has and the other has not (or measured with other lengths), and a
+pair of runs that share nothing are *missing*, and block like a regression unless accepted
+deliberately (`accept_missing`), each named. Performance is judged against the spread the
 rounds of each point measured: a change is a regression only when even the two runs' closest
 rounds are further apart than the tolerance (the old run's worst round against the new run's
 best); points measured in one round cannot show their spread and are listed as not judged.
@@ -60,6 +63,10 @@ class Comparison:
     now_recorded: list[str] = field(default_factory=list)
     known_reworded: list[str] = field(default_factory=list)
     one_side_only: list[str] = field(default_factory=list)
+    #: not compared: passed before and skipped or absent now, configurations and points in one run only or defined
+    #: otherwise; they block unless `accept_missing`
+    missing: list[str] = field(default_factory=list)
+    accept_missing: bool = False
     other_changes: list[str] = field(default_factory=list)
     perf_regressions: list[str] = field(default_factory=list)
     perf_improvements: list[str] = field(default_factory=list)
@@ -67,8 +74,10 @@ class Comparison:
 
     @property
     def regressed(self) -> bool:
-        """Whether the comparison blocks: a new failure, a performance regression, or (unless accepted) a known one."""
-        return bool(self.new_failures or self.perf_regressions or (self.known_regressions and not self.accept_known))
+        """Whether the comparison blocks: a new failure, a performance regression, or (unless accepted) a known one
+        or something the new run did not see."""
+        return bool(self.new_failures or self.perf_regressions or (self.known_regressions and not self.accept_known)
+                    or (self.missing and not self.accept_missing))  # fmt: skip
 
     def verdict(self) -> str:
         """One line: what broke, what was fixed, whether performance moved beyond noise."""
@@ -81,6 +90,9 @@ class Comparison:
         else:
             parts.append(f"no check that passes on {self.old_label} fails on {self.new_label}")
         parts.append(f"{len(self.fixes)} fixed")
+        if self.missing:
+            parts.append(f"{len(self.missing)} not compared (skipped, absent or measured otherwise"
+                         + (", accepted)" if self.accept_missing else ")"))  # fmt: skip
         if self.perf_regressions:
             parts.append(f"performance: {len(self.perf_regressions)} regression(s) beyond the measured spread")
         elif self.perf_not_judged and not self.perf_improvements:
@@ -97,6 +109,8 @@ class Comparison:
             ("New failures (passed before, failing now, not as recorded)", self.new_failures),
             ("Regressions recorded as known failures" + (" (accepted)" if self.accept_known else ""), self.known_regressions),
             ("Performance regressions (the runs' closest rounds further apart than the tolerance)", self.perf_regressions),
+            ("Not compared: passed before and skipped or absent now, or in one run only" + (" (accepted)" if self.accept_missing else ""),
+             self.missing),
             ("Fixed", self.fixes),
             ("Failing before, recorded as known failures now", self.now_recorded),
             ("Checks in one run only", self.one_side_only),
@@ -144,6 +158,11 @@ def _judge_checks(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str, Any
             cmp.one_side_only.append(f"{name}: {side} ({now if s == 'A' else was})")
             if s == "A" and t == "F":
                 cmp.new_failures.append(f"{name}: absent → {now}: {seen}")
+            elif s == "P":
+                cmp.missing.append(f"{name}: {was} → absent: the new run did not run it")
+            continue
+        if s == "P" and t == "S":
+            cmp.missing.append(f"{name}: {was} → {now}: {seen}".rstrip(": "))
             continue
         if s == t:
             if t == "K" and _why(a.get("reason")) != _why(b.get("reason")):
@@ -163,12 +182,38 @@ def _judge_checks(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str, Any
             cmp.other_changes.append(f"{name}: {was} → {now}")
 
 
+#: What defines a throughput point besides its configuration, shape name and batch: two points compare only when
+#: these agree (a profile scales a shape's lengths: `standard`'s prompt-heavy is not `full`'s).
+POINT_DEFINITION = ("input_len", "output_len")
+
+
+def point_key(point: Mapping[str, Any]) -> tuple[str, str, int]:
+    """How a point is named across runs: (configuration, shape, batch)."""
+    return (str(point["config"]), str(point["shape"]), int(point["batch"]))
+
+
+def definition_differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """What differs between two points of one name (their lengths), or None when they measure the same thing."""
+    diff = [f"{k} {old.get(k)} → {new.get(k)}" for k in POINT_DEFINITION if old.get(k) != new.get(k)]
+    return ", ".join(diff) or None
+
+
 def _judge_performance(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str, Any], shared: set[str],
                        tolerances: Mapping[str, float]) -> None:  # fmt: skip
-    old_points = {(p["config"], p["shape"], p["batch"]): p for p in old["benchmarks"] if p["config"] in shared}
-    for p in new["benchmarks"]:
-        q = old_points.get((p["config"], p["shape"], p["batch"]))
+    old_points = {point_key(p): p for p in old["benchmarks"] if p["config"] in shared}
+    new_points = {point_key(p): p for p in new["benchmarks"] if p["config"] in shared}
+    profiles = f" (profiles {old.get('profile')} → {new.get('profile')})" if old.get("profile") != new.get("profile") else ""
+    for key in sorted(set(old_points) - set(new_points)):
+        cmp.missing.append(f"point {key[0]} {key[1]} x{key[2]}: only in the reference run: not measured now{profiles}")
+    for key in sorted(set(new_points) - set(old_points)):
+        cmp.missing.append(f"point {key[0]} {key[1]} x{key[2]}: only in the new run: nothing to compare it with{profiles}")
+    for key, p in new_points.items():
+        q = old_points.get(key)
         if q is None:
+            continue
+        differs = definition_differs(q, p)
+        if differs is not None:
+            cmp.missing.append(f"point {key[0]} {key[1]} x{key[2]}: measured otherwise ({differs}){profiles}: not compared")
             continue
         invalid = set(p.get("invalid") or {}) | set(q.get("invalid") or {})
         for metric, limit in tolerances.items():
@@ -202,14 +247,19 @@ def _span(values: Sequence[float]) -> str:
 
 
 def compare(old: Mapping[str, Any], new: Mapping[str, Any], tolerances: Mapping[str, float] | None = None,
-            accept_known: bool = False) -> Comparison:  # fmt: skip
+            accept_known: bool = False, accept_missing: bool = False) -> Comparison:  # fmt: skip
     """What changed from the reference report `old` to `new`."""
-    cmp = Comparison(_label(old), _label(new), accept_known=accept_known)
-    # Only configurations both runs have are compared check by check; the others are named.
+    cmp = Comparison(_label(old), _label(new), accept_known=accept_known, accept_missing=accept_missing)
+    # Only configurations both runs have are compared check by check; the others are not compared, and say so.
     shared = set(old["configurations"]) & set(new["configurations"])
+    if not shared:
+        cmp.missing.append(f"nothing compared: the runs share no configuration (reference: "
+                           f"{', '.join(sorted(old['configurations'])) or 'none'}; this run: "
+                           f"{', '.join(sorted(new['configurations'])) or 'none'}); compare against a reference "
+                           "that ran the same model, precision and plan")  # fmt: skip
     for side, report_ in (("only in the reference run", old), ("only in the new run", new)):
         for config_id in sorted(set(report_["configurations"]) - shared):
-            cmp.one_side_only.append(f"configuration {config_id} {side}: not compared")
+            cmp.missing.append(f"configuration {config_id} {side}: not compared")
     _judge_checks(cmp, old, new, shared)
     _judge_performance(cmp, old, new, shared, {**DEFAULT_TOLERANCES, **(tolerances or {})})
     return cmp

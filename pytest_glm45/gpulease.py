@@ -9,6 +9,10 @@ they never overlap one another, whatever runs beside them.
 
 The locks live in GLM45_LOCK_DIR, else `pytest-glm45-locks` in the system's temporary
 directory: two kit runs on one host share them, and so never put two servers on one GPU.
+
+Within one session, configurations take their GPUs in the session's order (`Turns`): a server booted
+ahead of its turn takes GPUs only once every configuration before it holds its own or is done, so it
+never holds the GPUs of one that runs before it (which would wait for GPUs freed only after it ran).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -138,3 +143,68 @@ def alone(what: str, directory: Path | None = None, on_wait: Callable[[str], Non
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Turns:
+    """The order in which one session's configurations take GPUs.
+
+    The pool says what each configuration does: `holds` (it has its GPUs, or needs none), `done` (stopped,
+    or failed: it needs none any more), `gave_up` (it did not boot ahead and boots at its turn, without GPUs
+    until then). A boot ahead calls `wait` with the configurations before it and takes GPUs only when it
+    returns None; `cancel` (its turn came, or a throughput point or the session's end) makes a boot ahead
+    that still waits give up, and has no effect on one that was let through.
+    """
+
+    HOLDS, DONE, GAVE_UP = "holds", "done", "gave up"
+    #: `wait`'s answer to a cancelled boot ahead
+    CANCELLED = "it was called off before its turn to take GPUs"
+
+    def __init__(self) -> None:
+        self._state: dict[str, str] = {}
+        self._let_through: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._changed = threading.Condition()
+
+    def _set(self, config_id: str, state: str) -> None:
+        with self._changed:
+            self._state[config_id] = state
+            self._changed.notify_all()
+
+    def holds(self, config_id: str) -> None:
+        """`config_id` holds its GPUs (or needs none)."""
+        self._set(config_id, self.HOLDS)
+
+    def done(self, config_id: str) -> None:
+        """`config_id` has stopped or failed: it holds no GPUs and will not take any."""
+        self._set(config_id, self.DONE)
+
+    def gave_up(self, config_id: str) -> None:
+        """`config_id` boots at its turn: until then, the configurations after it must not take GPUs."""
+        with self._changed:
+            if self._state.get(config_id) is None:
+                self._state[config_id] = self.GAVE_UP
+            self._changed.notify_all()
+
+    def cancel(self, config_id: str) -> None:
+        """Call off a boot ahead of `config_id` that still waits for the configurations before it."""
+        with self._changed:
+            if config_id not in self._let_through:
+                self._cancelled.add(config_id)
+            self._changed.notify_all()
+
+    def wait(self, config_id: str, before: Sequence[str]) -> str | None:
+        """Wait until every configuration in `before` holds its GPUs or is done: None, take GPUs now.
+        Else why not: one of them boots at its turn without GPUs (taking some now could take its), or
+        the wait was cancelled."""
+        with self._changed:
+            while True:
+                if config_id in self._cancelled:
+                    return self.CANCELLED
+                states = [(c, self._state.get(c)) for c in before]
+                waiting = [c for c, state in states if state == self.GAVE_UP]
+                if waiting:
+                    return f"{waiting[0]}, which runs before it, boots at its turn and may need the same GPUs"
+                if all(state in (self.HOLDS, self.DONE) for _, state in states):
+                    self._let_through.add(config_id)
+                    return None
+                self._changed.wait(timeout=1.0)

@@ -11,7 +11,9 @@ not is a new failure, reported with the entry it was checked against and what wa
     configs = ["*", "!*-nostrict"]     # optional: patterns on configuration ids; ! excludes
     models = ["glm-4.5*"]              # optional: patterns on the model family
     reason = "the strict grammar rejects GLM-4.5's native newline after the name"
-    signature = { status = 500 }       # and/or match = "regex" on the observed failure text
+    signature = { status = 500, match = "server log: .*grammar rejected tokens" }  # status and/or match
+    # (a regex on the observed failure text: the check's message, then the server's log lines about the check's
+    # failed requests, each as "server log: ..."; a 5xx status alone is refused: many defects share it)
     evidence = { request = "...", expected = "...", got = "HTTP 500 Internal Server Error" }
 
 One defect that hits many checks is one entry (a list or patterns in `checks`). `check = "id"`
@@ -222,6 +224,11 @@ def _signature(raw: Any, source: str, n: int) -> Signature:
     status = sig.get("status")
     if status is not None and not isinstance(status, int):
         raise KnownFailuresError(f"{where}: signature status {status!r}; accepted: an HTTP status number")
+    if status is not None and status >= 500 and sig.get("match") is None:
+        raise KnownFailuresError(f"{where}: signature {{ status = {status} }} alone names no defect: an engine that dies, "
+                                 "runs out of memory or fails anew answers the same status; accepted: add match = "
+                                 "\"regex\" on what vLLM said (its error message, or the server-log line the kit "
+                                 "shows as 'server log: ...', such as 'grammar rejected tokens')")  # fmt: skip
     return Signature(status=status, match=sig.get("match"))
 
 

@@ -3,9 +3,10 @@
 A fixed, kit-generated set of texts (prose, code, GLM-4.5 tool-call markup, JSON, a long filler
 passage) goes to a server once, as `/v1/completions` requests with `prompt_logprobs` (teacher
 forcing: every position sees the same context on every server) and a short greedy continuation
-with `logprobs`. What comes back is a `Recording`. The first configuration of a model in a session
-is the reference (or a recording from another run, `--glm45-parity-reference`); every later one
-is compared with it position by position (`compare`):
+with `logprobs`, every token read by its id (`pytest_glm45.parity_record`). What comes back is a
+`Recording`. The first configuration of a model in a session is the reference (or a recording from
+another run, `--glm45-parity-reference`); every later one is compared with it position by position
+(`compare`; the session and who is the reference: `pytest_glm45.parity_session`):
 
 - top-1 agreement: the share of positions whose most likely token is the reference's (exact
   ties in the reference count either way);
@@ -23,13 +24,11 @@ Greedy positions count up to and including the first position where the two cont
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import math
 import random
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,8 @@ TOP_K = 5
 GREEDY_TOKENS = 8
 #: Worst positions kept per pair (report and failure table).
 WORST = 12
-RECORDING_SCHEMA = 1
+#: 2: every token read by its id (1 read generated tokens by their text: two tokens of one text were one).
+RECORDING_SCHEMA = 2
 
 
 # -- the texts ----------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ def parity_texts() -> dict[str, str]:
 def texts_digest(texts: Mapping[str, str] | None = None) -> str:
     """A hash of the texts, requests included: two recordings are comparable only when it matches."""
     texts = parity_texts() if texts is None else texts
-    payload = json.dumps({"texts": texts, "k": TOP_K, "greedy": GREEDY_TOKENS}, sort_keys=True)
+    payload = json.dumps({"texts": texts, "k": TOP_K, "greedy": GREEDY_TOKENS, "tokens": "by id"}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -149,7 +149,13 @@ class Recording:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recording:
-        """The inverse of `to_dict`; raises ValueError naming what is missing."""
+        """The inverse of `to_dict`; raises ValueError naming what is missing, or a recording of schema 1
+        (its generated tokens were read by text: it cannot be compared with one read by id)."""
+        if isinstance(data, Mapping) and data.get("schema", 1) != RECORDING_SCHEMA and "texts" in data:
+            raise ValueError(f"the parity recording of {data.get('config', '?')} has schema {data.get('schema', 1)!r}, from a "
+                             "kit that read generated tokens by their text (two tokens of one text were one, a token no "
+                             f"prompt showed had a made-up id): record it again with this kit version; accepted: schema "
+                             f"{RECORDING_SCHEMA}")  # fmt: skip
         try:
             texts = {name: TextRecord([int(x) for x in _items(t["tokens"])], [float(x) for x in _items(t["logprobs"])],
                                       [_top(top) for top in t["top"]], int(t["generated_from"]))
@@ -194,82 +200,6 @@ def model_key(model: ModelInfo) -> str:
         same = replace(tiny_sizes(model.variant), perturbed=False) == TinySizes()
         return "tiny" if same or not model.variant else f"tiny-{model.variant}"
     return model.family
-
-
-def completion_request(model: str, prompt: str) -> dict[str, Any]:
-    """The one request per text: teacher-forced prompt logprobs and a greedy continuation."""
-    return {"model": model, "prompt": prompt, "max_tokens": GREEDY_TOKENS, "temperature": 0.0, "logprobs": TOP_K,
-            "prompt_logprobs": TOP_K, "ignore_eos": True}  # fmt: skip
-
-
-def parse_completion(body: Mapping[str, Any], strings: dict[int, str]) -> TextRecord:
-    """A /v1/completions answer (with `prompt_logprobs` and `logprobs`) as a TextRecord.
-
-    The prompt's positions come with token ids; the generated ones, in the completions API, by
-    their text only: they are matched to ids through the prompt positions' top-k (where a text has
-    one id) and else kept as a negative pseudo id derived from the text, stable across servers."""
-    choice = body["choices"][0]
-    prompt = choice.get("prompt_logprobs")
-    if not isinstance(prompt, list):
-        raise ValueError("the answer has no prompt_logprobs: the server ignored the request's `prompt_logprobs`")
-    tokens, logprobs, tops = [], [], []
-    for entry in prompt[1:]:  # position 0 has no context, hence no logprob
-        entries = {int(k): v for k, v in entry.items()}
-        # vLLM lists the prompt's own token first, then the top-k (which may hold it too).
-        actual = next(iter(entries))
-        ranked = {t: v for t, v in entries.items() if int(v.get("rank", 0)) <= TOP_K}
-        for t, v in entries.items():
-            if v.get("decoded_token") is not None:
-                strings.setdefault(t, str(v["decoded_token"]))
-        tokens.append(actual)
-        logprobs.append(float(entries[actual]["logprob"]))
-        tops.append({t: float(v["logprob"]) for t, v in sorted(ranked.items(), key=lambda kv: int(kv[1].get("rank", 0)))})
-    generated_from = len(tokens)
-    by_text: dict[str, int] = {}
-    for t, s in strings.items():
-        by_text[s] = t if s not in by_text else min(by_text[s], t)
-    lp = choice.get("logprobs") or {}
-    for text, logprob, top in zip(lp.get("tokens") or [], lp.get("token_logprobs") or [], lp.get("top_logprobs") or [], strict=False):
-        tokens.append(_text_id(text, by_text))
-        logprobs.append(float(logprob))
-        # Keyed by text, vLLM's top-k collapses tokens of one text (the last one's value wins): keep each
-        # text's best value and put the top-k back in order of rank.
-        merged: dict[int, float] = {}
-        for s, v in (top or {}).items():
-            merged[_text_id(s, by_text)] = max(float(v), merged.get(_text_id(s, by_text), -math.inf))
-        tops.append(dict(sorted(merged.items(), key=lambda kv: -kv[1])))
-    for text, t in by_text.items():
-        strings.setdefault(t, text)
-    return TextRecord(tokens, logprobs, tops, generated_from)
-
-
-def _text_id(text: str, by_text: dict[str, int]) -> int:
-    """The id of a token known only by its text: a prompt position's id for it, else a stable pseudo id
-    (negative), remembered so that the text shows in tables."""
-    if text not in by_text:
-        by_text[text] = -1 - int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-    return by_text[text]
-
-
-def record(post: Callable[[str, dict[str, Any]], dict[str, Any]], served_name: str, *, config: str, model: str,
-           precision: str, plan: str, vllm_version: str | None = None, engine: str | None = None,
-           concurrency: int = 8) -> Recording:  # fmt: skip
-    """Send every parity text at once (one batch) and return the Recording."""
-    texts = parity_texts()
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(texts)))) as pool:
-        bodies = list(pool.map(lambda prompt: post("/v1/completions", completion_request(served_name, prompt)), texts.values()))
-    rec = Recording(config=config, model=model, precision=precision, plan=plan, vllm_version=vllm_version, engine=engine)
-    # Prompt positions first for every text, so generated tokens map to ids that any prompt showed.
-    strings: dict[int, str] = {}
-    for body in bodies:
-        for entry in (body["choices"][0].get("prompt_logprobs") or [])[1:]:
-            for t, v in entry.items():
-                if v.get("decoded_token") is not None:
-                    strings.setdefault(int(t), str(v["decoded_token"]))
-    for name, body in zip(texts, bodies, strict=True):
-        rec.texts[name] = parse_completion(body, strings)
-    rec.strings = strings
-    return rec
 
 
 def self_consistency(rec: Recording) -> list[str]:
@@ -575,128 +505,19 @@ def summary(result: PairResult) -> str:
             f"(max {t.max_mean_kl:g}), max KL {result.max_kl:.5f} (max {t.max_kl})")  # fmt: skip
 
 
-# -- the session ----------------------------------------------------------------------------------
+#: Names that moved to their own modules, still reachable as `parity.<name>`.
+_MOVED = {
+    "completion_request": "parity_record", "parse_completion": "parity_record", "record": "parity_record",
+    "ParitySession": "parity_session", "ParityOutcome": "parity_session", "load_references": "parity_session",
+    "render_parity_section": "parity_html",
+}  # fmt: skip
 
 
-@dataclass
-class ParitySession:
-    """The references of one session (first configuration of each model, or loaded) and the pairs compared."""
+def __getattr__(name: str) -> Any:
+    """`parity.ParitySession` and the other names that moved out of this module (imported when asked for: each
+    of those modules imports this one)."""
+    if name in _MOVED:
+        import importlib
 
-    references: dict[str, Recording] = field(default_factory=dict)
-    reference_source: str = "this session"
-    pairs: list[PairResult] = field(default_factory=list)
-    recordings: dict[str, Recording] = field(default_factory=dict)
-    table: Mapping[str, ParityThresholds] = field(default_factory=lambda: dict(THRESHOLDS))
-
-    def observe(self, recording: Recording) -> PairResult | None:
-        """Keep the model's first recording as its reference (None); compare any later one with it."""
-        self.recordings[recording.config] = recording
-        ref = self.references.get(recording.model)
-        if ref is None:
-            if self.reference_source != "this session":
-                known = ", ".join(sorted(self.references)) or "none"
-                raise ValueError(f"the parity reference {self.reference_source} holds no recording of model "
-                                 f"{recording.model!r} (it holds: {known}); record one on a known-good box")  # fmt: skip
-            self.references[recording.model] = recording
-            return None
-        result = compare(ref, recording, self.table, reference_source=self.reference_source)
-        self.pairs.append(result)
-        return result
-
-    def to_report(self) -> dict[str, Any]:
-        """report['parity']: the references (a report.json is itself a reference file: `load_references`),
-        every pair, and every other configuration's recording (`recordings`, by configuration id)."""
-        refs = {r.config for r in self.references.values()}
-        return {"digest": texts_digest(), "reference_source": self.reference_source,
-                "references": {k: r.to_dict() for k, r in sorted(self.references.items())},
-                "recordings": {k: r.to_dict() for k, r in sorted(self.recordings.items()) if k not in refs},
-                "pairs": [p.to_dict() for p in self.pairs]}  # fmt: skip
-
-
-def load_references(path: Path) -> dict[str, Recording]:
-    """Recordings by model from a report.json (its `parity.references`) or a file of one recording or a list of them."""
-    try:
-        data = json.loads(Path(path).read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}; accepted: a report.json with a parity section, or a parity recording") from None
-    if isinstance(data, dict) and "parity" in data:
-        raw: Iterable[Any] = (data["parity"] or {}).get("references", {}).values()
-    elif isinstance(data, dict) and "references" in data:
-        raw = data["references"].values()
-    elif isinstance(data, dict):
-        raw = [data]
-    else:
-        raw = data
-    refs = {}
-    for item in raw:
-        rec = Recording.from_dict(item)
-        refs[rec.model] = rec
-    if not refs:
-        raise ValueError(f"{path} holds no parity recording; accepted: a report.json of a run with the parity suite")
-    return refs
-
-
-# -- the report's plot ----------------------------------------------------------------------------
-
-
-def _svg(pair: Mapping[str, Any], width: int = 720, height: int = 160) -> str:
-    """|Δlogprob| by position over every text, one after another, with the threshold as a line."""
-    series: Mapping[str, Sequence[float]] = pair.get("series") or {}
-    values = [v for s in series.values() for v in s]
-    limit = float(pair["thresholds"].get("max_p99_dlogprob", pair["thresholds"]["max_abs_dlogprob"]))
-    top = max([limit * 1.2, *values]) or 1.0
-    n = max(1, len(values))
-    x0, y0, w, h = 40, 10, width - 50, height - 30
-
-    def x(i: int) -> float:
-        return x0 + w * i / n
-
-    def y(v: float) -> float:
-        return y0 + h * (1 - min(v, top) / top)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="|Δlogprob| by position, {html.escape(pair["candidate"])} against {html.escape(pair["reference"])}">',
-             f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#ccc"/>']  # fmt: skip
-    i = 0
-    for name, s in series.items():
-        parts.append(f'<text x="{x(i) + 2:.1f}" y="{y0 + h + 14}" font-size="10" fill="#555">{html.escape(name)}</text>')
-        parts.append(f'<line x1="{x(i):.1f}" y1="{y0}" x2="{x(i):.1f}" y2="{y0 + h}" stroke="#eee"/>')
-        pts = " ".join(f"{x(i + j):.1f},{y(v):.1f}" for j, v in enumerate(s))
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="{"#2a7" if pair["passed"] else "#c33"}" stroke-width="1"/>')
-        i += len(s)
-    parts.append(f'<line x1="{x0}" y1="{y(limit):.1f}" x2="{x0 + w}" y2="{y(limit):.1f}" stroke="#c33" stroke-dasharray="4 3"/>')
-    parts.append(f'<text x="2" y="{y(limit) + 3:.1f}" font-size="10" fill="#c33">{limit:g}</text>')
-    parts.append(f'<text x="2" y="{y0 + 8}" font-size="10" fill="#555">{top:.2g}</text></svg>')
-    return "".join(parts)
-
-
-def render_parity_section(report: Mapping[str, Any]) -> str:
-    """The HTML report's parity section: per pair its verdict, figures against thresholds, a plot of
-    |Δlogprob| by position, and the worst positions. Empty when the run had no parity data."""
-    parity = report.get("parity") or {}
-    pairs = parity.get("pairs") or []
-    if not pairs and not parity.get("references"):
-        return ""
-    out = ["<section id='parity'><h2>Logprob parity</h2>",
-           f"<p>References: {html.escape(', '.join(r['config'] for r in (parity.get('references') or {}).values()) or 'none')} "
-           f"({html.escape(str(parity.get('reference_source', 'this session')))}).</p>"]  # fmt: skip
-    for pair in pairs:
-        t = pair["thresholds"]
-        verdict = "passed" if pair["passed"] else "FAILED: " + "; ".join(pair["failures"])
-        out.append(f"<h3>{html.escape(pair['candidate'])} against {html.escape(pair['reference'])}: {html.escape(verdict)}</h3>")
-        out.append(f"<p>{html.escape(', '.join(pair['differs']) or 'nothing differs')}; thresholds <b>{html.escape(t['name'])}</b>. "
-                   f"{pair['positions']} positions: top-1 agreement {pair['top1_agreement']:.4f} (min {t['min_top1_agreement']}), "
-                   f"p99 |Δlogprob| {pair.get('p99_dlogprob', 0):.4f} (max {t.get('max_p99_dlogprob')}), "
-                   f"max |Δlogprob| {pair['max_abs_dlogprob']:.4f} (max {t['max_abs_dlogprob']}), "
-                   f"mean KL {pair['mean_kl']:.2e} (max {t.get('max_mean_kl')}), "
-                   f"max KL {pair['max_kl']:.5f} (max {t['max_kl']}).</p>")  # fmt: skip
-        out.append(_svg(pair))
-        rows = "".join(f"<tr><td>{html.escape(w['text'])}</td><td>{w['position']}</td>"
-                       f"<td>{html.escape(json.dumps(w.get('ref_top1_text', w['ref_top1']), ensure_ascii=False))}</td>"
-                       f"<td>{html.escape(json.dumps(w.get('cand_top1_text', w['cand_top1']), ensure_ascii=False))}</td>"
-                       f"<td>{w['dlogprob']:.3f}</td><td>{w['kl']:.4f}</td></tr>"
-                       for w in pair.get("worst", [])[:6])  # fmt: skip
-        out.append("<table><tr><th>text</th><th>position</th><th>reference top-1</th><th>candidate top-1</th>"
-                   f"<th>|Δlogprob|</th><th>KL</th></tr>{rows}</table>")  # fmt: skip
-    out.append("</section>")
-    return "\n".join(out)
+        return getattr(importlib.import_module(f"pytest_glm45.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pytest_glm45 import gpulease, known_failures
+from pytest_glm45.catalog import ModelInfo
 from pytest_glm45.matrix import Configuration
 from pytest_glm45.probes import http_get, listed_models, replay_answers, server_version
 from pytest_glm45.recipe import server_cores, spec_for
@@ -28,13 +29,17 @@ from pytest_glm45.server import (
     ENGINE_NICE,
     ServerError,
     ServerProcess,
+    ServerSpec,
+    ServerStopError,
     may_renice_back,
     move_threads,
     new_api_key,
     renice_threads,
     set_nice,
     set_threads,
+    tail,
 )
+from pytest_glm45.serverlog import RequestLog
 from pytest_glm45.settings import Settings
 
 
@@ -167,6 +172,32 @@ class ServerHandle:
     server: ServerProcess | None = field(default=None, repr=False)
     #: the engine-core and worker threads run at ENGINE_NICE (a CPU server, while it serves conformance)
     niced: list[int] = field(default_factory=list, repr=False)
+    #: the model a remote server serves, as the user declared it (--glm45-model); a booted one's is its configuration's
+    declared_model: ModelInfo | None = field(default=None, repr=False)
+    _request_log: RequestLog | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> ModelInfo | None:
+        """The model this server serves: its configuration's, or the one declared for a remote server; None
+        when a remote server's model was not declared (the kit then judges it as GLM-4.5 writes, and says so)."""
+        return self.config.model if self.config is not None else self.declared_model
+
+    @property
+    def model_family(self) -> str | None:
+        """The model generation a known-failure entry may name (`models = [...]`): `glm-4.5`, `glm-4.7`, ..."""
+        return self.model.generation_name if self.model is not None else None
+
+    def log_lines_for(self, request_ids: list[str]) -> list[str]:
+        """What the server's log said about these requests (the lines that carry their ids); [] without a log."""
+        if self.log_path is None or not request_ids:
+            return []
+        if self._request_log is None:
+            self._request_log = RequestLog(self.log_path, (self.api_key,))
+        return self._request_log.lines_for(request_ids)
+
+    def alive(self) -> bool:
+        """False when a server the kit booted has exited (a remote one is taken as alive)."""
+        return self.server is None or self.server.process is None or self.server.exit_code is None
 
     def yield_engine(self) -> None:
         """On the CPU engine, let the server's spinning engine-core and worker processes yield to its API
@@ -210,7 +241,9 @@ class ServerHandle:
         """The last lines of the server's log (secrets redacted), or why there is none."""
         if self.server is not None:
             return self.server.log_tail(lines)
-        return "(the server runs elsewhere: its log is not available to the kit)"
+        if self.log_path is not None:
+            return tail(self.log_path, lines, known_secrets((self.api_key,)))
+        return "(the server runs elsewhere: its log is not available to the kit; --glm45-server-log names it)"
 
 
 @dataclass
@@ -242,10 +275,12 @@ class Ahead:
     server: ServerProcess | None = None
     handle: ServerHandle | None = None
     error: BaseException | None = None
+    #: the configurations that run before it (`beside` first): on GPUs, it takes its own only after theirs
+    after: tuple[str, ...] = ()
 
 
 class _NotAhead(Exception):
-    """The configuration cannot boot ahead (no free GPUs now); it boots when its turn comes."""
+    """The configuration does not boot ahead (the message says why); it boots when its turn comes."""
 
 
 class ServerPool:
@@ -264,6 +299,7 @@ class ServerPool:
         self._ahead: dict[str, Ahead] = {}
         self._keepers: dict[str, threading.Event] = {}
         self._pending: list[str] = []
+        self._turns = gpulease.Turns()
 
     def _say(self, text: str) -> None:
         """Say it now from the main thread; from a boot running ahead, at the main thread's next word."""
@@ -301,6 +337,8 @@ class ServerPool:
             return self._boot(config)
         except ServerError as exc:
             self._failed[key] = str(exc)
+            if key is not None:
+                self._turns.done(key)
             raise
 
     def failure(self, config_id: str | None) -> str:
@@ -320,20 +358,29 @@ class ServerPool:
         # side by side (pytest -n) never share a GPU.
         gpu_ids = None
         if config.engine == "gpu":
+            # Ahead of its turn, only once every configuration before it holds its GPUs or is done:
+            # it never takes GPUs that one of them needs (which would wait for GPUs freed after it ran).
+            why = self._turns.wait(config.id, ahead.after) if ahead is not None else None
+            if why is not None:
+                raise _NotAhead(why)
             try:
                 lease = gpulease.lease(config.plan.gpus, host_gpu_ids(settings.gpus), config.id,
                                        timeout=0 if ahead else settings.startup_timeout, on_wait=self._say)  # fmt: skip
             except gpulease.GpuLeaseError as exc:
                 if ahead is not None:  # no free GPUs to boot it ahead on: it boots when its turn comes
-                    raise _NotAhead() from None
+                    raise _NotAhead(f"no {config.plan.gpus} free GPUs now") from None
                 self.history.append(BootRecord(config.id, "no GPUs", None, installed_version, config.engine, distribution))
                 raise ServerError(str(exc)) from None
             self._leases[config.id] = lease
             gpu_ids = list(lease.ids)
+        self._turns.holds(config.id)  # its GPUs, or none needed
         try:
             return self._start(config, gpu_ids, distribution, installed_version, ahead)
+        except ServerStopError:
+            raise  # its processes outlived SIGKILL: the GPUs stay held rather than go to the next boot
         except BaseException:
-            self._free_gpus(config.id)
+            self._free_gpus(config.id)  # `_start` has stopped any server it started: the GPUs are free
+            self._turns.done(config.id)
             raise
 
     def _free_gpus(self, config_id: str) -> None:
@@ -374,6 +421,17 @@ class ServerPool:
             record.status = "failed to start"
             self._say(f"glm45: {config.id} failed to start")
             raise
+        try:
+            return self._serve(config, server, spec, record, installed_version, distribution, ahead)
+        except BaseException:
+            server.stop()  # whatever fails once the server runs stops it: its GPUs are freed only after
+            raise
+
+    def _serve(self, config: Configuration, server: ServerProcess, spec: ServerSpec, record: BootRecord,
+               installed_version: str | None, distribution: str, ahead: Ahead | None) -> ServerHandle:  # fmt: skip
+        """A started server checked (it replays) and handed out."""
+        settings = self.settings
+        log_path = server.log_path
         record.startup_seconds = server.startup_seconds
         if server.startup_seconds is not None and ahead is None:  # booted beside a running one, it is slower
             remember_boot(settings.cache_dir, config.id, server.startup_seconds)
@@ -382,7 +440,6 @@ class ServerPool:
         record.replay = seen
         if not replays:
             record.status = "no replay"
-            server.stop()
             raise ReplayMissingError(
                 f"{config.id} was booted with --logits-processors {REPLAY_PROCESSOR} but does not replay: {seen}.\n"
                 f"Every replay check of this configuration errors. Log: {log_path}\nLast lines of the log:\n"
@@ -428,6 +485,8 @@ class ServerPool:
                               f"{'' if status != 200 else ' without a model'}{hint}")  # fmt: skip
         model = models[0]
         version = server_version(base, settings.api_key, timeout=30)
+        if remote.log_path is not None and not remote.log_path.is_file():
+            raise ServerError(f"--glm45-server-log {remote.log_path}: no such file; accepted: the log file the server at {base} writes")
         replays, seen = replay_answers(base, settings.api_key, str(model["id"]))
         self._remote = ServerHandle(
             config=None,
@@ -435,7 +494,7 @@ class ServerPool:
             base_url=base,
             api_key=settings.api_key,
             served_name=str(model["id"]),
-            log_path=None,
+            log_path=remote.log_path,
             startup_seconds=None,
             vllm_version=version,
             engine="remote",
@@ -445,6 +504,7 @@ class ServerPool:
             known=known_failures.load(version, settings.known_failures_dir),
             real_weights=remote.real_weights if remote.real_weights is not None else serves_glm_weights(model),
             strict_tools=remote.strict_tools,
+            declared_model=remote.model,
         )
         self.history.append(BootRecord(remote.config_id, f"running at {base}", None, version, "remote", None, None, seen))
         return self._remote
@@ -457,6 +517,7 @@ class ServerPool:
         died = handle.server.exit_code
         handle.server.stop()
         self._free_gpus(handle.config_id)
+        self._turns.done(handle.config_id)
         keeper = self._keepers.pop(handle.config_id, None)
         if keeper is not None:
             keeper.set()
@@ -470,16 +531,20 @@ class ServerPool:
     def boot_ahead(self, config: Configuration, beside: str, cpus: tuple[int, ...] = (), at_start: bool = False) -> None:
         """Start booting `config` in the background while `beside` runs its checks (or, `at_start`, boots
         itself), on `cpus` when given (the cores `beside` leaves free); `acquire` then waits for it
-        instead of booting it. A throughput point waits for it to end (`settle_boots`). On GPUs only
-        when a free block of GPUs is there now."""
+        instead of booting it. A throughput point waits for it to end (`settle_boots`). On GPUs, it takes
+        GPUs only once `beside` and every configuration asked to boot ahead before it hold theirs (or are
+        done), and only a block free then: else it boots at its turn (`gpulease.Turns`)."""
         if config.id in self._live or config.id in self._ahead or config.id in self._failed:
             return
-        ahead = Ahead(beside, cpus, at_start)
+        ahead = Ahead(beside, cpus, at_start, after=(beside, *self._ahead))
 
         def run() -> None:
             try:
                 ahead.handle = self._boot(config, ahead)
-            except _NotAhead:
+            except _NotAhead as exc:
+                if str(exc) != gpulease.Turns.CANCELLED:
+                    self._turns.gave_up(config.id)
+                    self._say(f"glm45: {config.id} boots at its turn, not ahead of it: {exc}")
                 return
             except BaseException as exc:  # handed to acquire, which raises it as the boot's failure
                 ahead.error = exc
@@ -496,6 +561,8 @@ class ServerPool:
     def settle_boots(self) -> None:
         """Wait for every boot running ahead to end (ready or not): a throughput point must not measure
         beside a boot. A server booted ahead and idle is quiet (vLLM's engine waits on its input queue)."""
+        for config_id in self._ahead:  # one still waiting for the GPUs of those before it boots at its turn
+            self._turns.cancel(config_id)
         running = [(config_id, ahead) for config_id, ahead in self._ahead.items() if not ahead.booted.is_set()]
         for config_id, ahead in running:
             self._say(f"glm45: waiting for {config_id} to finish booting ahead before a throughput point")
@@ -512,6 +579,7 @@ class ServerPool:
             self._unborrow(ahead)
 
     def _take_ahead(self, config: Configuration) -> ServerHandle | None:
+        self._turns.cancel(config.id)  # its turn has come: a boot ahead that still waits boots now instead
         ahead = self._ahead.pop(config.id)
         self._wait_booted(ahead)
         self.flush_messages()
@@ -538,6 +606,8 @@ class ServerPool:
 
     def stop_all(self) -> None:
         """Stop every server still running (end of session, Ctrl-C, errors)."""
+        for config_id in self._ahead:
+            self._turns.cancel(config_id)
         for ahead in list(self._ahead.values()):
             if ahead.server is not None:
                 with contextlib.suppress(Exception):

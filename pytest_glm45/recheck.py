@@ -1,11 +1,14 @@
-"""`pytest-glm45 reproduce REPORT`: run each known failure's printed curl again and judge whether it
-still shows the same defect.
+"""`pytest-glm45 reproduce REPORT`: send each known failure's request again with the printed curl and judge
+whether it still shows the same defect.
 
 A report's check carries `reproducer = {"requests": [...], "curl": str, "python": str}`
 (pytest_glm45.reproducer); the request marked `reproduced` is the one the curl repeats, with what
-came back when the check ran. This module runs the curl literally (`bash -c`, with PATH,
-GLM45_BASE_URL and the key variables only) and compares an *observation* of the recorded exchange
-with an observation of what the curl printed (the body, then `\\nHTTP <code>\\n`).
+came back when the check ran. A report comes from another box, so its curl text is never run: every
+chosen check's curl must be the command the kit builds from its recorded request
+(`reproducer.verify`), else nothing runs and the command names the checks; each request is then sent
+by curl from an argv the kit builds (`reproducer.curl_argv`: no shell, PATH its only environment). The
+judge compares an *observation* of the recorded exchange with an observation of what the curl printed
+(the body, then `\\nHTTP <code>\\n`).
 
 An observation keeps what the defect is made of and drops what legitimately varies between two runs
 of the same deterministic replay:
@@ -701,12 +704,12 @@ def judge(exchange: Exchange, run: CurlRun) -> tuple[str, list[list[Any]], list[
     if run.timed_out and recorded.transport != "timeout":
         return "error", [], [f"the curl did not finish in {run.seconds:.0f} s"]
     if run.exit_code == 127:
-        return "error", [], [f"bash could not run the command: {run.stderr.strip()[:200]}"]
+        return "error", [], [f"curl could not be run: {run.stderr.strip()[:200]}"]
     if not run.timed_out and run.exit_code not in (0, *CLOSED_MID_ANSWER, *NO_ANSWER):
         return "error", [], [f"curl exited {run.exit_code}" + (" (could not connect)" if run.exit_code == 7 else "")
                              + (f": {run.stderr.strip()[:200]}" if run.stderr.strip() else "")]  # fmt: skip
     if not run.timed_out and not _TRAILER.search(run.stdout):
-        return "error", [], ["the command printed no 'HTTP <code>' line: is it the report's curl?"]
+        return "error", [], ["curl printed no 'HTTP <code>' line (its -w trailer)"]
     now = observe_output(exchange, run)
     notes = list(recorded.notes)
     if recorded.sampled:
@@ -740,13 +743,17 @@ def _named_problems(exchange: Exchange, run: CurlRun) -> list[str]:
 # -- running -------------------------------------------------------------------------------------
 
 
-def run_curl(command: str, env: dict[str, str], timeout: float) -> CurlRun:
-    """Run `command` through `bash -c` with only `env`; kill its process group after `timeout` seconds."""
+def run_curl(argv: Sequence[str], env: dict[str, str], timeout: float, stdin: bytes | None = None) -> CurlRun:
+    """Run curl's `argv` (no shell) with `stdin` on its standard input and PATH from `env` as its only
+    environment; kill its process group after `timeout` seconds."""
     began = time.monotonic()
-    proc = subprocess.Popen(["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)  # fmt: skip
     try:
-        out, err = proc.communicate(timeout=timeout)
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={"PATH": env.get("PATH", os.defpath)}, start_new_session=True)  # fmt: skip
+    except OSError as exc:
+        return CurlRun(127, "", str(exc), time.monotonic() - began)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
         timed_out = False
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -757,7 +764,7 @@ def run_curl(command: str, env: dict[str, str], timeout: float) -> CurlRun:
 
 
 def curl_env(base_url: str | None, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a curl runs with: PATH, GLM45_BASE_URL, and the key variables it reads."""
+    """What the curls are built from (`reproducer.curl_argv`): PATH, GLM45_BASE_URL, and the key variables."""
     environ = dict(os.environ) if environ is None else environ
     env = {"PATH": environ.get("PATH", os.defpath)}
     url = base_url or environ.get("GLM45_BASE_URL")
@@ -777,15 +784,33 @@ def main_request(reproducer: dict[str, Any]) -> Exchange | None:
     return exchange_from(next((r for r in requests if r.get("reproduced")), requests[-1]))
 
 
+def altered(record: dict[str, Any]) -> str | None:
+    """Why a check's reproducer is not what this kit would have written (`reproducer.verify`), or None."""
+    try:
+        repro = record.get("reproducer") or {}
+        exchange = main_request(repro)
+        if not repro.get("curl") or exchange is None:
+            return None
+        reproducer.verify(exchange, repro["curl"])
+    except reproducer.AlteredReproducer as exc:
+        return str(exc)
+    except (TypeError, AttributeError) as exc:
+        return f"its reproducer is not one the kit writes ({exc})"
+    return None
+
+
 def recheck(record: dict[str, Any], env: dict[str, str], timeout: float) -> Verdict:
-    """Run one check's printed curl and judge it."""
+    """Send one check's recorded request again with the curl the kit builds for it, and judge what came back.
+    Raises reproducer.AlteredReproducer when the report's curl is not that one (`altered` says so first)."""
     verdict = Verdict(record["id"], record["config"], record.get("outcome", "?"), record.get("known_entry"), "no reproducer")
     repro = record.get("reproducer") or {}
     exchange = main_request(repro)
     if not repro.get("curl") or exchange is None:
         return verdict
+    reproducer.verify(exchange, repro["curl"])
     verdict.request = summary(exchange)
-    run = run_curl(repro["curl"], env, timeout)
+    argv, stdin = reproducer.curl_argv(exchange, env)
+    run = run_curl(argv, env, timeout, stdin)
     verdict.exit_code, verdict.seconds = run.exit_code, round(run.seconds, 2)
     verdict.verdict, verdict.differences, verdict.notes = judge(exchange, run)
     if verdict.verdict in ("differs", "error"):
@@ -841,7 +866,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="Only configurations whose id matches this pattern (* and ?). Default: all.")
     parser.add_argument("--check", default=None, help="Only checks whose id matches this pattern (* and ?). Default: all.")
     parser.add_argument("--base-url", default=None,
-                        help="The server the curls go to (GLM45_BASE_URL). Default: $GLM45_BASE_URL, else the curl's own http://127.0.0.1:8000.")
+                        help=f"The server the curls go to (GLM45_BASE_URL). Default: $GLM45_BASE_URL, else {reproducer.DEFAULT_BASE_URL}.")
     parser.add_argument("--timeout", type=_positive, default=TIMEOUT, help=f"Seconds one curl may run. Default: {TIMEOUT:.0f}.")
     parser.add_argument("--json", default=None, metavar="FILE", help="Also write the verdicts to FILE as JSON.")
     parser.add_argument("-q", "--quiet", action="store_true", help="Print only the summary lines.")
@@ -853,7 +878,8 @@ def _usage(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """`pytest-glm45 reproduce`: 0 when no check differs or errs, 1 when one does, 2 on a usage error."""
+    """`pytest-glm45 reproduce`: 0 when no check differs or errs, 1 when one does, 2 on a usage error or a
+    report whose curls are not the kit's (then nothing runs)."""
     from pytest_glm45 import report as report_module
 
     path = Path(args.report)
@@ -869,12 +895,21 @@ def run(args: argparse.Namespace) -> int:
     configs = sorted({str(c.get("config")) for c in data["checks"]})
     if args.config is not None and not any(known_failures.glob_match(c, args.config) for c in configs):
         return _usage(f"--config {args.config!r} matches no configuration of {path}; it has: {', '.join(configs) or 'none'}")
-    if shutil.which("bash") is None:
-        return _usage("bash is not on PATH: the printed curl commands run through `bash -c`")
     chosen = select(data, args.outcome, args.config, args.check)
     noun = NOUNS[args.outcome]
+    refused = [(record, why) for record in chosen if (why := altered(record))]
+    if refused:
+        from pytest_glm45 import __version__
+
+        lines = "".join(f"\n  {r.get('config')}  {r.get('id')}: {why}" for r, why in refused)
+        return _usage(f"refused {path}: the report was altered, or comes from another kit version (it says pytest-glm45 "
+                      f"{data.get('kit_version', '?')}; this is {__version__}); nothing was run:{lines}\n"
+                      "accepted: a report.json as `pytest --glm45-report` wrote it, rechecked with the kit version "
+                      "that wrote it")  # fmt: skip
     env = curl_env(args.base_url)
-    where = env.get("GLM45_BASE_URL", "http://127.0.0.1:8000 (the curl's default)")
+    if shutil.which("curl", path=env["PATH"]) is None:
+        return _usage("curl is not on PATH: the requests are sent again with curl")
+    where = env.get("GLM45_BASE_URL", f"{reproducer.DEFAULT_BASE_URL} (the curl's default)")
     if not chosen:
         print(f"pytest-glm45 reproduce: {path} has no {noun}" + (f" matching --check {args.check}" if args.check else "")
               + (f" on --config {args.config}" if args.config else ""))  # fmt: skip

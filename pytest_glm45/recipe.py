@@ -50,6 +50,36 @@ API_SERVER = ("-m", "vllm.entrypoints.openai.api_server")
 TOOL_CALL_PARSER = REASONING_PARSER = "glm45"
 
 
+#: vLLM flags for speculative decoding (0.32's --speculative-config / -sc, --spec-method, --spec-model, --spec-tokens,
+#: and earlier releases' --speculative-model, --num-speculative-tokens, --ngram-prompt-lookup-*, ...), by prefix.
+SPECULATIVE_PREFIXES = ("--speculative-", "--spec-", "--num-speculative-", "--ngram-prompt-lookup-")
+SPECULATIVE_SHORT = "-sc"
+#: Why such a flag is refused before anything boots, and what runs instead.
+SPECULATIVE_REFUSAL = (
+    "speculative decoding cannot run with the replay suites: vLLM refuses custom logits processors when speculative "
+    f"decoding is enabled, and every server the kit boots loads one ({REPLAY_PROCESSOR}); the engine would die at "
+    "start (\"Custom logits processors are not supported when speculative decoding is enabled\"). Such a configuration "
+    "is not supported by the replay suites yet. What runs instead: the same configuration without the flag; or a "
+    "speculative server of your own, tested with --glm45-base-url (its replay checks skip, saying why). accepted: vLLM "
+    "arguments other than --speculative-config (-sc), --spec-method, --spec-model, --spec-tokens, --speculative-model, "
+    "--num-speculative-tokens and the other --speculative-* flags"
+)
+
+
+def speculative_flag(args: Sequence[str]) -> str | None:
+    """The first argument of `args` that turns on speculative decoding (`--speculative-config={...}`,
+    `--speculative_config`, `-sc`, `--speculative-config.method`, ...), or None."""
+    for arg in args:
+        if not arg.startswith("-"):
+            continue
+        name = arg.split("=", 1)[0]
+        dashes = len(name) - len(name.lstrip("-"))
+        name = name[:dashes] + name[dashes:].replace("_", "-")
+        if name.startswith(SPECULATIVE_PREFIXES) or name == SPECULATIVE_SHORT or name.startswith((SPECULATIVE_SHORT + ".", SPECULATIVE_SHORT + "{")):
+            return arg
+    return None
+
+
 def cpu_cores() -> list[int]:
     """The cores this process may run on (its affinity mask), in order."""
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))

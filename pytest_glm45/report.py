@@ -70,7 +70,8 @@ def build(settings: Settings, history: Iterable[BootRecord], verdicts: Verdicts,
           log_excerpts: Mapping[tuple[str, str], str] | None = None, secrets_: tuple[str, ...] = (),
           parity: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """The report of one session, from what the pool, the verdicts and the load runs recorded (and
-    `parity`, `pytest_glm45.parity.ParitySession.to_report()`, when the parity suite ran).
+    `parity`, `pytest_glm45.parity_session.ParitySession.to_report()`, when the parity suite ran: on the
+    pytest-xdist controller, every worker's recordings and pairs, and the verdicts judged there).
 
     Every failing, known-failing or unexpectedly passing check record carries `log_excerpt`: its
     server's log tail as it stood when the check failed (`log_excerpts`, keyed by (check, config)),

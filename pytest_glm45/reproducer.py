@@ -11,6 +11,10 @@ not JSON), stream, status, response (or a stream's `chunks` and `chunks_total`),
 and `reproduced` (the one the curl repeats). Secrets never reach it: the Authorization header is written as
 `$GLM45_API_KEY` (falling back to `$VLLM_API_KEY`), and the values of the secret environment
 variables and the session's key are redacted from bodies and answers.
+
+A report travels between boxes, so `pytest-glm45 reproduce` never runs its curl text: `verify` checks that
+the text is the command `curl_command` builds from the recorded request (else the report was altered, or
+another kit version wrote it), and `curl_argv` sends that request with curl, without a shell.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import contextvars
 import copy
 import json
 import re
+import shlex
 import threading
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,8 @@ from typing import Any
 from pytest_glm45.redaction import known_secrets, redact
 
 #: Where a reproducer sends its request unless GLM45_BASE_URL says otherwise (`pytest-glm45 serve --port 8000`).
-BASE_URL = "${GLM45_BASE_URL:-http://127.0.0.1:8000}"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+BASE_URL = f"${{GLM45_BASE_URL:-{DEFAULT_BASE_URL}}}"
 #: The key a reproducer sends: GLM45_API_KEY (what `pytest-glm45 serve` reads), else VLLM_API_KEY.
 KEY = "${GLM45_API_KEY:-$VLLM_API_KEY}"
 #: Requests a reproducer lists (the last ones the check sent; a batched check's own request always).
@@ -41,6 +48,22 @@ HOLD = 64
 BODY_CHARS = 8000
 #: Streamed chunks a record keeps from the start, and from the end.
 HEAD_CHUNKS, TAIL_CHUNKS = 40, 8
+#: The header that names each request the kit sends; vLLM takes it as the request's id, and its log lines about
+#: the request (a grammar rejection, an engine error) carry it, so a failure can be matched with what vLLM said.
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def new_request_id() -> str:
+    """A request id the kit's requests carry (`glm45-` and 16 hex digits; `pytest_glm45.serverlog` finds them)."""
+    return f"glm45-{uuid.uuid4().hex[:16]}"
+
+
+def tagged(path: str, body: Any, request_id: str) -> Any:
+    """`body` as sent under `request_id`: vLLM's /v1/responses takes a request's id from the body's `request_id`
+    (a vLLM extra field), not from the header the other endpoints read; any other body goes as it is."""
+    if path.endswith("/responses") and isinstance(body, dict) and "request_id" not in body:
+        return {**body, "request_id": f"resp_{request_id}"}
+    return body
 
 
 @dataclass
@@ -63,6 +86,8 @@ class Exchange:
     error: str | None = None
     #: whether the check that owns it asked for exactly this request (a batched check's own job)
     own: bool = False
+    #: the X-Request-Id it was sent with: the server's log lines about it carry the id
+    request_id: str = field(default_factory=new_request_id)
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json",
                                                               "Authorization": f"Bearer {KEY}"})  # fmt: skip
 
@@ -185,6 +210,9 @@ def body_bytes_as_text(content: bytes) -> tuple[Any, str | None]:
 
 # -- rendering -------------------------------------------------------------------------------
 
+#: curl's -w argument: the status on a line of its own after the answer (curl reads the `\\n`s).
+WRITE_OUT = "\\nHTTP %{http_code}\\n"
+
 
 def _shell_quote(text: str) -> str:
     """`text` as one single-quoted shell word."""
@@ -225,13 +253,74 @@ def curl_command(exchange: Exchange) -> str:
     url = f'"{BASE_URL}{exchange.path}"'
     head = (f"curl {flags} -X {exchange.method} {url} -H 'Content-Type: application/json' "
             f'-H "Authorization: Bearer {KEY}"')  # fmt: skip
-    tail = " -w '\\nHTTP %{http_code}\\n'"
+    tail = f" -w {_shell_quote(WRITE_OUT)}"
     if exchange.raw is not None:
         data = exchange.raw.encode("utf-8", errors="surrogateescape")
         return f"printf '%b' {_printf_word(data)} | {head} --data-binary @-{tail}"
     if exchange.body is None:
         return head + tail
     return f"{head} -d {_shell_quote(request_json(exchange))}{tail}"
+
+
+#: A method and a path a rebuilt request may carry: the path absolute (nothing can move the request to
+#: another host), without what a shell reads in a double-quoted word or curl's URL globbing expands.
+_METHOD = re.compile(r"[A-Z]{1,16}")
+_PATH = re.compile(r"/[A-Za-z0-9._~/%:@+,;=?&-]*")
+
+
+class AlteredReproducer(ValueError):
+    """A report's reproducer that this kit would not have written (its curl, or its request)."""
+
+
+def _words(command: str) -> list[str]:
+    """A curl command as the shell words it is made of (read, never run), its JSON body (the word after -d)
+    in one canonical form: a report keeps the request's body with its keys sorted, the curl as sent."""
+    words = shlex.split(command)
+    if "-d" in words[:-1]:
+        at = words.index("-d") + 1
+        words[at] = json.dumps(json.loads(words[at]), sort_keys=True)
+    return words
+
+
+def verify(exchange: Exchange, stored_curl: object) -> None:
+    """Raise AlteredReproducer unless `stored_curl` is the command `curl_command` builds for `exchange`,
+    a request the kit sends: the same shell words, the body the same JSON (its keys in any order). A
+    report's curl is never run, only compared with the one rebuilt from the recorded request, which
+    `curl_argv` then sends."""
+    if not isinstance(exchange.method, str) or not _METHOD.fullmatch(exchange.method):
+        raise AlteredReproducer(f"its recorded method {exchange.method!r} is not one the kit sends (accepted: an HTTP method such as POST)")
+    if not isinstance(exchange.path, str) or not _PATH.fullmatch(exchange.path):
+        raise AlteredReproducer(f"its recorded path {exchange.path!r} is not one the kit sends (accepted: a path from / "
+                                "of letters, digits and ._~/%:@+,;=?&-)")  # fmt: skip
+    if not isinstance(exchange.stream, bool) or not isinstance(exchange.raw, (str, type(None))):
+        raise AlteredReproducer("its recorded request's stream or raw body has the wrong type")
+    try:
+        rebuilt = curl_command(exchange)
+    except (TypeError, ValueError) as exc:
+        raise AlteredReproducer(f"its recorded request cannot be sent again ({exc})") from None
+    try:
+        same = isinstance(stored_curl, str) and _words(stored_curl) == _words(rebuilt)
+    except ValueError:  # unbalanced quotes, a body that is not JSON
+        same = False
+    if not same:
+        raise AlteredReproducer("its stored curl is not the command this kit builds from its recorded request")
+
+
+def curl_argv(exchange: Exchange, environ: Mapping[str, str]) -> tuple[list[str], bytes | None]:
+    """`curl_command(exchange)` as run with `environ` (GLM45_BASE_URL, GLM45_API_KEY, VLLM_API_KEY read the
+    same way), for running without a shell: curl's argv, and the bytes it reads from its standard input
+    (a raw body's) or None."""
+    base = environ.get("GLM45_BASE_URL") or DEFAULT_BASE_URL
+    key = environ.get("GLM45_API_KEY") or environ.get("VLLM_API_KEY") or ""
+    argv = ["curl", "-sN" if exchange.stream else "-s", "-X", exchange.method, f"{base}{exchange.path}",
+            "-H", "Content-Type: application/json", "-H", f"Authorization: Bearer {key}"]  # fmt: skip
+    stdin = None
+    if exchange.raw is not None:
+        argv += ["--data-binary", "@-"]
+        stdin = exchange.raw.encode("utf-8", errors="surrogateescape")
+    elif exchange.body is not None:
+        argv += ["-d", request_json(exchange)]
+    return [*argv, "-w", WRITE_OUT], stdin
 
 
 def python_snippet(exchange: Exchange) -> str:
@@ -241,7 +330,7 @@ def python_snippet(exchange: Exchange) -> str:
         "",
         "import httpx",
         "",
-        'base_url = os.environ.get("GLM45_BASE_URL", "http://127.0.0.1:8000")',
+        f'base_url = os.environ.get("GLM45_BASE_URL", "{DEFAULT_BASE_URL}")',
         'key = os.environ.get("GLM45_API_KEY") or os.environ.get("VLLM_API_KEY", "")',
         'headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}',
     ]
@@ -304,7 +393,19 @@ def _request_exchange(request: Any) -> Exchange:
     content = request.read() if hasattr(request, "read") else b""
     body, raw = body_bytes_as_text(content) if content else (None, None)
     stream = bool(isinstance(body, dict) and body.get("stream"))
-    return Exchange(request.method, request.url.raw_path.decode("ascii"), body, raw, stream)
+    exchange = Exchange(request.method, request.url.raw_path.decode("ascii"), body, raw, stream)
+    exchange.request_id = request.headers.get(REQUEST_ID_HEADER) or exchange.request_id
+    return exchange
+
+
+def _tag(request: Any) -> None:
+    """Give a request the openai or anthropic client sends an id of the kit's (one it set itself stays)."""
+    if REQUEST_ID_HEADER not in request.headers:
+        request.headers[REQUEST_ID_HEADER] = new_request_id()
+
+
+async def _tag_async(request: Any) -> None:
+    _tag(request)
 
 
 def httpx_event_hooks() -> dict[str, list[Any]]:
@@ -323,7 +424,7 @@ def httpx_event_hooks() -> dict[str, list[Any]]:
             exchange.response = truncated(response.text)
         record(exchange)
 
-    return {"response": [on_response]}
+    return {"request": [_tag], "response": [on_response]}
 
 
 def async_httpx_event_hooks() -> dict[str, list[Any]]:
@@ -341,7 +442,7 @@ def async_httpx_event_hooks() -> dict[str, list[Any]]:
             exchange.response = truncated(response.text)
         record(exchange)
 
-    return {"response": [on_response]}
+    return {"request": [_tag_async], "response": [on_response]}
 
 
 # -- what the terminal shows and the files beside the logs -----------------------------------------

@@ -11,18 +11,19 @@ workers included.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_glm45 import rootcause
 from pytest_glm45.probes import http_get, listed_models, server_version
 from pytest_glm45.redaction import known_secrets, redact
 
@@ -37,6 +38,10 @@ class ServerStartError(ServerError):
 
 class ServerDiedError(ServerError):
     """The server was ready once and has exited since."""
+
+
+class ServerStopError(ServerError):
+    """Processes of the server outlived SIGKILL: what it held (its GPUs) is still in use."""
 
 
 #: Placeholders in a ServerSpec's argv, filled in when the port is known.
@@ -172,19 +177,12 @@ def set_threads(tids: list[int], cpus: set[int]) -> None:
             os.sched_setaffinity(tid, cpus)
 
 
-def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
-    """What the child does before exec: its own process group, SIGTERM if the kit's process dies
-    (even by SIGKILL), and its CPU cores."""
-
-    def setup() -> None:
-        os.setsid()
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if cpus and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, set(cpus))
-
-    return setup
+def spawn_argv(command: list[str], cpus: tuple[int, ...] = ()) -> list[str]:
+    """The argv that runs `command` through `pytest_glm45.spawn`: SIGTERM when the kit's thread that
+    starts it dies (even by SIGKILL), and its CPU cores, set after exec in a process of its own (no code
+    of the kit runs between fork and exec: Python documents preexec_fn as unsafe with threads)."""
+    script = str(Path(__file__).with_name("spawn.py"))
+    return [sys.executable, "-I", "-S", script, str(os.getpid()), ",".join(map(str, cpus)), "--", *command]
 
 
 def tail(path: Path, lines: int = 40, secrets_: tuple[str, ...] = ()) -> str:
@@ -230,6 +228,8 @@ class ServerProcess:
         self.startup_seconds: float | None = None
         self.version: str | None = None
         self.max_model_len: int | None = None
+        #: the log's size when the server became ready: a death's root cause is looked for after it
+        self.ready_offset: int | None = None
         self._log: Any = None
 
     # -- properties ----------------------------------------------------------------------
@@ -295,12 +295,12 @@ class ServerProcess:
         self._log.write(redact(header, self.secrets).encode())
         self._log.flush()
         self.process = subprocess.Popen(
-            cmd,
+            spawn_argv(cmd, self.spec.cpus),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.spec.environment(self.api_key),
-            preexec_fn=_child_setup(self.spec.cpus),
+            start_new_session=True,  # its own process group, led by it: stop signals the whole group
             close_fds=True,
         )
         self.pgid = self.process.pid
@@ -329,6 +329,8 @@ class ServerProcess:
                     if model is not None:
                         self.max_model_len = model.get("max_model_len")
                         self.version = server_version(self.base_url)
+                        with contextlib.suppress(OSError):
+                            self.ready_offset = self.log_path.stat().st_size
                         return
                 elif status in (401, 403):
                     raise ServerStartError(self._describe(f"refused the session's API key on /v1/models (HTTP {status})", started))
@@ -341,12 +343,23 @@ class ServerProcess:
 
     def _describe(self, what: str, started: float) -> str:
         return (
-            f"vLLM server for {self.spec.config_id} {what} "
-            f"(after {time.monotonic() - started:.1f} s, port {self.port}).\n"
+            f"vLLM server for {self.spec.config_id} {what} (after {time.monotonic() - started:.1f} s, port {self.port})"
+            f"{self.root_cause()}\n"
             f"Command: {redact(' '.join(self.spec.command(self.HOST, self.port or 0)), self.secrets)}\n"
             f"Log: {self.log_path}\n"
             f"Last lines of the log:\n{self.log_tail(30)}"
         )
+
+    def root_cause(self, serving: bool = False) -> str:
+        """`: <the root cause>` and, on a line of its own, where it stands in the log (`pytest_glm45.rootcause`:
+        the engine's first error; `serving`: its first traceback since the server became ready); "." when
+        the log has none."""
+        start = (self.ready_offset or 0) if serving else 0
+        cause = rootcause.find(self.log_path, start, serving=serving, secrets=self.secrets)
+        if cause is None:
+            return "."
+        since = " since the server became ready" if serving else ""
+        return f": {cause.text}\nRoot cause: the {cause.kind} in the log{since} ({cause.describe()}); the log's last lines follow."
 
     # -- running -------------------------------------------------------------------------
 
@@ -356,7 +369,7 @@ class ServerProcess:
         if self.process is not None and code is not None:
             raise ServerDiedError(
                 f"vLLM server for {self.spec.config_id} has exited with code {code} while the suite ran "
-                f"(port {self.port}).\nLog: {self.log_path}\nLast lines of the log:\n{self.log_tail(30)}"
+                f"(port {self.port}){self.root_cause(serving=True)}\nLog: {self.log_path}\nLast lines of the log:\n{self.log_tail(30)}"
             )
 
     # -- stop ----------------------------------------------------------------------------
@@ -396,7 +409,8 @@ class ServerProcess:
             time.sleep(0.1)
         left = process_group_members(self.pgid)
         if left:
-            raise ServerError(f"processes {left} of {self.spec.config_id}'s server survived SIGKILL")
+            raise ServerStopError(f"processes {left} of {self.spec.config_id}'s server survived SIGKILL; "
+                                  "its GPUs stay held by this session")  # fmt: skip
 
     def __enter__(self) -> ServerProcess:
         return self.start()

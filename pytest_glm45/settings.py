@@ -58,6 +58,20 @@ STRICT_VALUES = {"on": True, "off": False}
 SURFACE_CHOICES = ("chat", "all")
 #: What happens to a configuration the user asked for that this host cannot run.
 UNRUNNABLE_POLICIES = ("fail", "skip")
+# The defaults of the options that have one value; the plugin's help texts read them from here.
+DEFAULT_MODEL = "tiny"
+DEFAULT_SURFACES = "all"
+DEFAULT_STARTUP_TIMEOUT = 900.0
+DEFAULT_PROFILE = "standard"
+#: Under the rootdir, as the directories relative paths given for them are.
+DEFAULT_LOG_DIR = ".glm45/logs"
+DEFAULT_BENCH_DIR = ".glm45/bench"
+DEFAULT_BASELINE_MARGIN = 0.2
+DEFAULT_UNRUNNABLE = "fail"
+DEFAULT_STRICT_KNOWN_FAILURES = "on"
+DEFAULT_ACCEPT_MISSING = "off"
+#: The throughput thresholds shipped for the tiny model (pytest_glm45/thresholds).
+DEFAULT_THRESHOLDS_TINY = "embedded-default.toml"
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,10 @@ class RemoteServer:
     strict_tools: bool
     #: whether strictness was declared (else vLLM's default, strict, is assumed and said so)
     strict_declared: bool
+    #: the model declared with --glm45-model (its template, its tool-call format, its family's known failures)
+    model: ModelInfo | None = None
+    #: the server's log file (--glm45-server-log), when the kit can read it
+    log_path: Path | None = None
 
     @property
     def config_id(self) -> str:
@@ -98,25 +116,28 @@ class Settings:
     known_failures_dir: tuple[Path, ...] | None
     thresholds: Path | None = None
     save_baseline: Path | None = None
-    baseline_margin: float = 0.2
-    bench_dir: Path = Path(".glm45/bench")
+    baseline_margin: float = DEFAULT_BASELINE_MARGIN
+    bench_dir: Path = Path(DEFAULT_BENCH_DIR)
     report_dir: Path | None = None
     compare_to: Path | None = None
     tolerances: dict[str, float] = field(default_factory=dict)
     matrix: tuple[Configuration, ...] = field(default=())
     remote: RemoteServer | None = None
     #: "fail" (a configuration the user named that cannot run fails the run) or "skip"
-    unrunnable: str = "fail"
+    unrunnable: str = DEFAULT_UNRUNNABLE
     #: a known failure that passes fails the run (as xfail_strict) unless this is False
-    strict_known_failures: bool = True
+    strict_known_failures: bool = STRICT_VALUES[DEFAULT_STRICT_KNOWN_FAILURES]
     #: conformance requests in flight per configuration (pytest_glm45.batch); 1 sends them one at a time
     concurrency: int = DEFAULT_CONCURRENCY
     #: the Ray cluster that pipeline plans over hosts run on (--glm45-ray-address or RAY_ADDRESS)
     ray_address: str | None = None
     #: the API surfaces checked: "chat" (Chat Completions) or "all" (also Responses and Anthropic Messages)
-    surfaces: str = "all"
+    surfaces: str = DEFAULT_SURFACES
     #: logprob parity against this report.json or recording (pytest_glm45.parity) instead of the session's first configuration
     parity_reference: Path | None = None
+    #: --glm45-compare-to accepts checks that passed before and are skipped or absent now, and configurations or
+    #: throughput points present in one run only (listed, not regressions)
+    accept_missing: bool = STRICT_VALUES[DEFAULT_ACCEPT_MISSING]
 
     @property
     def engine(self) -> str:
@@ -208,7 +229,7 @@ def resolve_settings(
     named the model, the GPUs or the plan, it is a SettingsError naming why (unless the
     `unrunnable` option says skip).
     """
-    names = _split(values.get("model")) or ["tiny"]
+    names = _split(values.get("model")) or [DEFAULT_MODEL]
     models = []
     for name in names:
         try:
@@ -271,36 +292,41 @@ def resolve_settings(
     else:
         max_len = DEFAULT_MAX_MODEL_LEN_TINY if all(m.is_tiny for m in models) else DEFAULT_MAX_MODEL_LEN_REAL
 
-    timeout = _float("--glm45-startup-timeout", values.get("startup_timeout"), 900.0,
+    timeout = _float("--glm45-startup-timeout", values.get("startup_timeout"), DEFAULT_STARTUP_TIMEOUT,
                      "accepted: a positive number of seconds, e.g. 900", lambda v: v > 0)  # fmt: skip
 
-    profile_name = (values.get("profile") or "standard").strip()
+    profile_name = (values.get("profile") or DEFAULT_PROFILE).strip()
     if profile_name not in PROFILES:
         raise SettingsError("--glm45-profile", profile_name, f"accepted: {', '.join(PROFILES)}")
 
-    log_dir = Path(values.get("log_dir") or rootdir / ".glm45" / "logs")
+    log_dir = Path(values.get("log_dir") or rootdir / DEFAULT_LOG_DIR)
     cache_dir = Path(values["cache_dir"]) if values.get("cache_dir") else None
-    kf = values.get("known_failures")
+    known_failures_dir = _known_failures_dir(values.get("known_failures"))
     thresholds_path = _existing_file("--glm45-thresholds", values.get("thresholds"))
     if thresholds_path is None and all(m.is_tiny for m in models):
         from importlib import resources
 
-        thresholds_path = Path(str(resources.files("pytest_glm45").joinpath("thresholds").joinpath("embedded-default.toml")))
-    margin = _float("--glm45-baseline-margin", values.get("baseline_margin"), 0.2,
+        thresholds_path = Path(str(resources.files("pytest_glm45").joinpath("thresholds").joinpath(DEFAULT_THRESHOLDS_TINY)))
+        _parse_thresholds("the shipped thresholds", thresholds_path)
+    margin = _float("--glm45-baseline-margin", values.get("baseline_margin"), DEFAULT_BASELINE_MARGIN,
                     "accepted: a fraction from 0 up to (not including) 1, such as 0.2", lambda v: 0 <= v < 1)  # fmt: skip
     save_baseline = Path(values["save_baseline"]) if values.get("save_baseline") else None
-    bench_dir = Path(values.get("bench_dir") or ".glm45/bench")
+    bench_dir = Path(values.get("bench_dir") or DEFAULT_BENCH_DIR)
     compare_to = Path(values["compare_to"]) if values.get("compare_to") else None
     if compare_to is not None and not compare_to.is_file():
         raise SettingsError("--glm45-compare-to", str(compare_to), "accepted: the path of an existing report.json")
     tolerances = parse_tolerances(values.get("tolerance"))
-    unrunnable = (values.get("unrunnable") or "fail").strip()
+    unrunnable = (values.get("unrunnable") or DEFAULT_UNRUNNABLE).strip()
     if unrunnable not in UNRUNNABLE_POLICIES:
         raise SettingsError("--glm45-unrunnable", unrunnable, f"accepted: {', '.join(UNRUNNABLE_POLICIES)}")
-    strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"), True)
-    surfaces = (values.get("surfaces") or "all").strip()
+    strict_known = _on_off("--glm45-strict-known-failures", values.get("strict_known_failures"),
+                           STRICT_VALUES[DEFAULT_STRICT_KNOWN_FAILURES])  # fmt: skip
+    accept_missing = _on_off("--glm45-accept-missing", values.get("accept_missing"), STRICT_VALUES[DEFAULT_ACCEPT_MISSING])
+    surfaces = (values.get("surfaces") or DEFAULT_SURFACES).strip()
     if surfaces not in SURFACE_CHOICES:
         raise SettingsError("--glm45-surfaces", surfaces, f"accepted: {', '.join(SURFACE_CHOICES)}")
+    server_args = tuple(split_server_args(values.get("server_args")))
+    _refuse_speculative(server_args)
     concurrency = DEFAULT_CONCURRENCY
     if values.get("concurrency") is not None:
         concurrency = _int("--glm45-concurrency", values["concurrency"], 1,
@@ -315,11 +341,11 @@ def resolve_settings(
         api_key=api_key,
         max_model_len=max_len,
         startup_timeout=timeout,
-        server_args=tuple(split_server_args(values.get("server_args"))),
+        server_args=server_args,
         profile=PROFILES[profile_name],
         log_dir=log_dir if log_dir.is_absolute() else rootdir / log_dir,
         cache_dir=cache_dir,
-        known_failures_dir=_known_failure_dirs(kf),
+        known_failures_dir=known_failures_dir,
         thresholds=thresholds_path,
         save_baseline=save_baseline,
         baseline_margin=margin,
@@ -332,6 +358,7 @@ def resolve_settings(
         concurrency=concurrency,
         surfaces=surfaces,
         parity_reference=_parity_reference(values.get("parity_reference")),
+        accept_missing=accept_missing,
     )
     if base_url:
         return replace(settings, remote=_remote(base_url, values, strict_modes))
@@ -381,8 +408,14 @@ def _remote(base_url: str, values: Mapping[str, Any], strict_modes: list[bool]) 
     names = _split(values.get("model"))
     if len(names) > 1:
         raise SettingsError("--glm45-model", ",".join(names), "with --glm45-base-url, accepted: the one model that server serves")
-    real = None if not names else not resolve_model(names[0], path_exists=Path(names[0]).expanduser().is_dir()).is_tiny
-    return RemoteServer(base_url.rstrip("/").removesuffix("/v1"), real, strict_modes[0] if declared else True, bool(declared))
+    model = resolve_model(names[0], path_exists=Path(names[0]).expanduser().is_dir()) if names else None
+    real = None if model is None else not model.is_tiny
+    log = str(values.get("server_log") or "").strip()
+    log_path = Path(log).expanduser() if log else None
+    if log_path is not None and not log_path.is_file():
+        raise SettingsError("--glm45-server-log", log, "accepted: the path of the log file the --glm45-base-url server writes")
+    return RemoteServer(base_url.rstrip("/").removesuffix("/v1"), real, strict_modes[0] if declared else True, bool(declared),
+                        model, log_path)  # fmt: skip
 
 
 def _parity_reference(value: Any) -> Path | None:
@@ -401,34 +434,60 @@ def _parity_reference(value: Any) -> Path | None:
     return path
 
 
-def _known_failure_dirs(value: Any) -> tuple[Path, ...] | None:
-    """--glm45-known-failures: existing directories (or `shipped`), in layers; None when not given."""
-    if not _split(value):
-        return None
-    from pytest_glm45.known_failures import directories
-
-    dirs = directories(_split(value))
-    missing = [str(d) for d in dirs if not d.is_dir()]
-    if missing:
-        raise SettingsError("--glm45-known-failures", ", ".join(missing),
-                            "accepted: existing directories of vllm-<version>.toml files, or shipped (the kit's own), "
-                            "as a comma list or the option repeated; later ones layer over earlier ones")  # fmt: skip
-    return dirs
-
-
 def _existing_file(option: str, value: Any) -> Path | None:
     if not value:
         return None
     path = Path(str(value)).expanduser()
     if not path.is_file():
         raise SettingsError(option, str(value), "accepted: the path of an existing TOML file")
+    _parse_thresholds(option, path)
+    return path
+
+
+def _parse_thresholds(option: str, path: Path) -> None:
+    """A thresholds file is read whole before anything boots: its [[threshold]] entries (throughput) and its
+    [[parity]] entries (logprob parity), which the kit otherwise reads only after a boot."""
     from pytest_glm45 import thresholds
+    from pytest_glm45.parity import thresholds_from_file
 
     try:
         thresholds.load(path)
-    except thresholds.ThresholdsError as exc:
-        raise SettingsError(option, str(value), f"the file does not parse ({exc})") from None
-    return path
+        thresholds_from_file(path)
+    except (ValueError, TypeError, AttributeError) as exc:  # ThresholdsError is a ValueError, as is a TOML error
+        raise SettingsError(option, str(path), f"the file does not parse ({exc})") from None
+
+
+def _known_failures_dir(value: Any) -> tuple[Path, ...] | None:
+    """--glm45-known-failures: existing directories (or `shipped`, the kit's own), in layers (known_failures.directories);
+    None when not given (the shipped files). Every vllm-*.toml of the directories in use is parsed now, before anything
+    boots: the session reads the one of the vLLM version it finds only after a boot, which can take 15 minutes (a draft
+    that nobody reviewed is refused here too)."""
+    from pytest_glm45 import known_failures
+
+    dirs = known_failures.directories(_split(value)) if _split(value) else None
+    missing = [str(d) for d in dirs or () if not d.is_dir()]
+    if missing:
+        raise SettingsError("--glm45-known-failures", ", ".join(missing),
+                            "accepted: existing directories of vllm-<version>.toml files, or shipped (the kit's own), "
+                            "as a comma list or the option repeated; later ones layer over earlier ones")  # fmt: skip
+    for directory in dirs or (known_failures.default_dir(),):
+        for path in sorted(directory.glob("vllm-*.toml")):
+            try:
+                known_failures.parse(path.read_text("utf-8"), str(path))
+                known_failures.load(path.name.removeprefix("vllm-").removesuffix(".toml"), path.parent)  # its [pins] too
+            except (OSError, ValueError, TypeError, AttributeError) as exc:  # KnownFailuresError is a ValueError
+                raise SettingsError("--glm45-known-failures", str(directory),
+                                    f"{exc}; accepted: files of the shape pytest_glm45/known_failures.py documents") from None  # fmt: skip
+    return dirs
+
+
+def _refuse_speculative(server_args: tuple[str, ...]) -> None:
+    """A speculative-decoding flag cannot boot with the replay processor: refused before anything boots."""
+    from pytest_glm45.recipe import SPECULATIVE_REFUSAL, speculative_flag
+
+    flag = speculative_flag(server_args)
+    if flag is not None:
+        raise SettingsError("--glm45-server-arg", flag, SPECULATIVE_REFUSAL)
 
 
 def split_server_args(value: Any) -> list[str]:

@@ -6,7 +6,8 @@ cannot do this under pytest 9, whose node ids no longer take xdist's group suffi
 (`pytest_glm45.gpulease`), ports and log; throughput points take the host-wide lock and never
 overlap. What each worker learned (boots, verdicts, throughput points) comes back to the
 controller in xdist's `workeroutput`, so the terminal summary, report.json and `compare` see
-the whole run as if it had run in one process.
+the whole run as if it had run in one process. So do the parity recordings: a configuration whose
+parity reference ran on another worker is compared with it on the controller (`pytest_glm45.parity_session`).
 
 The CPU engine refuses `-n`: its servers are bound to this host's cores (tp2 takes them all,
 and the load generator needs one of its own), so two at once would measure each other.
@@ -16,7 +17,7 @@ No pytest here: the plugin calls these functions from its hooks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,11 @@ def make_scheduler(config: Any, log: Any, config_ids: Sequence[str]) -> Any:
     return ByConfiguration(config, log)
 
 
-def pack(history: list[BootRecord], verdicts: Verdicts, points: list[Point]) -> dict[str, Any]:
-    """A worker's boots, verdicts and throughput points as plain data for xdist's workeroutput."""
+def pack(history: list[BootRecord], verdicts: Verdicts, points: list[Point], parity: Any = None) -> dict[str, Any]:
+    """A worker's boots, verdicts, throughput points and parity recordings (`parity`, its
+    `ParitySession`, when the parity suite ran there) as plain data for xdist's workeroutput."""
     return {
+        "parity": parity.carry() if parity is not None else None,
         "history": [{**asdict(r), "log_path": str(r.log_path) if r.log_path else None} for r in history],
         "records": [asdict(r) for r in verdicts.records.values()],
         "unexpected_passes": [list(x) for x in verdicts.unexpected_passes],
@@ -91,8 +94,10 @@ def pack(history: list[BootRecord], verdicts: Verdicts, points: list[Point]) -> 
     }
 
 
-def merge(data: dict[str, Any], history: list[BootRecord], verdicts: Verdicts, points: list[Point]) -> None:
-    """Add a worker's packed data to the controller's history, verdicts and points."""
+def merge(data: dict[str, Any], history: list[BootRecord], verdicts: Verdicts, points: list[Point],
+          parity: Callable[[], Any] | None = None) -> None:  # fmt: skip
+    """Add a worker's packed data to the controller's history, verdicts and points, and its parity
+    recordings to the controller's ParitySession (`parity()` gives it, made when first needed)."""
     for r in data.get("history", []):
         history.append(BootRecord(**{**r, "log_path": Path(r["log_path"]) if r.get("log_path") else None}))
     names = {f.name for f in fields(CheckRecord)}
@@ -103,3 +108,5 @@ def merge(data: dict[str, Any], history: list[BootRecord], verdicts: Verdicts, p
     verdicts.mismatches.extend(tuple(x) for x in data.get("mismatches", []))
     for p in data.get("points", []):
         points.append(Point(**{**p, "shape": Shape(**p["shape"])}))
+    if data.get("parity") and parity is not None:
+        parity().absorb(data["parity"])

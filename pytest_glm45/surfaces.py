@@ -31,7 +31,7 @@ import httpx
 
 from pytest_glm45 import reproducer, schemas
 from pytest_glm45.answers import ChatResult
-from pytest_glm45.chat import ChatClient, HttpError, sse_lines
+from pytest_glm45.chat import ChatClient, HttpError, request_id_header, sse_lines
 from pytest_glm45.toolcall import ToolCall
 
 #: The surfaces, by the name check ids carry.
@@ -210,13 +210,13 @@ def from_messages(body: dict[str, Any]) -> ChatResult:
 def stream_events(client: ChatClient, path: str, body: dict[str, Any]) -> list[Event]:
     """POST `body` with stream=true and return every event with its name, until the stream ends or
     `[DONE]`; a non-200 raises HttpError, as an error event does (its status from the event, else 500)."""
-    sent = {**body, "stream": True}
-    exchange = reproducer.Exchange("POST", path, sent, stream=True)
+    exchange = reproducer.Exchange("POST", path, None, stream=True)
+    exchange.body = sent = reproducer.tagged(path, {**body, "stream": True}, exchange.request_id)
     raw: list[str] = []
     events: list[Event] = []
     try:
         # The client's own connection pool and key: the batch shares one client across threads.
-        with client._http.stream("POST", path, json=sent) as resp:
+        with client._http.stream("POST", path, json=sent, headers=request_id_header(exchange)) as resp:
             exchange.status = resp.status_code
             if resp.status_code != 200:
                 resp.read()

@@ -4,14 +4,18 @@
     config = "tiny-bf16-*"        # fnmatch pattern on the configuration id
     shape = "*"                   # prompt-heavy, decode-heavy, balanced, or *
     batch = "*"                   # a batch size, or *
+    input_len = 800               # optional: the lengths the bounds were measured at (a saved baseline
+    output_len = 100              #   writes them); a point of other lengths is refused, not judged
     min_output_throughput = 20.0  # min_<metric> is a floor, max_<metric> a ceiling
     max_p99_ttft_ms = 120000
 
 Every entry that matches a point applies. A point that misses one gets a table of measured
 against required; a bound on a figure the point could not measure validly is shown as such
 and not judged. `save_baseline` writes the worst of each point's rounds, less a margin, as such
-a file, so a clean re-run on the same server stays inside it; a bound that no measurement can
-meet (a latency ceiling of 0 or below) is refused when a file is read.
+a file, so a clean re-run on the same server stays inside it, from the points whose checks passed
+only; a bound that no measurement can meet (a latency ceiling of 0 or below) is refused when a file
+is read. A profile scales a shape's lengths, so a baseline names the lengths of each point: an entry
+measured at other lengths than the point's does not apply, and the point fails saying so.
 """
 
 from __future__ import annotations
@@ -66,14 +70,25 @@ class Entry:
     shape: str
     batch: str
     bounds: tuple[Bound, ...]
+    #: the lengths the bounds were measured at, when the entry says (a saved baseline does)
+    input_len: int | None = None
+    output_len: int | None = None
+    source: str = ""
 
     def matches(self, config_id: str, shape: str, batch: int) -> bool:
-        """Whether the entry applies to this point."""
+        """Whether the entry applies to this point (by name: `measured_otherwise` says whether its lengths agree)."""
         return (
             fnmatch.fnmatchcase(config_id, self.config)
             and fnmatch.fnmatchcase(shape, self.shape)
             and (self.batch == "*" or str(self.batch) == str(batch))
         )
+
+    def measured_otherwise(self, input_len: int, output_len: int) -> str | None:
+        """How the entry's lengths differ from a point's (`input_len 800 here 200`), or None when they agree."""
+        diff = [f"{name} {mine} (the point: {theirs})" for name, mine, theirs in
+                (("input_len", self.input_len, input_len), ("output_len", self.output_len, output_len))
+                if mine is not None and mine != theirs]  # fmt: skip
+        return ", ".join(diff) or None
 
 
 def load(path: Path) -> list[Entry]:
@@ -85,8 +100,13 @@ def load(path: Path) -> list[Entry]:
     entries = []
     for n, raw in enumerate(data.get("threshold", []), 1):
         bounds = []
+        lengths = {}
+        for key in ("input_len", "output_len"):
+            if key in raw and (not isinstance(raw[key], int) or raw[key] < 1):
+                raise ThresholdsError(f"{path}: entry {n}: {key} = {raw[key]!r}; accepted: a whole number of tokens")
+            lengths[key] = raw.get(key)
         for key, value in raw.items():
-            if key in ("config", "shape", "batch"):
+            if key in ("config", "shape", "batch", "input_len", "output_len"):
                 continue
             kind, _, metric = key.partition("_")
             if kind not in ("min", "max") or not metric or not isinstance(value, (int, float)):
@@ -96,13 +116,21 @@ def load(path: Path) -> list[Entry]:
                                       "accepted: a positive ceiling. A baseline from a starved client writes such bounds: "
                                       "re-save it with this kit, which leaves invalid figures out")  # fmt: skip
             bounds.append(Bound(metric, kind, float(value), f"{path.name}#{n}"))
-        entries.append(Entry(str(raw.get("config", "*")), str(raw.get("shape", "*")), str(raw.get("batch", "*")), tuple(bounds)))
+        entries.append(Entry(str(raw.get("config", "*")), str(raw.get("shape", "*")), str(raw.get("batch", "*")), tuple(bounds),
+                             lengths["input_len"], lengths["output_len"], f"{path.name}#{n}"))  # fmt: skip
     return entries
 
 
 def bounds_for(entries: list[Entry], config_id: str, shape: str, batch: int) -> list[Bound]:
-    """Every bound of every entry that applies to the point."""
+    """Every bound of every entry that applies to the point (by name; see `measured_otherwise`)."""
     return [b for e in entries if e.matches(config_id, shape, batch) for b in e.bounds]
+
+
+def measured_otherwise(entries: list[Entry], config_id: str, shape: str, batch: int, input_len: int, output_len: int) -> list[str]:
+    """The entries that name this point but were measured at other lengths (a baseline of another profile), each
+    saying what differs: such bounds cannot judge the point."""
+    return [f"{e.source}: {diff}" for e in entries if e.matches(config_id, shape, batch)
+            and (diff := e.measured_otherwise(input_len, output_len)) is not None]  # fmt: skip
 
 
 def check(bounds: list[Bound], measured: Mapping[str, Any], invalid: Mapping[str, str] | None = None) -> tuple[bool, str]:
@@ -126,12 +154,16 @@ def check(bounds: list[Bound], measured: Mapping[str, Any], invalid: Mapping[str
     return ok, table
 
 
-def baseline_entry(config_id: str, shape: str, batch: int, rounds: Mapping[str, Sequence[float]], margin: float) -> str:
-    """One [[threshold]] block: floors at (1 - margin) x the worst round, ceilings at (1 + margin) x the worst round.
+def baseline_entry(config_id: str, shape: str, batch: int, rounds: Mapping[str, Sequence[float]], margin: float,
+                   lengths: tuple[int, int] | None = None) -> str:  # fmt: skip
+    """One [[threshold]] block: floors at (1 - margin) x the worst round, ceilings at (1 + margin) x the worst round,
+    with the point's (input, output) lengths when given.
 
     Figures missing from `rounds` (invalid ones) get no bound; a latency of 0 or less is no measurement and gets none.
     """
     lines = ["[[threshold]]", f'config = "{config_id}"', f'shape = "{shape}"', f"batch = {batch}"]
+    if lengths is not None:
+        lines += [f"input_len = {lengths[0]}", f"output_len = {lengths[1]}"]
     for metric, kind in BASELINE_METRICS.items():
         values = [float(v) for v in rounds.get(metric) or ()]
         if not values or (kind == "max" and min(values) <= 0):
@@ -141,12 +173,41 @@ def baseline_entry(config_id: str, shape: str, batch: int, rounds: Mapping[str, 
     return "\n".join(lines) + "\n"
 
 
-def save_baseline(path: Path, points: list[tuple[str, str, int, Mapping[str, Sequence[float]]]], margin: float, note: str) -> None:
-    """Write every measured point as a thresholds file for the next run."""
+@dataclass(frozen=True)
+class BaselinePoint:
+    """A measured point as a baseline takes it: its name, lengths, rounds, and whether its check passed."""
+
+    config_id: str
+    shape: str
+    batch: int
+    input_len: int
+    output_len: int
+    rounds: Mapping[str, Sequence[float]]
+    passed: bool
+
+    @property
+    def label(self) -> str:
+        """`config shape xbatch`, for messages."""
+        return f"{self.config_id} {self.shape} x{self.batch}"
+
+
+def save_baseline(path: Path, points: Sequence[BaselinePoint], margin: float, note: str) -> None:
+    """Write the points whose checks passed as a thresholds file for the next run; the file names those left out.
+
+    A point whose check failed (a request failed, short outputs, a threshold missed) would lower the floors that
+    later runs are held to: it is left out. Raises ValueError when no point passed (nothing to write)."""
+    kept = [p for p in points if p.passed]
+    left_out = [p.label for p in points if not p.passed]
+    if not kept:
+        raise ValueError(f"no throughput point passed its check ({len(points)} measured): a baseline is written from "
+                         "passing points only")  # fmt: skip
     header = (
         f"# Baseline written by pytest-glm45 ({note}).\n"
+        f"# From the {len(kept)} point(s) whose checks passed"
+        + (f"; left out, their checks failed: {', '.join(left_out)}" if left_out else "") + ".\n"
         f"# Floors are each point's worst round less {margin:.0%}, ceilings its worst round plus {margin:.0%};\n"
-        "# figures a point could not measure validly get no bound.\n\n"
+        "# figures a point could not measure validly get no bound; each entry names the lengths it was measured at.\n\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + "\n".join(baseline_entry(c, s, b, m, margin) for c, s, b, m in points), "utf-8")
+    path.write_text(header + "\n".join(baseline_entry(p.config_id, p.shape, p.batch, p.rounds, margin, (p.input_len, p.output_len))
+                                       for p in kept), "utf-8")  # fmt: skip

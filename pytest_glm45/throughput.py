@@ -32,6 +32,8 @@ class Point:
     metrics: dict[str, Any]
     rounds: dict[str, list[float]] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
+    #: its check's every assertion held (no failed or short request, its thresholds met): a baseline takes it
+    passed: bool = False
 
 
 def combine(config_id: str, shape: Shape, batch: int, runs: Sequence[Metrics]) -> Point:
@@ -116,11 +118,24 @@ class ThroughputSession:
         return point, runs
 
     def check(self, point: Point) -> tuple[bool, str, int]:
-        """(every matching bound holds, the table, how many bounds applied)."""
-        bounds = thresholds.bounds_for(self.entries(), point.config_id, point.shape.name, point.batch)
+        """(every matching bound holds, the table, how many bounds applied). Bounds measured at other lengths than
+        the point's (a baseline of another profile) fail the point, saying what differs."""
+        entries = self.entries()
+        otherwise = thresholds.measured_otherwise(entries, point.config_id, point.shape.name, point.batch,
+                                                  point.shape.input_len, point.shape.output_len)  # fmt: skip
+        if otherwise:
+            return False, ("thresholds measured at other lengths name this point, so they cannot judge it (a baseline "
+                           "of another profile? save one under this profile):\n  " + "\n  ".join(otherwise)), 0  # fmt: skip
+        bounds = thresholds.bounds_for(entries, point.config_id, point.shape.name, point.batch)
         ok, table = thresholds.check(bounds, point.metrics, point.invalid)
         return ok, table, len(bounds)
 
+    def mark_passed(self, point: Point) -> None:
+        """Its check's assertions all held: a saved baseline may take the point."""
+        point.passed = True
+
     def save_baseline(self, path: Path, margin: float, note: str) -> None:
-        """Write the session's points as a thresholds file (worst round less the margin)."""
-        thresholds.save_baseline(path, [(p.config_id, p.shape.name, p.batch, p.rounds) for p in self.points], margin, note)
+        """Write the points whose checks passed as a thresholds file (worst round less the margin)."""
+        thresholds.save_baseline(path, [thresholds.BaselinePoint(p.config_id, p.shape.name, p.batch, p.shape.input_len,
+                                                                 p.shape.output_len, p.rounds, p.passed)
+                                        for p in self.points], margin, note)  # fmt: skip

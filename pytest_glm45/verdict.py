@@ -68,7 +68,10 @@ class Verdicts:
               known: KnownFailures | None, model_family: str | None = None) -> Judgement:  # fmt: skip
         """The verdict on one phase (`setup`, `call`, `teardown`) whose raw pytest outcome is `outcome`."""
         failing = outcome not in ("skipped", "passed")
-        entry = known.lookup(check, config_id, model_family, observed if failing else None) if known is not None else None
+        # Entries speak for a check's own body on a live server: a setup or teardown error (a server that did not
+        # come up, a fixture that broke) is never a known failure, whatever its text. (The plugin passes no entries
+        # for a check whose server died during it.)
+        entry = known.lookup(check, config_id, model_family, observed if failing else None) if known is not None and phase == "call" else None
         version = known.version if known is not None else None
         if outcome == "skipped":
             return Judgement("skipped")

@@ -22,7 +22,10 @@ pytestmark = [pytest.mark.glm45_live, pytest.mark.glm45_strict_irrelevant]
 
 
 def _family(server: ServerHandle, settings: Settings) -> str:
-    return (server.config.model if server.config is not None else settings.models[0]).family
+    if server.model is None:
+        pytest.skip(f"{server.served_name} at {server.base_url}: which GLM-4.x it serves was not declared; "
+                    "add --glm45-model with its alias (air-fp8, fp8, glm-4.7, ...)")
+    return server.model.family
 
 
 @pytest.mark.parametrize("task", accuracy.TASKS)

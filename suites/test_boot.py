@@ -35,7 +35,7 @@ def test_native_glm4_moe_implementation_is_used(log: str) -> None:
 
 def test_both_glm45_parsers_are_active(glm45_server: ServerHandle, log: str) -> None:
     """The parsers the model's recipe names (`glm45`, or `glm47` for GLM-4.7's tool calls) are the ones set."""
-    model = glm45_server.config.model if glm45_server.config is not None else None
+    model = glm45_server.model
     tool, reasoning = (model.tool_call_parser, model.reasoning_parser) if model is not None else ("glm45", "glm45")
     args = next((line for line in log.splitlines() if "non-default args:" in line), "")
     assert f"'tool_call_parser': '{tool}'" in args, f"tool-call parser not set: {args[:300]}"

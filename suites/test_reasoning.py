@@ -244,9 +244,8 @@ def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, 
     A case with a call records its format and the model's own (`glm45_format`, `glm45_own_format`).
     The answer (every chunk, streamed) must also validate against the openai SDK's types."""
     if case.format:
-        model = getattr(getattr(glm45_server, "config", None), "model", None)
         record_property("glm45_format", case.format)
-        record_property("glm45_own_format", own_format(getattr(model, "alias", None) or getattr(glm45_server, "served_name", None)))
+        record_property("glm45_own_format", own_format(getattr(glm45_server.model, "alias", None) or glm45_server.served_name))
     result = glm45_batch.answer(replay_job)
     if mode == "plain":
         record_property("reasoning_field", result.reasoning_field)

@@ -46,3 +46,4 @@ def test_throughput(glm45_server: ServerHandle, glm45_throughput: Any, benchmark
         assert m.total_input_tokens == batch * shape.input_len, f"round {n}: prompts must be exactly input_len tokens"
     ok, table, _applied = glm45_throughput.check(measured)
     assert ok, f"{glm45_server.config_id} {shape.name} x{batch} misses its thresholds:\n{table}"
+    glm45_throughput.mark_passed(measured)  # last: a saved baseline takes only points whose checks passed

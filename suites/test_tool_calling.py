@@ -295,9 +295,9 @@ def replay_case(replay: Replayer, case: Case, stream: bool) -> ChatResult:
 
 
 def model_own_format(server: Any) -> str:
-    """The tool-call format the served model writes itself (glm_format.own_format of its alias or served name)."""
-    config = getattr(server, "config", None)
-    model = getattr(config, "model", None)
+    """The tool-call format the served model writes itself (glm_format.own_format of the model the server serves,
+    as booted or declared; of its served name when a remote server's model was not declared)."""
+    model = getattr(server, "model", None)
     return own_format(getattr(model, "alias", None) or getattr(server, "served_name", None))
 
 
@@ -440,7 +440,7 @@ def test_live_model_uses_the_tool_result(glm45_chat: ChatClient, weather_tool: d
 
 # -- property-based ---------------------------------------------------------------------
 
-from hypothesis import Phase, given, note, settings  # noqa: E402
+from hypothesis import Phase, example, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from pytest_glm45.glm_format import SPECIAL_TOKENS  # noqa: E402
@@ -471,8 +471,51 @@ def tool_and_call(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     return Tool("fuzz_tool", properties).schema(), args
 
 
+def typed_call(**args: tuple[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A fuzz_tool call whose arguments are `name=(value type, value)`, each declared with VALUE_TYPES' schema."""
+    return Tool("fuzz_tool", {k: VALUE_TYPES[t][0] for k, (t, _) in args.items()}).schema(), {k: v for k, (_, v) in args.items()}
+
+
+#: Every value type alone (the union both null and a string), then several in one call: the draw the check
+#: sends first on every profile and plan. Without it the smallest budgets were a pass on nothing: one draw,
+#: and Hypothesis's first draw is its simplest, EXAMPLES_PER_DRAW calls of a tool without parameters.
+COVERING_DRAW: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    typed_call(text=("string", "Zürich, 7 days")),
+    typed_call(count=("integer", -1234567)),
+    typed_call(score=("number", 2.5)),
+    typed_call(flag=("boolean", True)),
+    typed_call(items=("int-array", [3, -1, 2])),
+    typed_call(tags=("str-array", ["a", "b c"])),
+    typed_call(meta=("object", {"a": 1, "b": False, "c": None})),
+    typed_call(maybe=("string-or-null", None)),
+    typed_call(maybe=("string-or-null", "x y")),
+    typed_call(text=("string", "t"), count=("integer", 42), score=("number", -0.75), flag=("boolean", False),
+               items=("int-array", [7]), tags=("str-array", ["q"]), meta=("object", {"b": True}), maybe=("string-or-null", None)),
+    typed_call(text=("string", "Oslo"), count=("integer", 3)),
+]  # fmt: skip
+
 #: Generated examples per Hypothesis draw: they go to the server together (pytest_glm45.batch).
 EXAMPLES_PER_DRAW = 20
+
+
+def property_cases(drawn: list[tuple[dict[str, Any], dict[str, Any]]], fmt: str) -> list[Case]:
+    """One draw's (tool, arguments) pairs as the cases the check replays, written in `fmt`."""
+    return [Case(f"property-{i}", render_call("fuzz_tool", args, fmt), [("fuzz_tool", args)], tools=[tool], format=fmt)
+            for i, (tool, args) in enumerate(drawn)]  # fmt: skip
+
+
+def round_trip_draws(examples: int, fmt: str, check: Callable[[list[Case]], None], parent: settings | None = None) -> None:
+    """Hand `check` each draw's cases: COVERING_DRAW first, then the `examples` generated examples (at least
+    one draw of EXAMPLES_PER_DRAW), under Hypothesis's settings (`parent`, else its current profile)."""
+    draws = max(1, -(-examples // EXAMPLES_PER_DRAW))
+
+    @settings(parent, max_examples=draws, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    @example(COVERING_DRAW)
+    @given(st.lists(tool_and_call(), min_size=EXAMPLES_PER_DRAW, max_size=EXAMPLES_PER_DRAW))
+    def round_trip(drawn: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        check(property_cases(drawn, fmt))
+
+    round_trip()
 
 
 @pytest.mark.parametrize("fmt", STYLES)
@@ -480,21 +523,16 @@ def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_batch: C
                                                 glm45_examples: Callable[[int], int], fmt: str, record_property: Any) -> None:  # fmt: skip
     """Random schemas and values, rendered as GLM writes them in `fmt`, parse back to the same typed values.
 
-    Both formats on every server (the model's own is recorded as `glm45_own_format`). The profile's
-    example count (a share of it on a model's other parallel plans: see glm45_examples), drawn
-    EXAMPLES_PER_DRAW at a time and sent together, each streamed and not; a failure names the example
-    that broke (its script and a curl line). Examples are not shrunk: every one is a batch of requests,
-    and the failing one is named whole.
+    Both formats on every server (the model's own is recorded as `glm45_own_format`). COVERING_DRAW (every
+    value type, alone and together) on every profile and plan, then the profile's example count (a share
+    of it on a model's other parallel plans: see glm45_examples), drawn EXAMPLES_PER_DRAW at a time and
+    sent together, each streamed and not; a failure names the example that broke (its script and a curl
+    line). Examples are not shrunk: every one is a batch of requests, and the failing one is named whole.
     """
     record_property("glm45_format", fmt)
     record_property("glm45_own_format", model_own_format(glm45_server))
-    draws = max(1, -(-glm45_examples(settings.default.max_examples) // EXAMPLES_PER_DRAW))
 
-    @settings(max_examples=draws, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-    @given(st.lists(tool_and_call(), min_size=EXAMPLES_PER_DRAW, max_size=EXAMPLES_PER_DRAW))
-    def round_trip(drawn: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-        cases = [Case(f"property-{i}", render_call("fuzz_tool", args, fmt), [("fuzz_tool", args)], tools=[tool], format=fmt)
-                 for i, (tool, args) in enumerate(drawn)]  # fmt: skip
+    def check(cases: list[Case]) -> None:
         jobs = [(lambda c=case, s=stream: replay_case(glm45_replay, c, stream=s)) for case in cases for stream in (False, True)]
         outcomes = glm45_batch.run_all(jobs)
         for i, case in enumerate(cases):
@@ -505,4 +543,4 @@ def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_batch: C
             assert not problems, problems
             assert streamed.essence() == plain.essence(), explain(case, streamed, glm45_replay)
 
-    round_trip()
+    round_trip_draws(glm45_examples(settings.default.max_examples), fmt, check)

@@ -49,7 +49,7 @@ def test_parse_and_lookup(tmp_path: Path) -> None:
 
 def test_one_entry_covers_many_checks_by_pattern_with_literal_brackets() -> None:
     entry = parse('[[failure]]\nchecks = ["t::test_replay[native-*]", "t::other"]\nreason = "r"\n'
-                  'signature = {status = 500}\nevidence = {got = "g"}\n')[0]  # fmt: skip
+                  'signature = {status = 400}\nevidence = {got = "g"}\n')[0]  # fmt: skip
     assert entry.covers("t::test_replay[native-format-plain]", "tiny-bf16-tp1")
     assert entry.covers("t::other", "tiny-bf16-tp1")
     assert not entry.covers("t::test_replay[compact-format-plain]", "tiny-bf16-tp1")
@@ -61,7 +61,7 @@ WHOLE_FORMAT = """
 checks = ["test_tool_calling::test_replay[*-native-*]", "!test_tool_calling::test_replay[*-as-text-native-*]"]
 configs = ["*", "!*-nostrict"]
 reason = "the strict grammar rejects GLM-4.5's native format"
-signature = { status = 500 }
+signature = { status = 500, match = "server log: .*grammar rejected tokens" }
 evidence = { got = "HTTP 500" }
 """
 
@@ -72,7 +72,8 @@ def test_one_entry_records_a_whole_format_and_another_failure_of_a_covered_check
     v = Verdicts()
     for case in ("one-call-native-plain", "typed-values-native-stream", "zero-args-native-plain"):
         judged = v.judge(f"test_tool_calling::test_replay[{case}]", "tiny-bf16-tp1", "call", "failed",
-                         "Failed: HTTP 500: Internal Server Error\nscript: '<tool_call>get_weather\\n...'", kf)  # fmt: skip
+                         "Failed: HTTP 500: Internal Server Error\nscript: '<tool_call>get_weather\\n...'"
+                         "\nserver log: ERROR Unexpected: grammar rejected tokens [198] for request chatcmpl-glm45-1", kf)  # fmt: skip
         assert judged.outcome == "known failure", case
     # A covered check that fails another way (a wrong value, HTTP 200) is a new failure naming the entry.
     other = v.judge("test_tool_calling::test_replay[integer-native-plain]", "tiny-bf16-tp1", "call", "failed",
@@ -88,7 +89,7 @@ def test_one_entry_records_a_whole_format_and_another_failure_of_a_covered_check
 
 def test_an_entry_of_exclusions_only_is_refused() -> None:
     with pytest.raises(KnownFailuresError, match="not a !exclusion"):
-        parse('[[failure]]\nchecks = ["!t::x"]\nreason = "r"\nsignature = {status = 500}\nevidence = {got = "g"}\n', "f.toml")
+        parse('[[failure]]\nchecks = ["!t::x"]\nreason = "r"\nsignature = {status = 400}\nevidence = {got = "g"}\n', "f.toml")
 
 
 def test_signature_matches_status_and_pattern() -> None:
@@ -102,7 +103,7 @@ def test_signature_matches_status_and_pattern() -> None:
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        ('[[failure]]\ncheck = "x"\nreason = "y"\nsignature = {status = 500}\n', "lacks evidence"),
+        ('[[failure]]\ncheck = "x"\nreason = "y"\nsignature = {status = 400}\n', "lacks evidence"),
         ('[[failure]]\ncheck = "x"\nreason = "y"\nevidence = {got = "g"}\n', "lacks a signature"),
         ('[[failure]]\ncheck = "x"\nreason = "y"\nsignature = {match = "(("}\nevidence = {got = "g"}\n', "not a regular expression"),
         ('[[failure]]\ncheck = "x"\nreason = "y"\nsignature = {code = 5}\nevidence = {got = "g"}\n', "lacks a signature"),
@@ -124,7 +125,7 @@ def test_shipped_files_parse() -> None:
 
 
 def test_exclusion_patterns() -> None:
-    entry = parse('[[failure]]\ncheck = "c"\nreason = "r"\nconfigs = ["*", "!*-nostrict"]\nsignature = {status = 500}\n'
+    entry = parse('[[failure]]\ncheck = "c"\nreason = "r"\nconfigs = ["*", "!*-nostrict"]\nsignature = {status = 400}\n'
                   'evidence = {got = "g"}\n')[0]  # fmt: skip
     assert entry.covers("c", "tiny-bf16-tp1") and entry.covers("c", "air-fp8-tp8")
     assert not entry.covers("c", "tiny-bf16-tp1-nostrict")
@@ -258,3 +259,127 @@ def test_a_known_failure_keeps_the_traceback_python_prints(pytester: pytest.Pyte
         assert first == "Traceback (most recent call last):", first
     else:
         assert first.startswith("glm45_server = ServerHandle("), first  # pytest's long style: the arguments, then the source
+
+
+# -- a known failure names its defect, not a symptom many defects share (issue 34) --------------------------------
+
+#: Failure texts that many defects share: an engine that died, ran out of memory or failed anew answers so too.
+GENERIC_FAILURES = (
+    "Failed: HTTP 500: Internal server error\nscript: '<tool_call>get_weather\\n<arg_key>city</arg_key>'",
+    "Failed: HTTP 500: EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause.",
+    "Failed: HTTP 500: mid-stream error event: {'error': {'message': 'CUDA out of memory', 'code': 500}}",
+    "HttpError: POST /v1/responses answered HTTP 500: Internal server error",
+    "the server broke off the stream: RemoteProtocolError: peer closed connection without sending complete message body",
+    "httpx.ReadTimeout: timed out",
+    "httpx.RemoteProtocolError: Server disconnected without sending a response.",
+    "Failed: HTTP 503: Service Unavailable",
+    "Failed: HTTP 502: Bad Gateway",
+)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.joinpath("pytest_glm45", "known_failures").glob("vllm-*.toml")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_no_shipped_entry_is_matched_by_a_symptom_many_defects_share(path: Path) -> None:
+    """Every shipped entry names its defect: none of them takes a bare 5xx, a broken stream or a timeout (with or
+    without an unrelated server-log line) for itself."""
+    unrelated_log = "\nserver log: (EngineCore pid=1) ERROR [core.py:900] EngineCore encountered a fatal error."
+    too_broad = [f"#{n} matches {text!r}" for n, entry in enumerate(parse(path.read_text("utf-8"), str(path)), 1)
+                 for text in GENERIC_FAILURES for suffix in ("", unrelated_log)
+                 if entry.signature.matches(text + suffix)]  # fmt: skip
+    assert not too_broad, f"{path.name}: entries too broad to name a defect:\n" + "\n".join(too_broad)
+
+
+def test_a_5xx_status_alone_is_refused() -> None:
+    with pytest.raises(KnownFailuresError, match=r"status = 500 \}? alone names no defect.*accepted: add match"):
+        parse('[[failure]]\ncheck = "t::x"\nreason = "r"\nsignature = { status = 500 }\nevidence = { got = "g" }\n')
+    assert parse('[[failure]]\ncheck = "t::x"\nreason = "r"\nsignature = { status = 400 }\nevidence = { got = "g" }\n')
+
+
+def test_entries_apply_to_a_checks_own_body_only(tmp_path: Path) -> None:
+    """A setup or teardown error never becomes a known failure, however well its text matches."""
+    (tmp_path / "vllm-1.2.3.toml").write_text(ENTRY)
+    kf, v = load("1.2.3", tmp_path), Verdicts()
+    for phase in ("setup", "teardown"):
+        judged = v.judge("test_kf::test_broken", "tiny-bf16-tp1", phase, "failed", "HTTP 500: Internal server error", kf)
+        assert (judged.outcome, judged.entry) == ("error", None), phase
+    assert v.judge("test_kf::test_broken", "tiny-bf16-tp1", "call", "failed", "HTTP 500: Internal server error", kf).outcome == "known failure"
+
+
+#: The shipped 0.32.0 entry for the strict grammar against GLM-4.5's native format, as a stand-in's file.
+NATIVE_ENTRY = next(
+    block for block in Path(__file__).parent.parent.joinpath("pytest_glm45", "known_failures", "vllm-0.32.0.toml")
+    .read_text("utf-8").split("\n[[failure]]")[1:] if "test_tool_calling::test_replay[*-native-*]" in block
+)  # fmt: skip
+
+NATIVE_CHECK = """
+import pytest
+from pytest_glm45.chat import HttpError
+
+@pytest.mark.parametrize("case", ["one-call-native-plain"])
+def test_replay(glm45_chat, case):
+    try:
+        glm45_chat.chat([{"role": "user", "content": "Weather?"}], max_tokens=8)
+    except HttpError as exc:
+        pytest.fail(f"HTTP {exc.status}: {exc.message}", pytrace=False)
+"""
+
+
+@pytest.mark.parametrize(("mode", "outcome"), [("grammar-500", "known"), ("chat-500=EngineDeadError: engine core died", "new"),
+                                               ("chat-500=Internal server error", "new")])  # fmt: skip
+def test_a_500_is_known_only_when_the_server_logged_the_recorded_cause(pytester: pytest.Pytester, standin, kf_dir: Path,
+                                                                        mode: str, outcome: str) -> None:  # fmt: skip
+    """The shipped entry for the strict grammar's HTTP 500 on GLM-4.5's native format applies when the server's log
+    says the grammar rejected the request; the same 500 from a dead engine, or with nothing logged, is a new failure."""
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text("[[failure]]" + NATIVE_ENTRY)
+    standin(mode)
+    pytester.makepyfile(test_tool_calling=NATIVE_CHECK)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rxX", "--gpus", "0", "--glm45-parallel", "tp1",
+                                           "--glm45-strict-tools", "on", "--glm45-known-failures", str(kf_dir))  # fmt: skip
+    out = result.stdout.str()
+    if outcome == "known":
+        result.assert_outcomes(xfailed=1)
+        assert "known failure on vLLM 0.0.0-standin (vllm-0.0.0-standin.toml#1)" in out
+    else:
+        result.assert_outcomes(failed=1)
+        assert "new failure on tiny-bf16-tp1: test_tool_calling::test_replay[one-call-native-plain] fails, but not as known failure" in out
+
+
+DIES = """
+import pytest
+
+def test_broken(glm45_chat):
+    glm45_chat.chat([{"role": "user", "content": "Hi"}], max_tokens=8)
+"""
+
+
+def test_a_check_whose_server_died_during_it_is_never_a_known_failure(pytester: pytest.Pytester, standin, kf_dir: Path) -> None:
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY.replace('{ status = 500, match = "Internal server error" }',
+                                                                  '{ match = "." }'))  # fmt: skip
+    standin("die-after=0")
+    pytester.makepyfile(test_kf=DIES)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--gpus", "0", "--glm45-parallel", "tp1",
+                                           "--glm45-strict-tools", "on", "--glm45-known-failures", str(kf_dir))  # fmt: skip
+    result.assert_outcomes(failed=1)
+    assert "exited during this check: its failure is not judged against the known failures" in result.stdout.str()
+
+
+@pytest.mark.parametrize("with_log", [True, False], ids=["server-log", "no-log"])
+def test_a_remote_servers_log_names_the_cause_of_its_500(pytester: pytest.Pytester, kf_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, with_log: bool) -> None:  # fmt: skip
+    """Against --glm45-base-url the kit reads the server's log when given it (--glm45-server-log); without it, a
+    500 cannot be told from another and is a new failure."""
+    from standin import standin_spec
+
+    from pytest_glm45.server import ServerProcess
+
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text("[[failure]]" + NATIVE_ENTRY)
+    log = tmp_path / "remote.log"
+    with ServerProcess(standin_spec("grammar-500", served_name="remote-model"), log, startup_timeout=30) as remote:
+        pytester.makepyfile(test_tool_calling=NATIVE_CHECK)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--glm45-base-url", remote.base_url,
+                                               "--glm45-known-failures", str(kf_dir),
+                                               *(["--glm45-server-log", str(log)] if with_log else []))  # fmt: skip
+    if with_log:
+        result.assert_outcomes(xfailed=1)
+    else:
+        result.assert_outcomes(failed=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -169,14 +170,13 @@ def test_move_threads_moves_the_borrowed_cores_and_leaves_bound_threads(tmp_path
 
     first, last = min(os.sched_getaffinity(0)), max(os.sched_getaffinity(0))
     script = (
-        "import os, threading, time\n"
+        f"import os, threading, time\nos.sched_setaffinity(0, {{{last}}})\n"
         f"def bound():\n    os.sched_setaffinity(0, {{{first}}})\n    time.sleep(30)\n"
         "threading.Thread(target=bound, daemon=True).start()\n"
         "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
         "print('ready', flush=True)\ntime.sleep(30)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True,
-                            preexec_fn=lambda: os.sched_setaffinity(0, {last}))  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, start_new_session=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         tids = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
@@ -188,3 +188,64 @@ def test_move_threads_moves_the_borrowed_cores_and_leaves_bound_threads(tmp_path
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_no_code_of_the_kit_runs_between_fork_and_exec() -> None:
+    """Python documents preexec_fn as unsafe in a process with threads (the kit boots while its boot-ahead,
+    batch and progress threads run): no Popen of the kit passes one."""
+    import ast
+
+    package = Path(__import__("pytest_glm45").__file__).parent
+    calls = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted(package.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text("utf-8")))
+        if isinstance(node, ast.Call) and any(k.arg == "preexec_fn" for k in node.keywords)
+    ]
+    assert calls == [], f"preexec_fn passed at {calls}"
+
+
+def test_a_server_starts_in_its_own_group_on_its_cores_without_preexec_fn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What preexec_fn did (setsid, the cores, the parent-death signal) is done by Popen's C code and the
+    spawn wrapper; the server's pid, group and environment are its own once it has exec'd."""
+    import subprocess
+
+    from pytest_glm45 import server as server_module
+
+    seen: list[dict[str, object]] = []
+    real = subprocess.Popen
+
+    def recording(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        seen.append(kwargs)
+        return real(*args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(server_module.subprocess, "Popen", recording)
+    core = max(os.sched_getaffinity(0))
+    pinned = dataclasses.replace(spec("ok"), cpus=(core,))
+    with ServerProcess(pinned, tmp_path / "server.log", api_key="glm45-test-key-123456", startup_timeout=30) as s:
+        assert s.process is not None and s.pgid == s.process.pid == os.getpgid(s.process.pid)
+        assert os.getsid(s.process.pid) == s.process.pid, "a session of its own, led by the server"
+        assert os.sched_getaffinity(s.process.pid) == {core}
+        cmdline = Path(f"/proc/{s.process.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1].endswith(b"standin_server.py"), "the wrapper has exec'd the server in its place"
+    assert len(seen) == 1 and seen[0].get("preexec_fn") is None and seen[0].get("start_new_session") is True
+    assert_all_gone(pids_in_log(log_text(tmp_path)))
+
+
+def test_the_spawn_wrapper_does_not_start_a_server_for_a_dead_kit(tmp_path: Path) -> None:
+    """Killed between its fork and the parent-death request, the kit would never send the signal: the
+    wrapper sees its parent is not the kit's process and exits before the server starts."""
+    import subprocess
+    import sys
+
+    from pytest_glm45.server import spawn_argv
+
+    argv = spawn_argv([sys.executable, "-c", "print('server started')"])
+    argv[4] = "1"  # a parent that is not this process
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "server started" not in done.stdout
+    assert "the kit's process 1 is gone" in done.stderr
+    ok = subprocess.run(spawn_argv([sys.executable, "-c", "print('server started')"]), capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout == "server started\n"
+    missing = subprocess.run(spawn_argv([str(tmp_path / "no-such-server")]), capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 127 and "cannot run" in missing.stderr

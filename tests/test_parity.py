@@ -6,8 +6,10 @@ import fcntl
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,6 +197,8 @@ def test_session_keeps_the_first_recording_and_compares_the_rest() -> None:
     assert set(report["references"]) == {"tiny"}
     pair = report["pairs"][0]
     assert pair["passed"] is False and pair["worst"][0]["ref_top1_text"] is not None
+    assert report["configurations"]["tiny-bf16-tp1"]["outcome"] == "reference"
+    assert report["configurations"]["glm45-fp8-tp8"]["outcome"] == "failed"
     html = parity.render_parity_section({"parity": report})
     assert "<svg" in html and "FAILED" in html and "glm45-fp8-tp8" in html
 
@@ -232,7 +236,8 @@ def vllm_lock() -> Iterator[None]:
 
 @pytest.mark.skipif(os.environ.get("GLM45_SKIP_VLLM") == "1", reason="GLM45_SKIP_VLLM=1")
 def test_perturbed_weights_fail_parity_naming_positions(pytester: pytest.Pytester, vllm_lock: None, tmp_path: Path) -> None:
-    """tiny tp1 is the reference; tiny-perturbed tp1 (one expert x2, one norm +1%) must fail, with positions."""
+    """tiny tp1 is the reference (a skip: compared with nothing); tiny-perturbed tp1 (one expert x2, one norm +1%)
+    must fail parity, with positions, whatever its self-consistency says (the report keeps both)."""
     pytest.importorskip("vllm")
     suite = Path(__file__).resolve().parent.parent / "suites" / "test_parity.py"
     pytester.makepyfile(test_parity=suite.read_text("utf-8"))
@@ -240,15 +245,20 @@ def test_perturbed_weights_fail_parity_naming_positions(pytester: pytest.Pyteste
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--gpus", "0", "--glm45-model", "tiny,tiny-perturbed",
         "--glm45-parallel", "tp1", "--glm45-strict-tools", "on", "--glm45-log-dir", str(tmp_path / "logs"),
-        "--glm45-report", str(report), "-q", timeout=600,
+        "--glm45-report", str(report), "-q", "-rs", timeout=600,
     )  # fmt: skip
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(skipped=1, failed=1)
     out = result.stdout.str()
+    assert "tiny-bf16-tp1 is the parity reference of model 'tiny'" in out
     assert "tiny-perturbed-bf16-tp1 against tiny-bf16-tp1" in out
     assert "worst positions:" in out and "beyond the thresholds" in out
-    pair = json.loads((report / "report.json").read_text("utf-8"))["parity"]["pairs"][0]
+    data = json.loads((report / "report.json").read_text("utf-8"))["parity"]
+    [pair] = data["pairs"]
     assert pair["candidate"] == "tiny-perturbed-bf16-tp1" and pair["passed"] is False
     assert pair["worst"] and all(w["text"] in parity.parity_texts() for w in pair["worst"])
+    seen = data["configurations"]
+    assert seen["tiny-bf16-tp1"]["outcome"] == "reference" and seen["tiny-bf16-tp1"]["self_consistency"] == []
+    assert seen["tiny-perturbed-bf16-tp1"]["outcome"] == "failed" and "self_consistency" in seen["tiny-perturbed-bf16-tp1"]
     start = out.index("tiny-perturbed-bf16-tp1 against tiny-bf16-tp1")
     print(out[start : start + 2500])  # the figures and the table of worst positions, for the record
 
@@ -279,8 +289,8 @@ def test_a_parity_reference_that_is_not_one_is_a_usage_error(pytester: pytest.Py
     result.stderr.fnmatch_lines(["*--glm45-parity-reference*holds no parity recording*"])
 
 
-def test_parse_completion_reads_prompt_ids_and_maps_generated_texts() -> None:
-    """The shape vLLM's /v1/completions returns with prompt_logprobs and logprobs (0.32, recorded)."""
+def test_parse_completion_reads_every_token_by_id() -> None:
+    """The shape vLLM's /v1/completions returns with prompt_logprobs, and logprobs under return_tokens_as_token_ids."""
     body = {"choices": [{
         "prompt_logprobs": [None,
                             {"434": {"logprob": -11.3, "rank": 1658, "decoded_token": " weather"},
@@ -288,15 +298,62 @@ def test_parse_completion_reads_prompt_ids_and_maps_generated_texts() -> None:
                              "110": {"logprob": -3.6, "rank": 2, "decoded_token": ""}},
                             {"372": {"logprob": -2.3, "rank": 1, "decoded_token": "wo"},
                              "778": {"logprob": -2.9, "rank": 2, "decoded_token": "54"}}],
-        # keyed by text: "" stands for two tokens, the later (worse) value overwrote the better one in place
-        "logprobs": {"tokens": ["wo", "zz"], "token_logprobs": [-1.8, -0.5],
-                     "top_logprobs": [{"wo": -1.8, "": -4.1, "54": -3.2}, {"zz": -0.5, "wo": -2.0}]},
+        "logprobs": {"tokens": ["token_id:372", "token_id:9000"], "token_logprobs": [-1.8, -0.5],
+                     "top_logprobs": [{"token_id:372": -1.8, "token_id:110": -4.1, "token_id:778": -3.2},
+                                      {"token_id:9000": -0.5, "token_id:372": -2.0}]},
     }]}  # fmt: skip
     strings: dict[int, str] = {}
     t = parity.parse_completion(body, strings)
     assert t.generated_from == 2 and t.tokens[:2] == [434, 372] and t.logprobs[:2] == [-11.3, -2.3]
     assert t.top[0] == {372: -2.9, 110: -3.6}  # the prompt token (rank 1658) is not in the top-k
-    assert t.tokens[2] == 372 and list(t.top[2].values()) == [-1.8, -3.2, -4.1]  # back in order of rank
-    assert t.tokens[3] < 0 and strings[t.tokens[3]] == "zz"  # never in a prompt: a stable pseudo id, its text kept
+    assert t.tokens[2] == 372 and list(t.top[2].items()) == [(372, -1.8), (778, -3.2), (110, -4.1)]  # in order of rank
+    assert t.tokens[3] == 9000 and 9000 not in strings  # never in a prompt: its id, no text
+    rec = Recording("c", "m", "bf16", "tp1", texts={"t": t}, strings=strings)
+    assert rec.token(372) == "wo" and rec.token(9000) == "#9000"
     with pytest.raises(ValueError, match="ignored the request's `prompt_logprobs`"):
         parity.parse_completion({"choices": [{"logprobs": None}]}, {})
+
+
+# -- two tokens of one text (issue 29): every token read by its id --------------------------------------
+
+
+def answer(name: str) -> dict[str, Any]:
+    """A recorded /v1/completions answer (tests/fixtures/make_collapse_fixtures.py: made by vLLM 0.32's own code)."""
+    return dict(json.loads((FIXTURES / name).read_text("utf-8")))
+
+
+def test_the_request_asks_for_tokens_by_id() -> None:
+    body = parity.completion_request("glm45-tiny", "text")
+    assert body["return_tokens_as_token_ids"] is True and body["prompt_logprobs"] == parity.TOP_K
+
+
+def test_two_tokens_of_one_text_stay_two_when_read_by_id() -> None:
+    """The greedy token and the second candidate both decode to "": by id, each keeps its own logprob."""
+    strings: dict[int, str] = {}
+    t = parity.parse_completion(answer("completion-two-tokens-one-text-by-id.json"), strings)
+    g = t.generated_from
+    assert t.tokens[g] == 1201 and t.logprobs[g] == -2.4747
+    assert t.top[g] == {1201: -2.4747, 1544: -2.6622, 95: -2.9013, 30: -3.3078, 88: -3.8115}
+    assert len(t.tokens) - g == parity.GREEDY_TOKENS
+    rec = Recording("tiny-perturbed-bf16-tp1", "tiny", "bf16", "tp1", texts={"tool-call": t}, strings=strings)
+    assert parity.self_consistency(rec) == []
+
+
+def test_an_answer_keyed_by_text_is_refused_naming_the_request_field() -> None:
+    """Without return_tokens_as_token_ids, the two "" tokens are one entry holding the other one's value (four
+    entries for five asked): read by text, the greedy token's own logprob is "above its position's top-1"."""
+    body = answer("completion-two-tokens-one-text.json")
+    assert body["choices"][0]["logprobs"]["top_logprobs"][0] == {"": -2.6622, " the": -2.9013, "?": -3.3078, ".": -3.8115}
+    with pytest.raises(ValueError, match=r"generated position 0: the token '' is not spelled 'token_id:<id>'.*"
+                                         r"`return_tokens_as_token_ids`"):  # fmt: skip
+        parity.parse_completion(body, {})
+
+
+def test_a_recording_read_by_text_is_refused_saying_to_record_it_again(tmp_path: Path) -> None:
+    old = {**fixture("parity-tiny-tp1.json").to_dict(), "schema": 1}
+    with pytest.raises(ValueError, match=r"has schema 1, from a kit that read generated tokens by their text.*record it again"):
+        Recording.from_dict(old)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"schema": 2, "parity": {"references": {"tiny": old}}}), "utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: the parity recording of tiny-bf16-tp1 has schema 1")):
+        parity.load_references(path)

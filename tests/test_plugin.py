@@ -543,3 +543,30 @@ def test_a_long_scripted_answer_is_checked_after_its_configurations_other_checks
     assert ids == ["test_replayed[tiny-bf16-tp1-short]", "test_replayed[tiny-bf16-tp1-cut]", "test_replayed[tiny-bf16-tp1-after]",
                    "test_unbatched[tiny-bf16-tp1]", "test_not_batched_but_long[tiny-bf16-tp1-long]",
                    "test_replayed[tiny-bf16-tp1-long]", "test_marked_long[tiny-bf16-tp1]"], result.stdout.str()  # fmt: skip
+
+
+REMOTE_47 = """
+import pytest
+from pytest_glm45.known_failures import KnownFailure, KnownFailures, Signature
+
+def test_declared_model(glm45_server, glm45_replay):
+    assert glm45_server.model is not None and glm45_server.model.alias == "glm-4.7"
+    assert glm45_server.model_family == "glm-4.7"
+    assert glm45_replay.opens_think  # GLM-4.7's template opens <think> itself
+
+def test_family_limited_entry(glm45_server):
+    only_45 = KnownFailure(("*",), "r", Signature(match="x"), {}, models=("glm-4.5*", "glm-4.6*"))
+    assert not only_45.covers("t::x", glm45_server.config_id, glm45_server.model_family)
+"""
+
+
+def test_a_remote_server_keeps_the_model_the_user_declared(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """--glm45-base-url with --glm45-model glm-4.7: the kit judges with GLM-4.7's template and family, not GLM-4.5's."""
+    from standin import standin_spec
+
+    from pytest_glm45.server import ServerProcess
+
+    with ServerProcess(standin_spec("ok", served_name="glm47"), tmp_path / "r.log", startup_timeout=30) as remote:
+        pytester.makepyfile(REMOTE_47)
+        result = run(pytester, "--glm45-base-url", remote.base_url, "--glm45-model", "glm-4.7")
+        result.assert_outcomes(passed=2)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_glm45 import recheck, reproducer
+from pytest_glm45 import report as report_module
 from pytest_glm45.recheck import CurlRun, judge, normalize
 from pytest_glm45.reproducer import Exchange, curl_command, keep_chunks
 
@@ -387,18 +388,19 @@ def test_a_curl_that_cannot_connect_or_hangs_is_an_error() -> None:
     assert verdict == "error" and "did not finish in 5 s" in notes[0]
 
 
-def test_run_curl_runs_the_printed_command_literally_with_only_the_given_environment(tmp_path: Path) -> None:
+def test_run_curl_sends_the_rebuilt_request_without_a_shell_and_with_only_path(tmp_path: Path) -> None:
     request, _, plain = fixture_events("chat-text")
     exchange = Exchange("POST", "/v1/chat/completions", request)
     shim = fake_curl(tmp_path, {"": (0, json.dumps(plain) + "\nHTTP 200\n")})
     env = recheck.curl_env("http://127.0.0.1:9/", {"PATH": f"{shim}:{os.environ['PATH']}", "GLM45_API_KEY": "k-1", "HOME": "/x"})
     assert env == {"PATH": f"{shim}:{os.environ['PATH']}", "GLM45_BASE_URL": "http://127.0.0.1:9", "GLM45_API_KEY": "k-1"}
-    run = recheck.run_curl(curl_command(exchange), env, 30)
+    argv, stdin = reproducer.curl_argv(exchange, env)
+    run = recheck.run_curl(argv, env, 30, stdin)
     assert run.exit_code == 0 and json.loads(run.stdout.rsplit("\nHTTP", 1)[0]) == plain
     argv = (shim / "argv").read_text().split("\0")
     assert "http://127.0.0.1:9/v1/chat/completions" in argv and "Authorization: Bearer k-1" in argv
     assert json.loads(argv[argv.index("-d") + 1]) == request
-    assert (shim / "home").read_text() == "", "the curl sees no more than the environment it is given"
+    assert (shim / "env").read_text() == "PATH", "curl's environment is PATH alone: no key, no HOME"
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -415,8 +417,8 @@ import json, os, sys, time
 here = {str(shim)!r}
 with open(os.path.join(here, "argv"), "w") as f:
     f.write("\\0".join(sys.argv[1:]))
-with open(os.path.join(here, "home"), "w") as f:
-    f.write(os.environ.get("HOME", ""))
+with open(os.path.join(here, "env"), "w") as f:
+    f.write(" ".join(sorted(k for k in os.environ if k not in ("PWD", "SHLVL", "_", "LC_CTYPE"))))
 time.sleep({sleep})
 answers = json.load(open(os.path.join(here, "answers.json")))
 joined = " ".join(sys.argv[1:])
@@ -458,8 +460,8 @@ def tiny_report(tmp_path: Path) -> tuple[Path, Path]:
         check_record("test_f::test_fine", "tiny-bf16-tp1", "passed", None),
     ]  # fmt: skip
     report = tmp_path / "report"
-    report.mkdir()
-    (report / "report.json").write_text(json.dumps({"schema": 2, "checks": checks, "configurations": {}}))
+    data = {**report_module.new_report("0.1.0", "standard", {}), "checks": checks}
+    report_module.write(data, report)  # as a run writes it: keys sorted, the curls as the checks sent them
     stream_text = "".join(f"data: {payload('chat', d)}\n\n" for _, d in merged("chat", reidentified(chat_events))) + "data: [DONE]\n\n"
     answers = {
         "stream-case": (0, stream_text + "\nHTTP 200\n"),
@@ -541,3 +543,59 @@ def test_reproduce_usage_errors_exit_2_naming_what_is_accepted(tiny_report: tupl
     assert message in done.stderr, done.stderr
     if args[0] == "report" and "--config" in args:
         assert "it has: tiny-bf16-tp1, tiny-bf16-tp1-nostrict" in done.stderr
+
+
+def altered_reports(report: Path, tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """Copies of the report, each with one check's reproducer altered: name -> (path, what the refusal says)."""
+    data = json.loads((report / "report.json").read_text())
+    pwned = tmp_path / "pwned"
+
+    def append_command(repro: dict[str, Any]) -> None:
+        repro["curl"] += f"; touch {pwned}"
+
+    def other_host(repro: dict[str, Any]) -> None:
+        repro["requests"][0]["path"] = "@evil.example/v1/chat/completions"
+        repro["curl"] = curl_command(reproducer.exchange_from(repro["requests"][0]))
+
+    def other_body(repro: dict[str, Any]) -> None:
+        repro["requests"][0]["body"]["messages"] = [{"role": "user", "content": "something else"}]
+
+    out = {}
+    for name, alter, says in [
+        ("command", append_command, "its stored curl is not the command this kit builds from its recorded request"),
+        ("host", other_host, "its recorded path '@evil.example/v1/chat/completions' is not one the kit sends"),
+        ("body", other_body, "its stored curl is not the command this kit builds from its recorded request"),
+    ]:
+        copy_ = copy.deepcopy(data)
+        alter(copy_["checks"][0]["reproducer"])
+        path = tmp_path / f"altered-{name}.json"
+        path.write_text(json.dumps(copy_))
+        out[name] = (str(path), says)
+    return out
+
+
+@pytest.mark.parametrize("alteration", ["command", "host", "body"])
+def test_reproduce_refuses_a_report_whose_curl_it_did_not_build_and_runs_nothing(tiny_report: tuple[Path, Path], tmp_path: Path,
+                                                                                 alteration: str) -> None:  # fmt: skip
+    """Issue 29, item 9: the stored curl with `; touch ...` appended, a request moved to another host (the key
+    would go there), or a body changed under its curl: refused before anything runs, naming the check."""
+    report, shim = tiny_report
+    path, says = altered_reports(report, tmp_path)[alteration]
+    done = reproduce(shim, path, "--base-url", "http://127.0.0.1:9")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""
+    assert f"refused {path}: the report was altered, or comes from another kit version" in done.stderr
+    assert "nothing was run" in done.stderr
+    assert f"tiny-bf16-tp1  test_a::test_stream[x]: {says}" in done.stderr, done.stderr
+    assert "test_b::" not in done.stderr, "only the altered check is named"
+    assert not (shim / "argv").exists(), "curl ran"
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_reproduce_with_an_altered_check_left_out_runs_the_rest(tiny_report: tuple[Path, Path], tmp_path: Path) -> None:
+    """What is refused is what would run: --check picks the checks whose curl is the kit's."""
+    report, shim = tiny_report
+    path, _ = altered_reports(report, tmp_path)["command"]
+    done = reproduce(shim, path, "--check", "test_b::*", "-q")
+    assert done.returncode == 1 and "0 of 1 known failures on tiny-bf16-tp1" in done.stdout, done.stdout + done.stderr
+    assert not (tmp_path / "pwned").exists()

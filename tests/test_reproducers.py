@@ -85,6 +85,61 @@ def test_curl_pipes_a_raw_body_byte_for_byte(tmp_path: Path) -> None:
     assert piped == raw
 
 
+RAW = b'{"model": "glm", "messages": [\x00\x01 it\'s \\ broken \xff \xc3\xa9'
+EXCHANGES = {
+    "json": Exchange("POST", "/v1/chat/completions", BODY),
+    "stream": Exchange("POST", "/v1/messages", {**BODY, "stream": True}, stream=True),
+    "raw": Exchange("POST", "/v1/chat/completions", None, RAW.decode("utf-8", errors="surrogateescape")),
+    "no-body": Exchange("GET", "/v1/models"),
+}
+
+
+@pytest.mark.parametrize("env", [{}, {"GLM45_BASE_URL": "http://10.1.2.3:9000", "GLM45_API_KEY": "k-env"},
+                                 {"VLLM_API_KEY": "k-vllm"}, {"GLM45_API_KEY": "", "VLLM_API_KEY": "k-vllm", "GLM45_BASE_URL": ""}],
+                         ids=["defaults", "env", "vllm-key", "empty-vars"])  # fmt: skip
+def test_the_argv_reproduce_sends_is_what_the_printed_curl_hands_curl(tmp_path: Path, env: dict[str, str]) -> None:
+    """`pytest-glm45 reproduce` runs curl without a shell (reproducer.curl_argv): the same argv and standard
+    input as the printed command gets from bash, with the same variables."""
+    for name, exchange in EXCHANGES.items():
+        argv, piped = shell_argv(curl_command(exchange), tmp_path, env)
+        built, stdin = reproducer.curl_argv(exchange, env)
+        assert built == ["curl", *argv], name
+        assert (stdin or b"") == piped, name
+
+
+def test_verify_accepts_the_kits_own_curls_from_a_report_that_sorted_the_bodys_keys() -> None:
+    for exchange in EXCHANGES.values():
+        reproducer.verify(exchange, curl_command(exchange))
+    sent = EXCHANGES["json"]
+    stored = json.loads(json.dumps({"curl": curl_command(sent), "body": sent.body}, sort_keys=True))  # as report.write keeps them
+    assert list(stored["body"]) != list(BODY)
+    reproducer.verify(Exchange("POST", sent.path, stored["body"]), stored["curl"])
+
+
+def _consistent(exchange: Exchange) -> tuple[Exchange, str]:
+    """A request with the curl the kit would print for it: only the request itself can be refused."""
+    return exchange, curl_command(exchange)
+
+
+REFUSED = {
+    "appended": (EXCHANGES["json"], curl_command(EXCHANGES["json"]) + "; touch /tmp/pwned", "its stored curl is not the command"),
+    "other body": (Exchange("POST", "/v1/chat/completions", {**BODY, "max_tokens": 5}), curl_command(EXCHANGES["json"]),
+                   "its stored curl is not the command"),
+    "not text": (EXCHANGES["json"], None, "its stored curl is not the command"),
+    "other host": (*_consistent(Exchange("POST", "@evil.example/v1/chat/completions", BODY)), "its recorded path '@evil.example"),
+    "quote in path": (*_consistent(Exchange("POST", '/v1/x"; touch /tmp/pwned; "', BODY)), "its recorded path"),
+    "glob in path": (*_consistent(Exchange("POST", "/v1/{a,b}", BODY)), "its recorded path"),
+    "method": (*_consistent(Exchange("-o/tmp/x", "/v1/chat/completions", BODY)), "its recorded method '-o/tmp/x'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_verify_refuses_a_curl_or_a_request_the_kit_would_not_write(name: str) -> None:
+    exchange, stored, says = REFUSED[name]
+    with pytest.raises(reproducer.AlteredReproducer, match=re.escape(says)):
+        reproducer.verify(exchange, stored)
+
+
 def test_python_snippet_sends_the_same_request(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
@@ -214,7 +269,7 @@ def test_evidence_lines_parse_as_a_known_failure_entry() -> None:
     (block,) = evidence_blocks(report)
     assert "# known failure vllm-0.32.0.toml#2" in block
     lines = [line for line in block.split("\n") if not line.startswith("#")]
-    entry = "[[failure]]\nchecks = [\"t\"]\nreason = \"r\"\nsignature = { status = 500 }\n" + "\n".join(lines) + "\n"
+    entry = "[[failure]]\nchecks = [\"t\"]\nreason = \"r\"\nsignature = { status = 500, match = \"boom\" }\n" + "\n".join(lines) + "\n"
     (parsed,) = known_failures.parse(entry)
     assert found is not None and parsed.evidence["curl"].rstrip("\n") == found["curl"]
     assert parsed.evidence["got"].startswith("HTTP 500")

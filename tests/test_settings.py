@@ -111,3 +111,50 @@ def test_other_parallel_plans_draw_a_share_of_the_examples_except_in_full() -> N
     assert s.examples(2, tp2) == 1  # never zero
     full = settings(0, profile="full")
     assert [full.examples(1000, c) for c in full.matrix] == [1000, 1000, 1000]
+
+
+BROKEN_ENTRY = """
+[[failure]]
+checks = ["test_tool_calling::test_replay[*]"]
+signature = { status = 500 }
+evidence = { got = "HTTP 500" }
+"""
+
+
+def test_a_broken_known_failures_file_is_refused_when_settings_resolve(tmp_path: Path) -> None:
+    """Every vllm-*.toml of the directory in use parses before anything boots, whichever version boots."""
+    (tmp_path / "vllm-0.31.0.toml").write_text("")
+    (tmp_path / "vllm-0.99.0.toml").write_text(BROKEN_ENTRY)
+    with pytest.raises(SettingsError) as err:
+        settings(0, known_failures=str(tmp_path))
+    assert err.value.option == "--glm45-known-failures"
+    assert f"{tmp_path / 'vllm-0.99.0.toml'}: entry 1 (['test_tool_calling::test_replay[*]']) lacks reason" in str(err.value)
+    (tmp_path / "vllm-0.99.0.toml").write_text("[[failure]\n")
+    with pytest.raises(SettingsError, match=r"vllm-0\.99\.0\.toml: not valid TOML"):
+        settings(0, known_failures=str(tmp_path))
+    (tmp_path / "vllm-0.99.0.toml").write_text("[pins]\nmax_tokens_over_window = 'reject'\n")
+    assert settings(0, known_failures=str(tmp_path)).known_failures_dir == tmp_path
+    with pytest.raises(SettingsError, match=r"accepted: the path of a directory of vllm-<version>\.toml files"):
+        settings(0, known_failures=str(tmp_path / "missing"))
+
+
+def test_a_thresholds_file_is_read_whole_when_settings_resolve(tmp_path: Path) -> None:
+    """Its [[parity]] entries too, which only the parity suite reads, after a boot."""
+    path = tmp_path / "thresholds.toml"
+    path.write_text('[[threshold]]\nconfig = "*"\nmin_output_throughput = 1\n\n[[parity]]\nthresholds = "no-such-table"\n')
+    with pytest.raises(SettingsError) as err:
+        settings(0, thresholds=str(path))
+    assert err.value.option == "--glm45-thresholds" and "[[parity]] entry 1: thresholds = 'no-such-table'" in str(err.value)
+
+
+def test_a_broken_known_failures_dir_is_a_usage_error_and_nothing_boots(pytester: pytest.Pytester, standin: object,
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    kf = tmp_path / "kf"
+    kf.mkdir()
+    (kf / "vllm-0.0.0-standin.toml").write_text(BROKEN_ENTRY)
+    pytester.makepyfile("def test_x(glm45_server):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--gpus", "0", "--glm45-log-dir", str(tmp_path / "logs"),
+                                           "--glm45-known-failures", str(kf))  # fmt: skip
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--glm45-known-failures: *vllm-0.0.0-standin.toml: entry 1 (*) lacks reason*"])
+    assert not (tmp_path / "logs").exists(), "nothing may boot"

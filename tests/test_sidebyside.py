@@ -201,3 +201,33 @@ def test_n_on_the_cpu_engine_is_a_usage_error_before_anything_boots(pytester: py
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*-n 2: the CPU engine cannot run configurations side by side*"])
     assert not (tmp_path / "logs").exists() or not os.listdir(tmp_path / "logs"), "nothing may boot"
+
+
+def test_parity_under_n_compares_configurations_of_different_workers_on_the_controller(
+    pytester: pytest.Pytester, eight_gpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three configurations of one model on three workers: the first is the reference (a skip); the other two
+    recorded their logprobs on workers without it, and the controller compares them with it: tp4 passes, tp2-ep
+    (logits moved by the stand-in) fails the run, and report.json keeps the parity section."""
+    monkeypatch.setenv("STANDIN_PARITY", "--enable-expert-parallel=skew=1.5")
+    suite = Path(__file__).resolve().parent.parent / "suites" / "test_parity.py"
+    pytester.makepyfile(test_parity=suite.read_text("utf-8"))
+    report = tmp_path / "report"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "3", "--glm45-model", "air-fp8", "--gpus", "8",
+                                           "--glm45-parallel", "tp2,tp2-ep,tp4", "--glm45-strict-tools", "on",
+                                           "--glm45-report", str(report), "--glm45-log-dir", str(tmp_path / "logs"), timeout=300)  # fmt: skip
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(skipped=3)  # on the workers: the reference, and two candidates left to the controller
+    out = result.stdout.str()
+    assert "glm45 parity, judged once the workers were done" in out
+    assert "test_parity::test_logprobs_match_the_reference on air-fp8-tp2-ep: failed" in out
+    assert "air-fp8-tp2-ep against air-fp8-tp2" in out and "worst positions:" in out
+    data = json.loads((report / "report.json").read_text())
+    outcomes = {c["config"]: c["outcome"] for c in data["checks"]}
+    assert outcomes == {"air-fp8-tp2": "skipped", "air-fp8-tp2-ep": "failed", "air-fp8-tp4": "passed"}
+    parity = data["parity"]
+    assert set(parity["references"]) == {"air"} and parity["references"]["air"]["config"] == "air-fp8-tp2"
+    assert sorted((p["candidate"], p["reference"], p["passed"]) for p in parity["pairs"]) == [
+        ("air-fp8-tp2-ep", "air-fp8-tp2", False), ("air-fp8-tp4", "air-fp8-tp2", True)]  # fmt: skip
+    assert {k: v["outcome"] for k, v in parity["configurations"].items()} == {
+        "air-fp8-tp2": "reference", "air-fp8-tp2-ep": "failed", "air-fp8-tp4": "passed"}  # fmt: skip

@@ -37,9 +37,13 @@ def test_patterns_select_points(tmp_path: Path) -> None:
 ROUNDS = {k: [v * 0.95, v, v * 1.05] for k, v in MEASURED.items()}
 
 
+def baseline_point(batch: int, rounds: dict, passed: bool = True, lengths: tuple[int, int] = (100, 100)) -> thresholds.BaselinePoint:
+    return thresholds.BaselinePoint("tiny-bf16-tp1", "balanced", batch, *lengths, rounds, passed)
+
+
 def test_saved_baseline_read_back_passes_and_a_30_percent_drop_fails(tmp_path: Path) -> None:
     path = tmp_path / "baseline.toml"
-    thresholds.save_baseline(path, [("tiny-bf16-tp1", "balanced", 4, ROUNDS)], margin=0.2, note="test")
+    thresholds.save_baseline(path, [baseline_point(4, ROUNDS)], margin=0.2, note="test")
     bounds = thresholds.bounds_for(thresholds.load(path), "tiny-bf16-tp1", "balanced", 4)
     assert len(bounds) == len(MEASURED)
     assert thresholds.check(bounds, MEASURED)[0]
@@ -53,7 +57,7 @@ def test_saved_baseline_read_back_passes_and_a_30_percent_drop_fails(tmp_path: P
 def test_invalid_figures_get_no_bound_and_are_not_judged(tmp_path: Path) -> None:
     path = tmp_path / "baseline.toml"
     starved = {k: v for k, v in ROUNDS.items() if k != "p99_itl_ms"} | {"median_tpot_ms": [0.0, 0.0, 0.0]}
-    thresholds.save_baseline(path, [("tiny-bf16-tp1", "balanced", 1, starved)], margin=0.2, note="test")
+    thresholds.save_baseline(path, [baseline_point(1, starved)], margin=0.2, note="test")
     text = path.read_text()
     assert "p99_itl_ms" not in text and "median_tpot_ms" not in text, text  # absent, or 0: no bound
     bounds = thresholds.bounds_for(thresholds.load(path), "tiny-bf16-tp1", "balanced", 1)
@@ -94,3 +98,46 @@ def test_a_point_is_the_median_of_its_rounds_and_invalid_if_any_round_is() -> No
     assert point.metrics["output_throughput"] == 100 and point.rounds["output_throughput"] == [100.0, 90.0, 120.0]
     assert "median_tpot_ms" not in point.metrics and point.invalid == {"median_tpot_ms": "starved"}
     assert point.metrics["median_ttft_ms"] == 20.0 and point.metrics["rounds"] == 3
+
+
+def test_a_baseline_takes_only_the_points_whose_checks_passed_and_says_so(tmp_path: Path) -> None:
+    """A round with failed or short requests measures nothing a later run should be held to."""
+    path = tmp_path / "baseline.toml"
+    failed = {k: [v * 0.3 for v in values] for k, values in ROUNDS.items()}
+    thresholds.save_baseline(path, [baseline_point(1, ROUNDS), baseline_point(4, failed, passed=False)], margin=0.2, note="test")
+    text = path.read_text()
+    assert "# From the 1 point(s) whose checks passed; left out, their checks failed: tiny-bf16-tp1 balanced x4." in text
+    assert thresholds.bounds_for(thresholds.load(path), "tiny-bf16-tp1", "balanced", 4) == []
+    assert thresholds.bounds_for(thresholds.load(path), "tiny-bf16-tp1", "balanced", 1)
+    with pytest.raises(ValueError, match="no throughput point passed its check"):
+        thresholds.save_baseline(path, [baseline_point(4, failed, passed=False)], margin=0.2, note="test")
+
+
+def test_a_failing_throughput_point_is_absent_from_the_saved_baseline(tmp_path: Path) -> None:
+    """The session's points: a point is marked passed by its check's last line (suites/test_throughput.py)."""
+    from pytest_glm45.loadgen import Shape
+    from pytest_glm45.throughput import Point, ThroughputSession
+
+    session = ThroughputSession(tmp_path)
+    good = Point("tiny-bf16-tp1", Shape("balanced", 100, 100), 1, dict(MEASURED), dict(ROUNDS))
+    bad = Point("tiny-bf16-tp1", Shape("balanced", 100, 100), 8, dict(MEASURED), dict(ROUNDS))
+    session.points += [good, bad]
+    session.mark_passed(good)
+    session.save_baseline(tmp_path / "b.toml", 0.2, "test")
+    entries = thresholds.load(tmp_path / "b.toml")
+    assert [(e.batch, e.input_len, e.output_len) for e in entries] == [("1", 100, 100)]
+
+
+def test_a_baseline_of_other_lengths_is_refused_naming_what_differs(tmp_path: Path) -> None:
+    """The same shape name at other lengths (another profile's baseline) is not applied as if it were the point."""
+    from pytest_glm45.loadgen import Shape
+    from pytest_glm45.throughput import Point, ThroughputSession
+
+    path = tmp_path / "baseline.toml"
+    thresholds.save_baseline(path, [baseline_point(4, ROUNDS, lengths=(1000, 1000))], margin=0.2, note="full profile")
+    session = ThroughputSession(tmp_path, thresholds_file=path)
+    ok, table, applied = session.check(Point("tiny-bf16-tp1", Shape("balanced", 100, 100), 4, dict(MEASURED), dict(ROUNDS)))
+    assert not ok and applied == 0
+    assert "measured at other lengths" in table and "input_len 1000 (the point: 100), output_len 1000 (the point: 100)" in table
+    ok, _table, applied = session.check(Point("tiny-bf16-tp1", Shape("balanced", 1000, 1000), 4, dict(MEASURED), dict(ROUNDS)))
+    assert ok and applied == len(MEASURED)

@@ -101,7 +101,7 @@ for arg in "${compare_args[@]}"; do
 done
 case "${GLM45_ACCEPT_MISSING:-0}" in
     0|"") accept_missing=() pytest_accept_missing=() ;;
-    1) accept_missing=(--accept-missing) pytest_accept_missing=(--glm45-accept-missing) ;;
+    1) accept_missing=(--accept-missing) pytest_accept_missing=(--glm45-accept-missing on) ;;
     *) die "GLM45_ACCEPT_MISSING='${GLM45_ACCEPT_MISSING}' is not accepted: 1 (accept checks missing from the new run) or 0" ;;
 esac
 tolerance=() pytest_tolerance=()
