@@ -72,12 +72,32 @@ def signature_toml(signature: Signature) -> str:
 
 
 def signature_of(observed: str) -> Signature:
-    """What a failure looks like, for a new entry: its HTTP status when the text names one, else its first line."""
+    """What a failure looks like, for a new entry: its HTTP status when the text names one, with what the server's log
+    said about the request (the first `server log:` line, its vLLM prefix and request-specific tail cut off), else the
+    failure's first line; a literal pattern either way."""
     status = re.search(r"\b(?:HTTP|code) ([1-5]\d\d)\b", observed)
-    if status:
-        return Signature(status=int(status.group(1)))
+    logged = next((line.split("server log: ", 1)[1] for line in observed.splitlines() if line.startswith("server log: ")), "")
+    fragment = _log_fragment(logged)
+    if fragment:
+        return Signature(status=int(status.group(1)) if status else None, match="server log: .*" + _literal(fragment))
     first = next((line.strip() for line in observed.splitlines() if line.strip()), "")
-    return Signature(match=re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", first[:MATCH_CHARS]) if first else ".")
+    return Signature(status=int(status.group(1)) if status else None, match=_literal(first[:MATCH_CHARS]) if first else ".")
+
+
+def _literal(text: str) -> str:
+    """`text` as a regular expression matching itself (readable: only the metacharacters escaped)."""
+    return re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", text)
+
+
+def _log_fragment(line: str) -> str:
+    """The part of a server-log line that names a defect: without vLLM's process prefix and level/time header, and cut
+    before the first number or request id (they differ from request to request)."""
+    from pytest_glm45.rootcause import ANSI, HEADER, PREFIX
+
+    text = HEADER.sub("", PREFIX.sub("", ANSI.sub("", line.strip()))).strip()
+    cut = re.search(r"\d|\bfor request\b|glm45-|chatcmpl-|cmpl-", text)
+    fragment = (text[: cut.start()] if cut else text)[:MATCH_CHARS].rstrip(" [(:,-")
+    return fragment if len(fragment) >= 12 else ""
 
 
 @dataclass
@@ -157,7 +177,10 @@ def draft(report: Mapping[str, Any], since: str | Mapping[str, Any], directories
         out += [f"# New: {function}, {len(group.records)} failure(s) ({_names(group.records)})"
                 + (f"; {len(regressions)} passed on vLLM {old_version}" if old_report is not None else "") + ".",
                 "# REVIEW: write why vLLM is wrong (or fix the check, if it is), narrow or widen checks/configs, and check",
-                "# that the signature tells this defect from others.",
+                "# that the signature tells this defect from others"
+                + ("." if (group.signature.match or "").startswith("server log: ") else
+                   " (it is the failure's first line: no server-log line named the request; the log of a server given by "
+                   "URL is read with --glm45-server-log)."),
                 "[[failure]]",
                 f"checks = {toml_value(sorted({r['id'] for r in group.records}))}",
                 f"configs = {toml_value(sorted({r['config'] for r in group.records}))}",

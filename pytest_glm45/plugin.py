@@ -112,7 +112,7 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--glm45-known-failures", "glm45_known_failures", "glm45_known_failures",
      "Directories of vllm-<version>.toml known-failure files, in layers: a comma list or the option repeated; "
      "`shipped` names the kit's own files; a later directory's file for a version adds its entries and pins over "
-     "the earlier ones' (replace = true in it drops theirs). Default: shipped.", "append"),
+     "the earlier ones' (replace = true in it drops theirs). Default: the files shipped with the kit.", "append"),
     ("--glm45-thresholds", "glm45_thresholds", "glm45_thresholds",
      f"TOML file of throughput floors and ceilings. Default: the shipped {DEFAULT_THRESHOLDS_TINY} for tiny, none otherwise.",
      "str"),

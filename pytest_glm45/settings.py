@@ -112,8 +112,8 @@ class Settings:
     profile: Profile
     log_dir: Path
     cache_dir: Path | None
-    #: known-failure directories, in layers (known_failures.directories); None: the shipped files
-    known_failures_dir: tuple[Path, ...] | None
+    #: the known-failure directory, or several in layers (known_failures.directories); None: the shipped files
+    known_failures_dir: Path | tuple[Path, ...] | None
     thresholds: Path | None = None
     save_baseline: Path | None = None
     baseline_margin: float = DEFAULT_BASELINE_MARGIN
@@ -457,9 +457,9 @@ def _parse_thresholds(option: str, path: Path) -> None:
         raise SettingsError(option, str(path), f"the file does not parse ({exc})") from None
 
 
-def _known_failures_dir(value: Any) -> tuple[Path, ...] | None:
-    """--glm45-known-failures: existing directories (or `shipped`, the kit's own), in layers (known_failures.directories);
-    None when not given (the shipped files). Every vllm-*.toml of the directories in use is parsed now, before anything
+def _known_failures_dir(value: Any) -> Path | tuple[Path, ...] | None:
+    """--glm45-known-failures: existing directories (or `shipped`, the kit's own), in layers (known_failures.directories):
+    one directory as a Path, several as a tuple; None when not given (the shipped files). Every vllm-*.toml of the directories in use is parsed now, before anything
     boots: the session reads the one of the vLLM version it finds only after a boot, which can take 15 minutes (a draft
     that nobody reviewed is refused here too)."""
     from pytest_glm45 import known_failures
@@ -468,8 +468,8 @@ def _known_failures_dir(value: Any) -> tuple[Path, ...] | None:
     missing = [str(d) for d in dirs or () if not d.is_dir()]
     if missing:
         raise SettingsError("--glm45-known-failures", ", ".join(missing),
-                            "accepted: existing directories of vllm-<version>.toml files, or shipped (the kit's own), "
-                            "as a comma list or the option repeated; later ones layer over earlier ones")  # fmt: skip
+                            "accepted: the path of a directory of vllm-<version>.toml files, or several in layers (a "
+                            "comma list or the option repeated; later ones over earlier ones; shipped = the kit's own)")  # fmt: skip
     for directory in dirs or (known_failures.default_dir(),):
         for path in sorted(directory.glob("vllm-*.toml")):
             try:
@@ -478,7 +478,7 @@ def _known_failures_dir(value: Any) -> tuple[Path, ...] | None:
             except (OSError, ValueError, TypeError, AttributeError) as exc:  # KnownFailuresError is a ValueError
                 raise SettingsError("--glm45-known-failures", str(directory),
                                     f"{exc}; accepted: files of the shape pytest_glm45/known_failures.py documents") from None  # fmt: skip
-    return dirs
+    return dirs[0] if dirs is not None and len(dirs) == 1 else dirs
 
 
 def _refuse_speculative(server_args: tuple[str, ...]) -> None:

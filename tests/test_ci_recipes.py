@@ -87,7 +87,8 @@ def script(name: str, args: list[str], environ: dict[str, str]) -> subprocess.Co
 
 def gate_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     old = run_report("0.31.0", [(NATIVE.format(v), "air-fp8-tp8", "passed", "") for v in ("plain", "stream")], PARITY)
-    new = run_report("0.32.0", [(NATIVE.format(v), "air-fp8-tp8", "failed", f"Failed: HTTP 500: strict grammar ({v})")
+    log = "\nserver log: ERROR 12-05 10:11:12 [core.py:42] Unexpected: grammar rejected tokens [198] for request chatcmpl-glm45-1"
+    new = run_report("0.32.0", [(NATIVE.format(v), "air-fp8-tp8", "failed", f"Failed: HTTP 500: strict grammar ({v}){log}")
                                 for v in ("plain", "stream")])  # fmt: skip
     if not (tmp_path / "old-venv").exists():
         fake_venv(tmp_path / "old-venv", "0.31.0", old)

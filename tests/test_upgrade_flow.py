@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_glm45 import known_failures, report
-from pytest_glm45.draft import draft, signature_of
+from pytest_glm45.draft import draft, signature_of, signature_toml
 from pytest_glm45.known_failures import KnownFailuresError, default_dir, directories, load, parse
 from pytest_glm45.rejudge import rejudge
 
@@ -30,17 +30,20 @@ evidence = { got = "calls=[] content=None" }
 checks = ["test_tool_calling::test_tool_choice_guided[*]"]
 configs = ["*-nostrict"]
 reason = "tool_choice required is guided by a JSON grammar"
-signature = { status = 500 }
+signature = { status = 500, match = "server log: .*grammar rejected tokens" }
 evidence = { got = "HTTP 500" }
 
 [[failure]]
 checks = ["test_reasoning::test_replay[never-run-*]"]
 reason = "a defect no check of this report exercises"
-signature = { status = 500 }
+signature = { status = 500, match = "server log: .*out of blocks" }
 evidence = { got = "HTTP 500" }
 """
 
 NATIVE = "test_tool_calling::test_replay[one-call-native-{}]"
+#: What a booted server's log says about a request the strict grammar refused (the observed text carries it).
+GRAMMAR_LOG = ("\nserver log: (EngineCore_DP0 pid=7) ERROR 12-05 10:11:12 [core.py:42] Unexpected: grammar rejected tokens "
+               "[198] for request chatcmpl-glm45-0123456789abcdef-1. Terminating request.")
 UNKNOWN = "test_tool_calling::test_replay[unknown-name-plain]"
 GUIDED = "test_tool_calling::test_tool_choice_guided[required-plain]"
 PIN = "test_context_length::test_max_tokens_beyond_the_window_is_pinned"
@@ -65,12 +68,12 @@ def reports() -> tuple[dict, dict]:
         (NATIVE.format("plain"), "tiny-bf16-tp1", "passed", ""),
         (NATIVE.format("stream"), "tiny-bf16-tp1", "passed", ""),
         (UNKNOWN, "tiny-bf16-tp1", "failed", "neither a call nor the model's text came back: calls=[] content=None"),
-        (GUIDED, lax, "failed", "HTTP 500: Internal Server Error"),
+        (GUIDED, lax, "failed", "HTTP 500: Internal Server Error" + GRAMMAR_LOG),
         (PIN, "tiny-bf16-tp1", "passed", ""),
     ])  # fmt: skip
     new = run_report("0.32.0", [
-        (NATIVE.format("plain"), "tiny-bf16-tp1", "failed", "Failed: HTTP 500: Internal Server Error\nscript: '<tool_call>x'"),
-        (NATIVE.format("stream"), "tiny-bf16-tp1", "failed", "Failed: HTTP 500: error event in the stream"),
+        (NATIVE.format("plain"), "tiny-bf16-tp1", "failed", "Failed: HTTP 500: Internal Server Error\nscript: '<tool_call>x'" + GRAMMAR_LOG),
+        (NATIVE.format("stream"), "tiny-bf16-tp1", "failed", "Failed: HTTP 500: error event in the stream" + GRAMMAR_LOG),
         (UNKNOWN, "tiny-bf16-tp1", "failed", "neither a call nor the model's text came back: calls=[] content=None"),
         (GUIDED, lax, "passed", ""),
         (PIN, "tiny-bf16-tp1", "failed", "AssertionError: vLLM 0.32.0 now caps (pinned: reject)"),
@@ -90,7 +93,7 @@ def test_directories_are_layers_and_shipped_names_the_kits_files(tmp_path: Path)
     team.mkdir()
     (team / "vllm-0.32.0.toml").write_text(
         '[pins]\nmax_tokens_over_window = "reject"\n\n[[failure]]\ncheck = "test_x::test_team"\nreason = "ours"\n'
-        'signature = { status = 502 }\nevidence = { got = "HTTP 502" }\n')  # fmt: skip
+        'signature = { status = 502, match = "bad gateway" }\nevidence = { got = "HTTP 502" }\n')  # fmt: skip
     assert directories(None) == (default_dir(),) and directories("shipped, " + str(team)) == (default_dir(), team)
     assert directories(["shipped", f"{team},shipped"]) == (default_dir(), team)  # repeated and comma lists, once each
     shipped = load("0.32.0")
@@ -117,7 +120,7 @@ def test_the_plugin_option_takes_layers_and_refuses_a_missing_directory(pytester
     result = pytester.runpytest("--glm45-known-failures", "shipped", "--glm45-known-failures", str(tmp_path / "nope"),
                                 "--gpus", "0", "--co", "-p", "no:cacheprovider")  # fmt: skip
     assert result.ret == 4
-    result.stderr.fnmatch_lines(["*--glm45-known-failures: '*nope' is not accepted; accepted: existing directories*shipped*"])
+    result.stderr.fnmatch_lines(["*--glm45-known-failures: '*nope' is not accepted; accepted: the path of a directory*shipped*"])
 
 
 def test_draft_carries_what_still_fails_leaves_out_what_is_fixed_and_adds_the_new(tmp_path: Path) -> None:
@@ -132,15 +135,21 @@ def test_draft_carries_what_still_fails_leaves_out_what_is_fixed_and_adds_the_ne
     drafted = parse(text.replace("draft = true\n", ""), "vllm-0.32.0.toml")
     native = next(e for e in drafted if NATIVE.format("plain") in e.checks)
     assert native.checks == (NATIVE.format("plain"), NATIVE.format("stream")) and native.configs == ("tiny-bf16-tp1",)
-    assert native.signature.status == 500 and native.reason.startswith("REVIEW: why vLLM 0.32.0 is wrong here.")
+    assert native.signature.status == 500 and native.signature.match == "server log: .*Unexpected: grammar rejected tokens"
+    assert native.reason.startswith("REVIEW: why vLLM 0.32.0 is wrong here.")
     assert native.evidence["observed"].startswith("Failed: HTTP 500")
     assert {e.reason for e in drafted} >= {"a call to an undeclared tool vanishes", "a defect no check of this report exercises"}
     assert not any("guided" in e.check for e in drafted)
 
 
-def test_signature_of_a_failure_without_a_status_is_its_first_line_literally() -> None:
+def test_signature_of_a_failure_is_its_server_log_line_else_its_first_line_literally() -> None:
     sig = signature_of("parsed calls differ (a+b) [x]?\ngot: calls=[]")
     assert sig.status is None and sig.matches("parsed calls differ (a+b) [x]?\nmore") and not sig.matches("parsed calls differ")
+    logged = signature_of("Failed: HTTP 500: Internal Server Error" + GRAMMAR_LOG)
+    assert (logged.status, logged.match) == (500, "server log: .*Unexpected: grammar rejected tokens")
+    other_request = GRAMMAR_LOG.replace("[198]", "[2039]").replace("0123456789abcdef", "fedcba9876543210")
+    assert logged.matches("HTTP 500: mid-stream error event" + other_request) and not logged.matches("HTTP 500: engine died")
+    parse(f"[[failure]]\ncheck = 'x'\nreason = 'r'\nsignature = {signature_toml(logged)}\nevidence = {{got = 'g'}}\n")
 
 
 def test_stored_reports_are_judged_again_with_the_reviewed_file(tmp_path: Path) -> None:
