@@ -161,13 +161,28 @@ class UnknownModel(ValueError):
 def resolve_model(name: str, path_exists: bool = False) -> ModelInfo:
     """Turn what the user typed into a ModelInfo.
 
-    Accepts a catalog alias, a hub id (`owner/name`) or a local path (`path_exists` says
-    whether `name` is an existing directory). A checkpoint that matches a catalog entry by
-    its hub id gets that entry's architecture figures.
+    Accepts a catalog alias, a hub id (`owner/name`), a local path (`path_exists` says
+    whether `name` is an existing directory) or `alias=PATH_OR_HUB_ID`. A checkpoint that matches a
+    catalog entry by its hub id, by its directory's config.json (pytest_glm45.checkpoint) or by the alias
+    it is named with gets that entry's architecture figures and configuration ids.
     """
+    from pytest_glm45.checkpoint import CheckpointError, catalog_entry, named_checkpoint
+
     name = name.strip()
     if name in CATALOG:
         return CATALOG[name]
+    named = named_checkpoint(name)
+    if named is not None:
+        return named
+    if path_exists:
+        from pathlib import Path
+
+        try:
+            found = catalog_entry(Path(name).expanduser())
+        except CheckpointError as exc:
+            raise UnknownModel(str(exc)) from None
+        if found is not None:
+            return found
     for info in CATALOG.values():
         if info.checkpoint.lower() == name.lower():
             return info

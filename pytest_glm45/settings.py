@@ -112,7 +112,8 @@ class Settings:
     profile: Profile
     log_dir: Path
     cache_dir: Path | None
-    known_failures_dir: Path | None
+    #: the known-failure directory, or several in layers (known_failures.directories); None: the shipped files
+    known_failures_dir: Path | tuple[Path, ...] | None
     thresholds: Path | None = None
     save_baseline: Path | None = None
     baseline_margin: float = DEFAULT_BASELINE_MARGIN
@@ -195,14 +196,21 @@ def _on_off(option: str, value: Any, default: bool) -> bool:
 
 
 def parse_tolerances(items: Any, option: str = "--glm45-tolerance") -> dict[str, float]:
-    """`metric=fraction` pairs (a comma list, or a list of them) into a mapping."""
-    accepted = "accepted: metric=fraction pairs, e.g. output_throughput=0.1"
+    """The one tolerance syntax, for `pytest-glm45 compare --tolerance` and `pytest --glm45-tolerance` alike:
+    `metric=fraction` or `metric=N%` pairs, as a comma list, a list of them (an option given several times) or
+    both; a later pair for a metric wins. The metrics are those compare judges; another name is refused."""
+    from pytest_glm45.compare import DEFAULT_TOLERANCES
+
+    accepted = (f"accepted: metric=fraction or metric=N% pairs, comma-separated or repeated, e.g. "
+                f"output_throughput=0.15,median_ttft_ms=30%; metrics: {', '.join(DEFAULT_TOLERANCES)}")  # fmt: skip
     tolerances: dict[str, float] = {}
     for item in _split(items):
         metric, _, number = (part.strip() for part in item.partition("="))
-        if not metric or not number:
+        if metric not in DEFAULT_TOLERANCES or not number:
             raise SettingsError(option, item, accepted)
-        tolerances[metric] = _float(option, number, 0.0, accepted, lambda v: v >= 0)
+        percent = number.endswith("%")
+        value = _float(option, number.removesuffix("%"), 0.0, accepted, lambda v: v >= 0)
+        tolerances[metric] = value / 100 if percent else value
     return tolerances
 
 
@@ -226,12 +234,13 @@ def resolve_settings(
     for name in names:
         try:
             models.append(resolve_model(name, path_exists=Path(name).expanduser().is_dir()))
-        except UnknownModel:
+        except UnknownModel as exc:
             raise SettingsError(
                 "--glm45-model",
                 name,
-                f"accepted: an alias ({', '.join(ALIASES)}), a hub id such as zai-org/GLM-4.5-Air, "
-                "or the path of a local model directory; several as a comma list",
+                (f"{exc}; " if str(exc) != name else "")
+                + f"accepted: an alias ({', '.join(ALIASES)}), a hub id such as zai-org/GLM-4.5-Air, the path of a "
+                "local model directory, or alias=PATH (air-fp8=/models/GLM-4.5-Air-FP8); several as a comma list",
             ) from None
 
     if values.get("gpus") is not None:
@@ -361,7 +370,10 @@ def resolve_settings(
     if settings.engine == "gpu" and inventory is not None:
         from pytest_glm45 import preflight
 
-        matrix = preflight.apply(matrix, inventory())
+        try:
+            matrix = preflight.apply(matrix, inventory(), server_args=settings.server_args)
+        except ValueError as exc:
+            raise SettingsError("--glm45-server-arg", " ".join(settings.server_args), f"{exc}; accepted: vLLM's values") from None
     if ray_address and any(c.engine == "ray" and c.skip_reason is None for c in matrix):
         from pytest_glm45 import preflight
         from pytest_glm45.cluster import ClusterError, read_cluster
@@ -445,23 +457,28 @@ def _parse_thresholds(option: str, path: Path) -> None:
         raise SettingsError(option, str(path), f"the file does not parse ({exc})") from None
 
 
-def _known_failures_dir(value: Any) -> Path | None:
-    """--glm45-known-failures: a directory. Every vllm-*.toml in the directory in use (this one, else the
-    shipped one) is parsed now, before anything boots: the session reads the one of the vLLM version it
-    finds only after a boot, which can take 15 minutes."""
+def _known_failures_dir(value: Any) -> Path | tuple[Path, ...] | None:
+    """--glm45-known-failures: existing directories (or `shipped`, the kit's own), in layers (known_failures.directories):
+    one directory as a Path, several as a tuple; None when not given (the shipped files). Every vllm-*.toml of the directories in use is parsed now, before anything
+    boots: the session reads the one of the vLLM version it finds only after a boot, which can take 15 minutes (a draft
+    that nobody reviewed is refused here too)."""
     from pytest_glm45 import known_failures
 
-    directory = Path(str(value)).expanduser() if value else None
-    if directory is not None and not directory.is_dir():
-        raise SettingsError("--glm45-known-failures", str(value), "accepted: the path of a directory of vllm-<version>.toml files")
-    for path in sorted((directory or known_failures.default_dir()).glob("vllm-*.toml")):
-        try:
-            known_failures.parse(path.read_text("utf-8"), str(path))
-            known_failures.load(path.name.removeprefix("vllm-").removesuffix(".toml"), path.parent)  # its [pins] too
-        except (OSError, ValueError, TypeError, AttributeError) as exc:  # KnownFailuresError is a ValueError
-            raise SettingsError("--glm45-known-failures", str(directory or path.parent),
-                                f"{exc}; accepted: files of the shape pytest_glm45/known_failures.py documents") from None  # fmt: skip
-    return directory
+    dirs = known_failures.directories(_split(value)) if _split(value) else None
+    missing = [str(d) for d in dirs or () if not d.is_dir()]
+    if missing:
+        raise SettingsError("--glm45-known-failures", ", ".join(missing),
+                            "accepted: the path of a directory of vllm-<version>.toml files, or several in layers (a "
+                            "comma list or the option repeated; later ones over earlier ones; shipped = the kit's own)")  # fmt: skip
+    for directory in dirs or (known_failures.default_dir(),):
+        for path in sorted(directory.glob("vllm-*.toml")):
+            try:
+                known_failures.parse(path.read_text("utf-8"), str(path))
+                known_failures.load(path.name.removeprefix("vllm-").removesuffix(".toml"), path.parent)  # its [pins] too
+            except (OSError, ValueError, TypeError, AttributeError) as exc:  # KnownFailuresError is a ValueError
+                raise SettingsError("--glm45-known-failures", str(directory),
+                                    f"{exc}; accepted: files of the shape pytest_glm45/known_failures.py documents") from None  # fmt: skip
+    return dirs[0] if dirs is not None and len(dirs) == 1 else dirs
 
 
 def _refuse_speculative(server_args: tuple[str, ...]) -> None:

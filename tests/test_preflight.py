@@ -79,3 +79,36 @@ def test_roofline_floor() -> None:
     floor = tpot_floor_seconds(CATALOG["air-fp8"], parse_plan("tp2"), "NVIDIA H100 80GB HBM3")
     assert floor == pytest.approx(12e9 / 2 / 3.35e12)
     assert tpot_floor_seconds(CATALOG["air-fp8"], parse_plan("tp2"), "Mystery GPU") is None
+
+
+def test_the_servers_memory_flags_reach_preflight() -> None:
+    from pytest_glm45.preflight import memory_settings
+
+    assert memory_settings([]) == memory_settings(["--seed", "1"])
+    m = memory_settings(["--gpu-memory-utilization", "0.8", "--kv-cache-dtype=fp8", "--gpu-memory-utilization=0.9"])
+    assert (m.gpu_memory_utilization, m.kv_cache_dtype_bytes) == (0.9, 1.0)  # the last one wins, as in vLLM
+    bf16_kv = verdict("fp8", "tp8", "H100", 8, 131072, concurrency=8)
+    fp8_kv = check(CATALOG["fp8"], parse_plan("tp8"), host("H100", 8), 131072, 8, 0.95, m.kv_cache_dtype_bytes)
+    assert fp8_kv.numbers["kv_cache_gib"] == pytest.approx(bf16_kv.numbers["kv_cache_gib"] / 2)
+    assert "FP8 KV cache" in fp8_kv.summary()
+    low = check(CATALOG["air-fp8"], parse_plan("tp1"), host("H100", 8), 65536, 1, 0.3)
+    assert not low.runnable and "80 GiB x 0.3" in low.summary()
+
+
+def test_settings_judge_with_the_server_args(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pytest_glm45.settings import SettingsError, resolve_settings
+
+    def resolve(*server_args: str):  # type: ignore[no-untyped-def]
+        return resolve_settings({"model": "air-fp8", "parallel": "tp2", "server_args": list(server_args), "unrunnable": "skip"},
+                                detected_gpus=lambda: 8, cpu_cores=16, rootdir=tmp_path, inventory=lambda: host("H100", 8))  # fmt: skip
+
+    assert resolve().matrix[0].skip_reason is None
+    assert "weights do not fit" in (resolve("--gpu-memory-utilization 0.3").matrix[0].skip_reason or "")
+    with pytest.raises(SettingsError, match="--gpu-memory-utilization 'high' is not a number"):
+        resolve("--gpu-memory-utilization high")
+
+
+def test_a_data_parallel_plan_that_does_not_fit_names_the_plan_that_does_on_this_host() -> None:
+    v = verdict("fp8", "dp2-tp4", "H100", 8)
+    assert not v.runnable and "82.7 GiB weights" in v.summary() and "tp8 fits on this host" in v.summary()
+    assert "pp2-tp8" not in v.summary()

