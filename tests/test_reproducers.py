@@ -418,7 +418,7 @@ def test_printed_curls_show_three_known_failures_of_vllm_0_32_against_serve(tmp_
         report_dir = tmp_path / "report"
         run = subprocess.run(
             [sys.executable, "-m", "pytest", *[nodes[c] for c, _, _ in picked.values()], *remote,
-             "--glm45-base-url", base_url, "--glm45-api-key", key,
+             "--glm45-base-url", base_url, "--glm45-api-key", key, "--glm45-server-log", str(tmp_path / "serve.log"),
              "--glm45-report", str(report_dir), "--glm45-log-dir", str(tmp_path / "logs")],
             cwd=tmp_path, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
@@ -430,10 +430,15 @@ def test_printed_curls_show_three_known_failures_of_vllm_0_32_against_serve(tmp_
             assert record["outcome"] == "known failure" and record["known_entry"] == entry.source, (record, run.stdout[-3000:])
             curl = record["reproducer"]["curl"]
             assert key not in json.dumps(record["reproducer"])
+            log = tmp_path / "serve.log"
+            before = log.stat().st_size
             out = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=120,
                                  env={"PATH": os.environ["PATH"], "GLM45_BASE_URL": base_url, "GLM45_API_KEY": key}).stdout  # fmt: skip
-            if shown is None:  # the entry's signature judges the server's own answer
-                assert entry.signature.matches(out), f"{check}: the curl did not show {entry.signature.describe()}:\n{out[-2000:]}"
+            with log.open("rb") as fh:  # what the server logged meanwhile, as the kit shows it ("server log: ...")
+                fh.seek(before)
+                said = "".join(f"\nserver log: {line}" for line in fh.read().decode(errors="replace").splitlines())
+            if shown is None:  # the entry's signature judges the server's own answer (and its log)
+                assert entry.signature.matches(out + said), f"{check}: the curl did not show {entry.signature.describe()}:\n{(out + said)[-2000:]}"
             else:  # the signature is the kit's assertion text; the curl shows the answer it judged
                 assert re.search(shown, out.strip(), re.DOTALL), f"{check}: the curl did not show the defect:\n{out[-2000:]}"
         # The terminal names one directory per configuration for known failures (each check's script with -v).
