@@ -33,7 +33,7 @@ from pytest_glm45.plugin import OPTIONS
 from pytest_glm45.settings import parse_tolerances, resolve_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", ROOT / "docs" / "gpu.md", ROOT / "docs" / "ci" / "README.md"]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "docs" / "ci" / "README.md"]
 H100X8 = ROOT / "tests" / "fixtures" / "inventory-8xH100.json"
 #: Programs the docs run that the kit does not own: installs, shells, Ray, git. Checked by nobody here.
 OTHER_PROGRAMS = {"pip", "tox", ".", "source", "apt-get", "ray", "cp", "git", "cd", "huggingface-cli", "export", "mkdir"}
@@ -268,7 +268,7 @@ def test_every_documented_command_is_accepted_on_the_box_it_is_written_for(tmp_p
     kinds: Counter[str] = Counter()
     for doc in DOCS:
         found = commands(doc)
-        assert found, doc
+        assert found or (doc.parent.name == "docs" and doc.name != "gpu.md"), doc  # the guides show commands
         for cmd in found:
             kinds[check(cmd, box)] += 1
     print(dict(kinds))
