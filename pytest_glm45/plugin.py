@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pytest_glm45.batch import DEFAULT_CONCURRENCY
-from pytest_glm45.compare import DEFAULT_TOLERANCES, Comparison
-from pytest_glm45.matrix import VALID_TP, Configuration, default_plans
-from pytest_glm45.pool import ServerHandle, ServerPool
+from pytest_glm45.clients.batch import DEFAULT_CONCURRENCY
+from pytest_glm45.engine.matrix import VALID_TP, Configuration, default_plans
+from pytest_glm45.engine.pool import ServerHandle, ServerPool
+from pytest_glm45.measure.throughput import ThroughputSession
+from pytest_glm45.records.verdict import Verdicts
+from pytest_glm45.reports.compare import DEFAULT_TOLERANCES, Comparison
 from pytest_glm45.settings import (
     DEFAULT_ACCEPT_MISSING,
     DEFAULT_BASELINE_MARGIN,
@@ -38,8 +40,6 @@ from pytest_glm45.settings import (
     SettingsError,
     resolve_settings,
 )
-from pytest_glm45.throughput import ThroughputSession
-from pytest_glm45.verdict import Verdicts
 
 SETTINGS = pytest.StashKey[Settings]()
 POOL = pytest.StashKey[ServerPool]()
@@ -52,7 +52,7 @@ T = TypeVar("T")
 #: check id -> the boots ahead to start at it: (configuration, the one it boots beside, before or after the check)
 AHEAD = pytest.StashKey[dict[str, list[tuple[Configuration, str, str]]]]()
 PREVIOUS_SIGTERM = pytest.StashKey[Any]()
-#: The session's logprob parity (`pytest_glm45.parity_session.ParitySession`), made by the `glm45_parity` fixture.
+#: The session's logprob parity (`pytest_glm45.measure.parity_session.ParitySession`), made by the `glm45_parity` fixture.
 PARITY = pytest.StashKey[Any]()
 RECORDER = pytest.StashKey[Any]()
 #: (check, config id) -> its server's log tail when the check failed, for the report.
@@ -184,8 +184,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "
         "the -nostrict twin of a configuration is skipped, saying so",
     )
-    from pytest_glm45.inventory import InventoryError, gpu_count, read_inventory
-    from pytest_glm45.recipe import cpu_cores
+    from pytest_glm45.engine.inventory import InventoryError, gpu_count, read_inventory
+    from pytest_glm45.engine.recipe import cpu_cores
 
     try:
         settings = resolve_settings(_raw_values(config), detected_gpus=gpu_count, cpu_cores=len(cpu_cores()),
@@ -199,7 +199,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[BATCHES] = {}
     numprocesses = getattr(config.option, "numprocesses", None) or 0
     if numprocesses and not hasattr(config, "workerinput"):
-        from pytest_glm45.sidebyside import SideBySideError, distribution_mode
+        from pytest_glm45.measure.sidebyside import SideBySideError, distribution_mode
 
         try:
             config.option.dist = distribution_mode(settings.engine, int(numprocesses), config.option.dist)
@@ -355,7 +355,7 @@ class _SuiteProgress:
         """Start a suite's clock after its first setup; count a check at its teardown."""
         import time
 
-        from pytest_glm45.pool import clock
+        from pytest_glm45.engine.pool import clock
 
         key = self.group.get(report.nodeid)
         if key is None:
@@ -388,7 +388,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     `glm45_point` with the profile's throughput points (shape, batch)."""
     settings = metafunc.config.stash[SETTINGS]
     if "glm45_point" in metafunc.fixturenames:
-        from pytest_glm45.loadgen import profile_points
+        from pytest_glm45.clients.loadgen import profile_points
 
         points = profile_points(settings.profile.name, settings.engine)
         metafunc.parametrize("glm45_point", points, ids=[f"{s.name}-{s.input_len}x{s.output_len}-bs{b}" for s, b in points])
@@ -454,8 +454,8 @@ def _rank(item: pytest.Item) -> int:
 
 def _long_answer(item: pytest.Item) -> bool:
     """Whether a check waits for a long answer: marked `glm45_long_answer`, or a batched check whose case
-    scripts one (`pytest_glm45.batch.LONG_ANSWER_CHARS`)."""
-    from pytest_glm45.batch import LONG_ANSWER_CHARS, answer_chars
+    scripts one (`pytest_glm45.clients.batch.LONG_ANSWER_CHARS`)."""
+    from pytest_glm45.clients.batch import LONG_ANSWER_CHARS, answer_chars
 
     if item.get_closest_marker("glm45_long_answer") is not None:
         return True
@@ -582,7 +582,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 def _boot_ahead(pool: ServerPool, item: pytest.Item, planned: list[tuple[Configuration, str, str]]) -> None:
-    from pytest_glm45.recipe import client_cores
+    from pytest_glm45.engine.recipe import client_cores
 
     for following, current, when in planned:
         pool.boot_ahead(following, current, client_cores(_configuration(item)) or (), at_start=when == "before")
@@ -625,7 +625,7 @@ def _config_id_of(item: pytest.Item, remote_id: str | None = None) -> str | None
 
 
 def _ensure_alive(handle: ServerHandle) -> None:
-    from pytest_glm45.server import ServerDiedError
+    from pytest_glm45.engine.server import ServerDiedError
 
     try:
         handle.check_alive()
@@ -648,7 +648,7 @@ def glm45_server(request: pytest.FixtureRequest) -> Iterator[ServerHandle | None
     A server that fails to start, or that the kit booted and does not replay, fails every check of
     its configuration: the first with the whole story and the log tail, the others with a pointer to it.
     """
-    from pytest_glm45.server import ServerError
+    from pytest_glm45.engine.server import ServerError
 
     pool = request.config.stash[POOL]
     config: Configuration | None = getattr(request, "param", None)
@@ -685,11 +685,11 @@ def _glm45_gate(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(autouse=True)
 def _glm45_reproducer(request: pytest.FixtureRequest) -> Iterator[None]:
     """Record the requests each check sends (the kit's clients and its batch report them), so that a
-    failing or known-failing check carries its reproducer (pytest_glm45.reproducer)."""
+    failing or known-failing check carries its reproducer (pytest_glm45.records.reproducer)."""
     if "glm45_server" not in request.fixturenames:
         yield
         return
-    from pytest_glm45.reproducer import Recorder, recording
+    from pytest_glm45.records.reproducer import Recorder, recording
 
     recorder = request.node.stash[RECORDER] = Recorder()
     with recording(recorder):
@@ -699,7 +699,7 @@ def _glm45_reproducer(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def glm45_parity(request: pytest.FixtureRequest) -> Any:
-    """The session's logprob parity (`pytest_glm45.parity_session.ParitySession`): the reference recording of
+    """The session's logprob parity (`pytest_glm45.measure.parity_session.ParitySession`): the reference recording of
     each model (its first configuration, or --glm45-parity-reference) and every pair compared."""
     return _parity(request.config)
 
@@ -707,8 +707,8 @@ def glm45_parity(request: pytest.FixtureRequest) -> Any:
 def _parity(config: pytest.Config) -> Any:
     """The session's ParitySession, made on first use (a pytest-xdist worker's leaves candidates whose
     reference ran elsewhere to the controller's)."""
-    from pytest_glm45.parity import thresholds_from_file
-    from pytest_glm45.parity_session import ParitySession, load_references
+    from pytest_glm45.measure.parity import thresholds_from_file
+    from pytest_glm45.measure.parity_session import ParitySession, load_references
 
     if PARITY not in config.stash:
         settings = config.stash[SETTINGS]
@@ -736,7 +736,7 @@ def glm45_examples(glm45_server: ServerHandle, glm45_settings: Settings) -> Call
 
 @pytest.fixture(scope="session")
 def glm45_throughput(request: pytest.FixtureRequest) -> ThroughputSession:
-    """The session's throughput points (`pytest_glm45.throughput.ThroughputSession`): run, export, check."""
+    """The session's throughput points (`pytest_glm45.measure.throughput.ThroughputSession`): run, export, check."""
     return _throughput(request.config)
 
 
@@ -750,8 +750,8 @@ def _throughput(config: pytest.Config) -> ThroughputSession:
 
 @pytest.fixture
 def glm45_chat(glm45_server: ServerHandle) -> Iterator[Any]:
-    """A raw-JSON chat client (`pytest_glm45.chat.ChatClient`) for the server; never retries."""
-    from pytest_glm45.chat import ChatClient
+    """A raw-JSON chat client (`pytest_glm45.clients.chat.ChatClient`) for the server; never retries."""
+    from pytest_glm45.clients.chat import ChatClient
 
     _ensure_alive(glm45_server)
     with ChatClient(glm45_server.base_url, glm45_server.api_key, glm45_server.served_name) as client:
@@ -761,7 +761,7 @@ def glm45_chat(glm45_server: ServerHandle) -> Iterator[Any]:
 def _http_options(httpx: Any) -> dict[str, Any]:
     """A connection per request (chat.CLOSE: none races the server's keep-alive), and the kit's one shared
     TLS context (chat.tls_context)."""
-    from pytest_glm45.chat import CLOSE, tls_context
+    from pytest_glm45.clients.chat import CLOSE, tls_context
 
     return {"timeout": 120.0, "headers": CLOSE, "verify": tls_context()}
 
@@ -772,10 +772,10 @@ def glm45_client(glm45_server: ServerHandle) -> Iterator[Any]:
     import httpx
     import openai
 
-    from pytest_glm45.reproducer import httpx_event_hooks
+    from pytest_glm45.records.reproducer import httpx_event_hooks
 
     _ensure_alive(glm45_server)
-    # Its requests are recorded for a failing check's reproducer (pytest_glm45.reproducer).
+    # Its requests are recorded for a failing check's reproducer (pytest_glm45.records.reproducer).
     http_client = httpx.Client(event_hooks=httpx_event_hooks(), **_http_options(httpx))
     client = openai.OpenAI(base_url=glm45_server.base_url + "/v1", api_key=glm45_server.api_key or "none",
                            max_retries=0, timeout=120.0, http_client=http_client)  # fmt: skip
@@ -789,7 +789,7 @@ def glm45_async_client(glm45_server: ServerHandle) -> Any:
     import httpx
     import openai
 
-    from pytest_glm45.reproducer import async_httpx_event_hooks
+    from pytest_glm45.records.reproducer import async_httpx_event_hooks
 
     _ensure_alive(glm45_server)
     http_client = httpx.AsyncClient(event_hooks=async_httpx_event_hooks(), **_http_options(httpx))
@@ -804,8 +804,8 @@ def glm45_replay(glm45_server: ServerHandle, glm45_chat: Any) -> Any:
     A remote server without the replay processor skips, naming the flag to add (a server the kit
     booted always replays: one that does not is an error at boot).
     """
-    from pytest_glm45.chat import Replayer
-    from pytest_glm45.replay import REPLAY_PROCESSOR
+    from pytest_glm45.clients.chat import Replayer
+    from pytest_glm45.glm.replay import REPLAY_PROCESSOR
 
     if not glm45_server.replay_loaded:
         pytest.skip(f"{glm45_server.config_id}: the server does not replay scripts; "
@@ -820,13 +820,13 @@ def _opens_think(handle: ServerHandle) -> bool:
 
 @pytest.fixture
 def glm45_batch(request: pytest.FixtureRequest, glm45_server: ServerHandle) -> Any:
-    """This check's share of its configuration's concurrent traffic (`pytest_glm45.batch.Checks`):
+    """This check's share of its configuration's concurrent traffic (`pytest_glm45.clients.batch.Checks`):
     `glm45_batch.answer(job)` runs `job(replayer, params)` for every selected item of this check
     function on this configuration at once (--glm45-concurrency in flight) and returns this item's
     answer; `.each(jobs_for)` does the same for checks made of many requests. The replayer's client
     lives as long as the server (a check that replays asks for `glm45_replay` too, which skips on a
     server without the replay processor)."""
-    from pytest_glm45.batch import Checks
+    from pytest_glm45.clients.batch import Checks
 
     _ensure_alive(glm45_server)
 
@@ -852,8 +852,8 @@ def _own_params(item: Any) -> dict[str, Any]:
 
 def _batch_for(config: pytest.Config, handle: ServerHandle) -> tuple[Any, Any]:
     """The configuration's Batch and the replayer its jobs share (one client, kept while it serves)."""
-    from pytest_glm45.batch import Batch
-    from pytest_glm45.chat import ChatClient, Replayer
+    from pytest_glm45.clients.batch import Batch
+    from pytest_glm45.clients.chat import ChatClient, Replayer
 
     batches = config.stash[BATCHES]
     if handle.config_id not in batches:
@@ -908,7 +908,7 @@ def _with_server_log(item: pytest.Item, handle: ServerHandle, observed: str) -> 
     if SERVER_SAID not in item.stash:
         recorder = item.stash.get(RECORDER, None)
         failed = [e.request_id for e in recorder.exchanges() if e.failed()] if recorder is not None else []
-        from pytest_glm45.serverlog import describe
+        from pytest_glm45.records.serverlog import describe
 
         item.stash[SERVER_SAID] = describe(handle.log_lines_for(failed))
     return observed + item.stash[SERVER_SAID]
@@ -987,7 +987,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """pytest-xdist: one unit of work per configuration, so each boots once, on one worker."""
-    from pytest_glm45.sidebyside import make_scheduler
+    from pytest_glm45.measure.sidebyside import make_scheduler
 
     settings = config.stash[SETTINGS]
     ids = [c.id for c in settings.matrix] + ([settings.remote.config_id] if settings.remote else [])
@@ -997,7 +997,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     """pytest-xdist: a worker finished; take what it learned (boots, verdicts, throughput points, parity recordings)."""
-    from pytest_glm45.sidebyside import OUTPUT_KEY, merge
+    from pytest_glm45.measure.sidebyside import OUTPUT_KEY, merge
 
     config: pytest.Config = node.config
     data = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
@@ -1017,7 +1017,7 @@ def _attach_reproducer(item: pytest.Item, report: pytest.TestReport, verdicts: V
     found = recorder.reproducer((handle.api_key if handle else None, settings.api_key))
     if found is None:
         return
-    from pytest_glm45.reproducer import write_files
+    from pytest_glm45.records.reproducer import write_files
 
     record.reproducer = found
     script = write_files(found, settings.log_dir / "reproducers" / config_id, check)
@@ -1031,7 +1031,7 @@ REPRODUCED = frozenset({"failed", "error", "known failure"})
 
 def reproducer_text(found: dict[str, Any], script: Path | None) -> str:
     """A reproducer as the terminal shows it: the curl command (a pointer to its file when long) and its requests."""
-    from pytest_glm45.reproducer import TERMINAL_CHARS, summary_of
+    from pytest_glm45.records.reproducer import TERMINAL_CHARS, summary_of
 
     lines = [f"sent: {summary_of(r)}" for r in found["requests"]]
     curl = found["curl"]
@@ -1083,13 +1083,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     tp = config.stash.get(THROUGHPUT, None)
     if hasattr(config, "workerinput"):
-        from pytest_glm45.sidebyside import OUTPUT_KEY, pack
+        from pytest_glm45.measure.sidebyside import OUTPUT_KEY, pack
 
         config.workeroutput[OUTPUT_KEY] = pack(config.stash[POOL].history, config.stash[VERDICTS],  # type: ignore[attr-defined]
                                                tp.points if tp is not None else [], config.stash.get(PARITY, None))  # fmt: skip
         return
     if PARITY in config.stash:  # parity checks whose reference ran on another pytest-xdist worker are judged now
-        from pytest_glm45.parity_session import settle_verdicts
+        from pytest_glm45.measure.parity_session import settle_verdicts
 
         lines, failed = settle_verdicts(config.stash[PARITY], config.stash[VERDICTS])
         tr = config.pluginmanager.get_plugin("terminalreporter")
@@ -1101,7 +1101,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if tp is not None and settings.save_baseline is not None and tp.points:
-        from pytest_glm45.pool import installed_vllm
+        from pytest_glm45.engine.pool import installed_vllm
 
         distribution, version = installed_vllm()
         try:
@@ -1111,13 +1111,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if settings.report_dir is None and settings.compare_to is None:
         return
-    from pytest_glm45 import report
+    from pytest_glm45.reports import report
 
     data = report.build(settings, config.stash[POOL].history, config.stash[VERDICTS], tp.points if tp is not None else [],
                         config.stash.get(LOG_EXCERPTS, {}), (config.stash[POOL].api_key,),
                         parity=config.stash[PARITY].to_report() if PARITY in config.stash else None)  # fmt: skip
     if settings.compare_to is not None:
-        from pytest_glm45 import compare
+        from pytest_glm45.reports import compare
 
         comparison = compare.compare(report.load(settings.compare_to), data, settings.tolerances,
                                      accept_missing=settings.accept_missing)  # fmt: skip
@@ -1134,7 +1134,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash.get(SETTINGS, None)
     if settings is None:
         return []
-    from pytest_glm45.pool import installed_vllm
+    from pytest_glm45.engine.pool import installed_vllm
 
     lines = [f"glm45: profile {settings.profile.name}, models {', '.join(m.alias for m in settings.models)}"]
     if settings.remote is not None:
@@ -1151,13 +1151,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     lines.append(f"glm45: engine {settings.engine} ({distribution} {version or '(not installed)'}), GPUs {settings.gpus} ({settings.gpus_from})")
     lines.append(f"glm45: configurations {', '.join(runnable) or 'none runnable'}"
                  + (f"; skipped {', '.join(skipped)}" if skipped else ""))  # fmt: skip
-    from pytest_glm45.parsers import parser_class
+    from pytest_glm45.glm.parsers import parser_class
 
     names = sorted({(m.tool_call_parser, m.reasoning_parser) for m in settings.models})
     lines.append("glm45: parsers " + "; ".join(f"tool {t} → {parser_class('tool', t) or 'not registered'}, "
                                                f"reasoning {r} → {parser_class('reasoning', r) or 'not registered'}" for t, r in names))  # fmt: skip
     if settings.gpus > 0:
-        from pytest_glm45.inventory import read_inventory
+        from pytest_glm45.engine.inventory import read_inventory
 
         lines.append(f"glm45: GPUs {read_inventory().summary()}")
     return lines
@@ -1170,7 +1170,7 @@ def _reproducers_summary(tr: Any, verdicts: Verdicts, config: pytest.Config) -> 
     if not shown or config.get_verbosity() < 0:
         return
     settings = config.stash[SETTINGS]
-    from pytest_glm45.reproducer import script_path
+    from pytest_glm45.records.reproducer import script_path
 
     tr.section("glm45 reproducers")
     directory = settings.log_dir / "reproducers"

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_glm45.batch import DEFAULT_CONCURRENCY
-from pytest_glm45.catalog import ALIASES, ModelInfo, UnknownModel, resolve_model
-from pytest_glm45.inventory import Inventory
-from pytest_glm45.matrix import Configuration, Plan, PlanError, build_matrix, default_plans, parse_plan
+from pytest_glm45.clients.batch import DEFAULT_CONCURRENCY
+from pytest_glm45.engine.catalog import ALIASES, ModelInfo, UnknownModel, resolve_model
+from pytest_glm45.engine.inventory import Inventory
+from pytest_glm45.engine.matrix import Configuration, Plan, PlanError, build_matrix, default_plans, parse_plan
 
 
 class SettingsError(ValueError):
@@ -126,13 +126,13 @@ class Settings:
     unrunnable: str = DEFAULT_UNRUNNABLE
     #: a known failure that passes fails the run (as xfail_strict) unless this is False
     strict_known_failures: bool = STRICT_VALUES[DEFAULT_STRICT_KNOWN_FAILURES]
-    #: conformance requests in flight per configuration (pytest_glm45.batch); 1 sends them one at a time
+    #: conformance requests in flight per configuration (pytest_glm45.clients.batch); 1 sends them one at a time
     concurrency: int = DEFAULT_CONCURRENCY
     #: the Ray cluster that pipeline plans over hosts run on (--glm45-ray-address or RAY_ADDRESS)
     ray_address: str | None = None
     #: the API surfaces checked: "chat" (Chat Completions) or "all" (also Responses and Anthropic Messages)
     surfaces: str = DEFAULT_SURFACES
-    #: logprob parity against this report.json or recording (pytest_glm45.parity) instead of the session's first configuration
+    #: logprob parity against this report.json or recording (pytest_glm45.measure.parity) instead of the session's first configuration
     parity_reference: Path | None = None
     #: --glm45-compare-to accepts checks that passed before and are skipped or absent now, and configurations or
     #: throughput points present in one run only (listed, not regressions)
@@ -359,12 +359,12 @@ def resolve_settings(
         lax_first_plan_only=not strict_given, ray_address=ray_address,
     )  # fmt: skip
     if settings.engine == "gpu" and inventory is not None:
-        from pytest_glm45 import preflight
+        from pytest_glm45.engine import preflight
 
         matrix = preflight.apply(matrix, inventory())
     if ray_address and any(c.engine == "ray" and c.skip_reason is None for c in matrix):
-        from pytest_glm45 import preflight
-        from pytest_glm45.cluster import ClusterError, read_cluster
+        from pytest_glm45.engine import preflight
+        from pytest_glm45.engine.cluster import ClusterError, read_cluster
 
         try:
             cluster = read_cluster(ray_address)
@@ -413,7 +413,7 @@ def _parity_reference(value: Any) -> Path | None:
     path = Path(str(value)).expanduser()
     if not path.is_file():
         raise SettingsError("--glm45-parity-reference", str(value), "accepted: the path of an existing report.json or parity recording")
-    from pytest_glm45.parity import load_references
+    from pytest_glm45.measure.parity import load_references
 
     try:
         load_references(path)
@@ -435,8 +435,8 @@ def _existing_file(option: str, value: Any) -> Path | None:
 def _parse_thresholds(option: str, path: Path) -> None:
     """A thresholds file is read whole before anything boots: its [[threshold]] entries (throughput) and its
     [[parity]] entries (logprob parity), which the kit otherwise reads only after a boot."""
-    from pytest_glm45 import thresholds
-    from pytest_glm45.parity import thresholds_from_file
+    from pytest_glm45.measure import thresholds
+    from pytest_glm45.measure.parity import thresholds_from_file
 
     try:
         thresholds.load(path)
@@ -449,7 +449,7 @@ def _known_failures_dir(value: Any) -> Path | None:
     """--glm45-known-failures: a directory. Every vllm-*.toml in the directory in use (this one, else the
     shipped one) is parsed now, before anything boots: the session reads the one of the vLLM version it
     finds only after a boot, which can take 15 minutes."""
-    from pytest_glm45 import known_failures
+    from pytest_glm45.records import known_failures
 
     directory = Path(str(value)).expanduser() if value else None
     if directory is not None and not directory.is_dir():
@@ -460,13 +460,13 @@ def _known_failures_dir(value: Any) -> Path | None:
             known_failures.load(path.name.removeprefix("vllm-").removesuffix(".toml"), path.parent)  # its [pins] too
         except (OSError, ValueError, TypeError, AttributeError) as exc:  # KnownFailuresError is a ValueError
             raise SettingsError("--glm45-known-failures", str(directory or path.parent),
-                                f"{exc}; accepted: files of the shape pytest_glm45/known_failures.py documents") from None  # fmt: skip
+                                f"{exc}; accepted: files of the shape pytest_glm45/records/known_failures.py documents") from None  # fmt: skip
     return directory
 
 
 def _refuse_speculative(server_args: tuple[str, ...]) -> None:
     """A speculative-decoding flag cannot boot with the replay processor: refused before anything boots."""
-    from pytest_glm45.recipe import SPECULATIVE_REFUSAL, speculative_flag
+    from pytest_glm45.engine.recipe import SPECULATIVE_REFUSAL, speculative_flag
 
     flag = speculative_flag(server_args)
     if flag is not None:
