@@ -148,3 +148,26 @@ def test_importing_the_plugin_loads_no_engine_or_client_library() -> None:
     code = "import sys, pytest_glm45.plugin; print(sorted(m for m in ('vllm', 'torch', 'openai') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_plugin_is_a_folder_of_small_rooms_around_one_state() -> None:
+    rooms = sorted((PACKAGE / "plugin").glob("*.py"))
+    assert {p.stem for p in rooms} >= {"options", "fixtures", "scheduling", "outcomes", "terminal", "reporting", "state"}
+    big = {p.name: n for p in rooms if (n := len(p.read_text("utf-8").splitlines())) > 300}
+    assert big == {}, f"plugin rooms over 300 lines: {big}"
+    stash_keys = [p.name for p in rooms if p.name != "state.py" and "StashKey" in p.read_text("utf-8")]
+    assert stash_keys == [], f"rooms that keep their own stash keys instead of the run's state: {stash_keys}"
+
+
+def test_the_entry_point_registers_every_rooms_hooks_and_fixtures() -> None:
+    """pytest registers the hooks and fixtures of the module it loads: each room's must be in the entry point."""
+    import pytest_glm45.plugin as entry
+
+    for path in sorted((PACKAGE / "plugin").glob("*.py")):
+        tree = ast.parse(path.read_text("utf-8"))
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            fixture = any("fixture" in ast.unparse(d) for d in node.decorator_list)
+            if node.name.startswith("pytest_") or fixture:
+                assert getattr(entry, node.name, None) is not None, f"{path.name}: {node.name} is not registered"

@@ -454,14 +454,14 @@ def _reporter(pytester: pytest.Pytester, tty: bool, *args: str) -> tuple[Any, _F
     """The plugin's reporter writing to a terminal reporter on a fake file (a terminal or a pipe)."""
     from _pytest.terminal import TerminalReporter
 
-    from pytest_glm45.plugin import _Reporter
+    from pytest_glm45.plugin import Reporter
 
     config = pytester.parseconfig(*args)
     out = _FakeTerminal(tty)
     tr = TerminalReporter(config, out)
     config.pluginmanager.unregister(name="terminalreporter")
     config.pluginmanager.register(tr, "terminalreporter")
-    return _Reporter(config), out
+    return Reporter(config), out
 
 
 def test_live_progress_rewrites_one_line_on_a_terminal(pytester: pytest.Pytester) -> None:
