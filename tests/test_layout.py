@@ -171,3 +171,8 @@ def test_the_entry_point_registers_every_rooms_hooks_and_fixtures() -> None:
             fixture = any("fixture" in ast.unparse(d) for d in node.decorator_list)
             if node.name.startswith("pytest_") or fixture:
                 assert getattr(entry, node.name, None) is not None, f"{path.name}: {node.name} is not registered"
+
+
+def test_no_module_of_the_package_holds_more_than_about_500_lines() -> None:
+    big = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text("utf-8").splitlines())) > 500}
+    assert big == {}, f"modules over 500 lines (a new job goes in a new module named after it): {big}"
