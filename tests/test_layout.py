@@ -176,3 +176,24 @@ def test_the_entry_point_registers_every_rooms_hooks_and_fixtures() -> None:
 def test_no_module_of_the_package_holds_more_than_about_500_lines() -> None:
     big = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text("utf-8").splitlines())) > 500}
     assert big == {}, f"modules over 500 lines (a new job goes in a new module named after it): {big}"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"error": {"message": "boom", "code": 400}}, (400, "boom")),
+        ({"error": "engine dead"}, (500, "engine dead")),  # a string error: the chat client crashed on it
+        ({"type": "response.failed", "response": {"error": {"message": "no"}}}, (500, "no")),
+        ({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}, (500, "busy")),
+        ({"choices": [], "error": None}, None),
+        ({"choices": [{"delta": {}}]}, None),
+    ],
+)
+def test_one_reading_of_mid_stream_error_events(data: dict[str, object], expected: tuple[int, str] | None) -> None:
+    from pytest_glm45.clients.surfaces import Event, stream_error
+    from pytest_glm45.records.error_events import error_event
+
+    found = error_event(data)
+    assert (None if found is None else (found.status, found.message)) == expected
+    said = stream_error(Event(None, data))  # type: ignore[arg-type]
+    assert (said is None) == (expected is None)

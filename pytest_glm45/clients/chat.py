@@ -17,6 +17,7 @@ import httpx
 from pytest_glm45.clients.answers import ChatResult, assemble, from_response
 from pytest_glm45.glm.replay import replay_extra_body
 from pytest_glm45.records import reproducer
+from pytest_glm45.records.error_events import error_event
 
 
 class HttpError(Exception):
@@ -157,9 +158,9 @@ class ChatClient:
                     if payload == "[DONE]":
                         return
                     chunk = json.loads(payload)
-                    if "error" in chunk and "choices" not in chunk:
-                        # vLLM reports a failure that happens mid-stream as an error event.
-                        raise HttpError(chunk["error"].get("code") or 500, chunk, path)
+                    failure = error_event(chunk)  # vLLM reports a failure that happens mid-stream as an error event
+                    if failure is not None:
+                        raise HttpError(failure.status, chunk, path)
                     yield chunk
         except httpx.HTTPError as exc:
             exchange.error = f"{type(exc).__name__}: {exc}"

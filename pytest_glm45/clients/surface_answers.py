@@ -14,6 +14,7 @@ from typing import Any
 from pytest_glm45.clients import schemas
 from pytest_glm45.clients.answers import ChatResult
 from pytest_glm45.glm.toolcall import ToolCall
+from pytest_glm45.records.error_events import error_event
 
 #: The surfaces, by the name check ids carry.
 
@@ -89,21 +90,10 @@ def from_messages(body: dict[str, Any]) -> ChatResult:
 def stream_error(event: Event) -> tuple[int, str] | None:
     """(status, message) when an event reports a failure mid-stream: Anthropic's `error` event,
     Responses' `error` or `response.failed`, or an OpenAI-style `{"error": ...}` chunk."""
-    data = event.data
-    kind = data.get("type")
-    err = data.get("error") if isinstance(data.get("error"), dict) else None
-    if kind == "response.failed":
-        err = (data.get("response") or {}).get("error") or {}
-    elif kind == "error" and err is None:
-        err = data
-    elif err is None or "choices" in data:
+    found = error_event(event.data)
+    if found is None:
         return None
-    code = err.get("code") if isinstance(err, dict) else None
-    try:
-        status = int(code) if code is not None else 500
-    except (TypeError, ValueError):
-        status = 500
-    return status, f"mid-stream error event ({kind or 'error'}): {err.get('message') if isinstance(err, dict) else err}"
+    return found.status, f"mid-stream error event ({found.kind or 'error'}): {found.message}"
 
 
 def json_or_text(text: str) -> Any:

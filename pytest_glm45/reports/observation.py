@@ -5,6 +5,8 @@ answer in the kit's terms and its contract problems) and drops what varies betwe
 `pytest_glm45.reports.recheck` says in full what is kept and judges two observations against each other.
 """
 
+from __future__ import annotations
+
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_glm45.records import reproducer
+from pytest_glm45.records.error_events import error_event
 from pytest_glm45.records.reproducer import Exchange
 
 #: Each surface's endpoint.
@@ -254,7 +257,7 @@ def sse_items(text: str) -> list[Chunk | Cut | Gap]:
 
 
 def _chat_error(data: dict[str, Any]) -> str | None:
-    if "error" in data and "choices" not in data:
+    if error_event(data) is not None:
         return error_message(data)
     return None
 
