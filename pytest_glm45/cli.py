@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_glm45.matrix import Configuration
-from pytest_glm45.recipe import cpu_cores, spec_for
-from pytest_glm45.server import ServerError, ServerProcess
+from pytest_glm45.engine.matrix import Configuration
+from pytest_glm45.engine.recipe import cpu_cores, spec_for
+from pytest_glm45.engine.server import ServerError, ServerProcess
 from pytest_glm45.settings import Settings, SettingsError, parse_tolerances, resolve_settings
 
 #: The plugin's option names as this command spells them, for error messages.
@@ -35,7 +35,7 @@ CLI_FLAGS = {"--glm45-model": "--model", "--glm45-parallel": "--plan", "--glm45-
 
 def _settings(args: argparse.Namespace) -> Settings:
     """The same resolution the plugin uses, from this command's options (one configuration)."""
-    from pytest_glm45.inventory import gpu_count, read_inventory
+    from pytest_glm45.engine.inventory import gpu_count, read_inventory
 
     values = {"model": args.model, "gpus": args.gpus, "parallel": args.plan, "strict_tools": args.strict,
               "max_model_len": args.max_model_len, "server_args": args.server_arg, "startup_timeout": args.startup_timeout,
@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print and args.gpus is None and args.model not in ("tiny", "tiny-pp"):
         # Printing a real model's command on any host: the command of a GPU host with one server's share of GPUs
         # (a pipeline's stages beyond it go to the Ray cluster).
-        from pytest_glm45.matrix import PlanError, parse_plan
+        from pytest_glm45.engine.matrix import PlanError, parse_plan
 
         with contextlib.suppress(PlanError):  # a bad plan is reported by the settings below
             plan = parse_plan(args.plan)
@@ -104,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     """Build the tiny model (once per cache) and print its directory."""
-    from pytest_glm45.tinymodel import ensure_tiny_model
+    from pytest_glm45.engine.tinymodel import ensure_tiny_model
 
     print(ensure_tiny_model(Path(args.cache_dir) if args.cache_dir else None).path)
     return 0
@@ -112,7 +112,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     """Print this host's GPU inventory."""
-    from pytest_glm45.inventory import read_inventory
+    from pytest_glm45.engine.inventory import read_inventory
 
     inv = read_inventory()
     print(json.dumps(inv.to_dict(), indent=2) if args.json else inv.summary())
@@ -122,11 +122,11 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Print the preflight verdict of every model at every plan this host allows, or at the plans named
     (a pipeline plan over hosts against the Ray cluster named by --ray-address, RAY_ADDRESS or GLM45_RAY_CLUSTER)."""
-    from pytest_glm45.catalog import CATALOG, UnknownModel, resolve_model
-    from pytest_glm45.cluster import CLUSTER_ENV, ClusterError, read_cluster
-    from pytest_glm45.inventory import read_inventory
-    from pytest_glm45.matrix import PlanError, parse_plan
-    from pytest_glm45.preflight import check, memory_settings, table
+    from pytest_glm45.engine.catalog import CATALOG, UnknownModel, resolve_model
+    from pytest_glm45.engine.cluster import CLUSTER_ENV, ClusterError, read_cluster
+    from pytest_glm45.engine.inventory import read_inventory
+    from pytest_glm45.engine.matrix import PlanError, parse_plan
+    from pytest_glm45.engine.preflight import check, memory_settings, table
     from pytest_glm45.settings import split_server_args
 
     names = [a.strip() for a in args.model.split(",") if a.strip()] if args.model else [a for a in CATALOG if not a.startswith("tiny")]
@@ -170,13 +170,13 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print what changed between two reports; exit 1 on a regression."""
-    from pytest_glm45 import compare, report
+    from pytest_glm45.reports import compare, report
 
     try:
         tolerances = parse_tolerances(args.tolerance, "--tolerance")
         old, new = report.load(Path(args.old)), report.load(Path(args.new))
         if args.known_failures:
-            from pytest_glm45.rejudge import rejudge
+            from pytest_glm45.reports.rejudge import rejudge
 
             dirs = _known_failure_dirs(args.known_failures, "compare")
             old, new = rejudge(old, dirs), rejudge(new, dirs)
@@ -192,8 +192,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_evidence(args: argparse.Namespace) -> int:
     """Print each failure and known failure of a report as known-failure evidence, curl reproducer included."""
-    from pytest_glm45 import report
-    from pytest_glm45.evidence import evidence_blocks
+    from pytest_glm45.reports import report
+    from pytest_glm45.reports.evidence import evidence_blocks
 
     try:
         data = report.load(Path(args.report))
@@ -214,7 +214,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 def _known_failure_dirs(value: list[str] | None, command: str) -> tuple[Path, ...]:
     """--known-failures as directories in layers (`shipped` = the kit's files); each must exist."""
-    from pytest_glm45.known_failures import directories
+    from pytest_glm45.records.known_failures import directories
 
     dirs = directories(value)
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -226,8 +226,8 @@ def _known_failure_dirs(value: list[str] | None, command: str) -> tuple[Path, ..
 
 def _draft(args: argparse.Namespace, data: dict[str, object], directory: tuple[Path, ...]) -> int:
     """`evidence --draft`: the new version's known-failure file, drafted for review."""
-    from pytest_glm45 import report
-    from pytest_glm45.draft import draft
+    from pytest_glm45.reports import report
+    from pytest_glm45.reports.draft import draft
 
     if not (args.draft and args.since):
         raise SystemExit("pytest-glm45 evidence: --draft needs --since (the previous vLLM version, or its run's report.json), "
@@ -250,8 +250,8 @@ def cmd_plans(args: argparse.Namespace) -> int:
     """Print the options that run a report's configurations again (box acceptance runs a reference's own)."""
     import shlex
 
-    from pytest_glm45 import report
-    from pytest_glm45.reference import ReferenceError, run_plan
+    from pytest_glm45.reports import report
+    from pytest_glm45.reports.reference import ReferenceError, run_plan
 
     try:
         plan = run_plan(report.load(Path(args.report)))
@@ -272,7 +272,7 @@ def cmd_plans(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Send each known failure's recorded request again with the curl the kit builds for it (refusing a report
     whose printed curl is not that one) and judge whether it shows the same defect."""
-    from pytest_glm45 import recheck
+    from pytest_glm45.reports import recheck
 
     return recheck.run(args)
 
@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="Send each known failure's request again with its printed curl (rebuilt by the "
                                            "kit, never run as text: a report whose curl differs is refused, exit 2) and judge "
                                            "whether it shows the same defect; exits 1 when one differs or errs")  # fmt: skip
-    from pytest_glm45.recheck import add_arguments
+    from pytest_glm45.reports.recheck import add_arguments
 
     add_arguments(rep)
     rep.set_defaults(func=cmd_reproduce)
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The console command's entry point."""
-    from pytest_glm45.inventory import InventoryError
+    from pytest_glm45.engine.inventory import InventoryError
 
     args = build_parser().parse_args(argv)
     try:

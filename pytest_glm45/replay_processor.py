@@ -33,8 +33,8 @@ from vllm.v1.sample.logits_processor import (
     MoveDirectionality,
 )
 
-from pytest_glm45.glm_format import END_OF_TEXT
-from pytest_glm45.replay import AS_TEXT_XARG, REPLAY_XARG, check_as_text, check_script, parse_as_text
+from pytest_glm45.glm.glm_format import END_OF_TEXT
+from pytest_glm45.glm.replay import AS_TEXT_XARG, REPLAY_XARG, check_as_text, check_script, parse_as_text
 
 if TYPE_CHECKING:
     from vllm import SamplingParams

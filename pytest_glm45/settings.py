@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_glm45.batch import DEFAULT_CONCURRENCY
-from pytest_glm45.catalog import ALIASES, ModelInfo, UnknownModel, resolve_model
-from pytest_glm45.inventory import Inventory
-from pytest_glm45.matrix import Configuration, Plan, PlanError, build_matrix, default_plans, parse_plan
+from pytest_glm45.clients.batch import DEFAULT_CONCURRENCY
+from pytest_glm45.engine.catalog import ALIASES, ModelInfo, UnknownModel, resolve_model
+from pytest_glm45.engine.inventory import Inventory
+from pytest_glm45.engine.matrix import Configuration, Plan, PlanError, build_matrix, default_plans, parse_plan
 
 
 class SettingsError(ValueError):
@@ -127,13 +127,13 @@ class Settings:
     unrunnable: str = DEFAULT_UNRUNNABLE
     #: a known failure that passes fails the run (as xfail_strict) unless this is False
     strict_known_failures: bool = STRICT_VALUES[DEFAULT_STRICT_KNOWN_FAILURES]
-    #: conformance requests in flight per configuration (pytest_glm45.batch); 1 sends them one at a time
+    #: conformance requests in flight per configuration (pytest_glm45.clients.batch); 1 sends them one at a time
     concurrency: int = DEFAULT_CONCURRENCY
     #: the Ray cluster that pipeline plans over hosts run on (--glm45-ray-address or RAY_ADDRESS)
     ray_address: str | None = None
     #: the API surfaces checked: "chat" (Chat Completions) or "all" (also Responses and Anthropic Messages)
     surfaces: str = DEFAULT_SURFACES
-    #: logprob parity against this report.json or recording (pytest_glm45.parity) instead of the session's first configuration
+    #: logprob parity against this report.json or recording (pytest_glm45.measure.parity) instead of the session's first configuration
     parity_reference: Path | None = None
     #: --glm45-compare-to accepts checks that passed before and are skipped or absent now, and configurations or
     #: throughput points present in one run only (listed, not regressions)
@@ -199,7 +199,7 @@ def parse_tolerances(items: Any, option: str = "--glm45-tolerance") -> dict[str,
     """The one tolerance syntax, for `pytest-glm45 compare --tolerance` and `pytest --glm45-tolerance` alike:
     `metric=fraction` or `metric=N%` pairs, as a comma list, a list of them (an option given several times) or
     both; a later pair for a metric wins. The metrics are those compare judges; another name is refused."""
-    from pytest_glm45.compare import DEFAULT_TOLERANCES
+    from pytest_glm45.reports.compare import DEFAULT_TOLERANCES
 
     accepted = (f"accepted: metric=fraction or metric=N% pairs, comma-separated or repeated, e.g. "
                 f"output_throughput=0.15,median_ttft_ms=30%; metrics: {', '.join(DEFAULT_TOLERANCES)}")  # fmt: skip
@@ -301,13 +301,15 @@ def resolve_settings(
 
     log_dir = Path(values.get("log_dir") or rootdir / DEFAULT_LOG_DIR)
     cache_dir = Path(values["cache_dir"]) if values.get("cache_dir") else None
-    known_failures_dir = _known_failures_dir(values.get("known_failures"))
-    thresholds_path = _existing_file("--glm45-thresholds", values.get("thresholds"))
+    from pytest_glm45 import settings_files  # the files the settings name, read now (it imports this module)
+
+    known_failures_dir = settings_files.known_failures_dir(values.get("known_failures"))
+    thresholds_path = settings_files.existing_file("--glm45-thresholds", values.get("thresholds"))
     if thresholds_path is None and all(m.is_tiny for m in models):
         from importlib import resources
 
         thresholds_path = Path(str(resources.files("pytest_glm45").joinpath("thresholds").joinpath(DEFAULT_THRESHOLDS_TINY)))
-        _parse_thresholds("the shipped thresholds", thresholds_path)
+        settings_files.parse_thresholds("the shipped thresholds", thresholds_path)
     margin = _float("--glm45-baseline-margin", values.get("baseline_margin"), DEFAULT_BASELINE_MARGIN,
                     "accepted: a fraction from 0 up to (not including) 1, such as 0.2", lambda v: 0 <= v < 1)  # fmt: skip
     save_baseline = Path(values["save_baseline"]) if values.get("save_baseline") else None
@@ -357,7 +359,7 @@ def resolve_settings(
         strict_known_failures=strict_known,
         concurrency=concurrency,
         surfaces=surfaces,
-        parity_reference=_parity_reference(values.get("parity_reference")),
+        parity_reference=settings_files.parity_reference(values.get("parity_reference")),
         accept_missing=accept_missing,
     )
     if base_url:
@@ -368,15 +370,15 @@ def resolve_settings(
         lax_first_plan_only=not strict_given, ray_address=ray_address,
     )  # fmt: skip
     if settings.engine == "gpu" and inventory is not None:
-        from pytest_glm45 import preflight
+        from pytest_glm45.engine import preflight
 
         try:
             matrix = preflight.apply(matrix, inventory(), server_args=settings.server_args)
         except ValueError as exc:
             raise SettingsError("--glm45-server-arg", " ".join(settings.server_args), f"{exc}; accepted: vLLM's values") from None
     if ray_address and any(c.engine == "ray" and c.skip_reason is None for c in matrix):
-        from pytest_glm45 import preflight
-        from pytest_glm45.cluster import ClusterError, read_cluster
+        from pytest_glm45.engine import preflight
+        from pytest_glm45.engine.cluster import ClusterError, read_cluster
 
         try:
             cluster = read_cluster(ray_address)
@@ -418,72 +420,9 @@ def _remote(base_url: str, values: Mapping[str, Any], strict_modes: list[bool]) 
                         model, log_path)  # fmt: skip
 
 
-def _parity_reference(value: Any) -> Path | None:
-    """--glm45-parity-reference: an existing file that holds parity recordings, checked before anything boots."""
-    if not value:
-        return None
-    path = Path(str(value)).expanduser()
-    if not path.is_file():
-        raise SettingsError("--glm45-parity-reference", str(value), "accepted: the path of an existing report.json or parity recording")
-    from pytest_glm45.parity import load_references
-
-    try:
-        load_references(path)
-    except ValueError as exc:
-        raise SettingsError("--glm45-parity-reference", str(value), str(exc)) from None
-    return path
-
-
-def _existing_file(option: str, value: Any) -> Path | None:
-    if not value:
-        return None
-    path = Path(str(value)).expanduser()
-    if not path.is_file():
-        raise SettingsError(option, str(value), "accepted: the path of an existing TOML file")
-    _parse_thresholds(option, path)
-    return path
-
-
-def _parse_thresholds(option: str, path: Path) -> None:
-    """A thresholds file is read whole before anything boots: its [[threshold]] entries (throughput) and its
-    [[parity]] entries (logprob parity), which the kit otherwise reads only after a boot."""
-    from pytest_glm45 import thresholds
-    from pytest_glm45.parity import thresholds_from_file
-
-    try:
-        thresholds.load(path)
-        thresholds_from_file(path)
-    except (ValueError, TypeError, AttributeError) as exc:  # ThresholdsError is a ValueError, as is a TOML error
-        raise SettingsError(option, str(path), f"the file does not parse ({exc})") from None
-
-
-def _known_failures_dir(value: Any) -> Path | tuple[Path, ...] | None:
-    """--glm45-known-failures: existing directories (or `shipped`, the kit's own), in layers (known_failures.directories):
-    one directory as a Path, several as a tuple; None when not given (the shipped files). Every vllm-*.toml of the directories in use is parsed now, before anything
-    boots: the session reads the one of the vLLM version it finds only after a boot, which can take 15 minutes (a draft
-    that nobody reviewed is refused here too)."""
-    from pytest_glm45 import known_failures
-
-    dirs = known_failures.directories(_split(value)) if _split(value) else None
-    missing = [str(d) for d in dirs or () if not d.is_dir()]
-    if missing:
-        raise SettingsError("--glm45-known-failures", ", ".join(missing),
-                            "accepted: the path of a directory of vllm-<version>.toml files, or several in layers (a "
-                            "comma list or the option repeated; later ones over earlier ones; shipped = the kit's own)")  # fmt: skip
-    for directory in dirs or (known_failures.default_dir(),):
-        for path in sorted(directory.glob("vllm-*.toml")):
-            try:
-                known_failures.parse(path.read_text("utf-8"), str(path))
-                known_failures.load(path.name.removeprefix("vllm-").removesuffix(".toml"), path.parent)  # its [pins] too
-            except (OSError, ValueError, TypeError, AttributeError) as exc:  # KnownFailuresError is a ValueError
-                raise SettingsError("--glm45-known-failures", str(directory),
-                                    f"{exc}; accepted: files of the shape pytest_glm45/known_failures.py documents") from None  # fmt: skip
-    return dirs[0] if dirs is not None and len(dirs) == 1 else dirs
-
-
 def _refuse_speculative(server_args: tuple[str, ...]) -> None:
     """A speculative-decoding flag cannot boot with the replay processor: refused before anything boots."""
-    from pytest_glm45.recipe import SPECULATIVE_REFUSAL, speculative_flag
+    from pytest_glm45.engine.recipe import SPECULATIVE_REFUSAL, speculative_flag
 
     flag = speculative_flag(server_args)
     if flag is not None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45.toolcall import WEATHER
+from pytest_glm45.glm.toolcall import WEATHER
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Accuracy on real weights: does this configuration still answer questions right?
 
 Kit-generated arithmetic and lookup questions with one correct answer each, thinking off, greedy;
-the share answered exactly must reach the floor for the model (`pytest_glm45.accuracy`, or an
+the share answered exactly must reach the floor for the model (`pytest_glm45.measure.accuracy`, or an
 `[[accuracy]]` entry in the thresholds file). Optionally lm-eval's GSM8K through the server's
 OpenAI API, when `lm_eval` is installed. Real GLM-4.x weights only: the tiny model's seeded
 weights answer nothing (logprob parity checks its numbers instead).
@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pytest_glm45 import accuracy
-from pytest_glm45.chat import ChatClient
-from pytest_glm45.pool import ServerHandle
+from pytest_glm45.clients.chat import ChatClient
+from pytest_glm45.engine.pool import ServerHandle
+from pytest_glm45.measure import accuracy
 from pytest_glm45.settings import Settings
 
 pytestmark = [pytest.mark.glm45_live, pytest.mark.glm45_strict_irrelevant]

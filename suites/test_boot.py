@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from pytest_glm45.pool import ServerHandle
+from pytest_glm45.engine.pool import ServerHandle
 
 pytestmark = [pytest.mark.glm45_boot, pytest.mark.glm45_strict_irrelevant]
 #: Sequences at the full max model length the KV cache must hold at once.
@@ -46,7 +46,7 @@ def test_both_glm45_parsers_are_active(glm45_server: ServerHandle, log: str) -> 
 def test_the_parser_classes_behind_the_names_are_reported(glm45_server: ServerHandle, record_property: object) -> None:
     """Which implementation serves each parser name (since vLLM 0.24 `glm45` is the GLM-4.7 parser): recorded, and
     the installed vLLM must register the names the recipe uses."""
-    from pytest_glm45.parsers import describe
+    from pytest_glm45.glm.parsers import describe
 
     if glm45_server.config is None:
         pytest.skip("the server runs elsewhere: the kit cannot see its vLLM's parser table")

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45.chat import ChatClient, HttpError, Replayer
-from pytest_glm45.glm_format import render_call
-from pytest_glm45.pool import ServerHandle
-from pytest_glm45.server import ServerProcess, ServerStartError
+from pytest_glm45.clients.chat import ChatClient, HttpError, Replayer
+from pytest_glm45.engine.pool import ServerHandle
+from pytest_glm45.engine.server import ServerProcess, ServerStartError
+from pytest_glm45.glm.glm_format import render_call
+from pytest_glm45.glm.toolcall import WEATHER as WEATHER_TOOL
 from pytest_glm45.settings import Settings
-from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
 
 UNIT = " the"  # one token per repetition in GLM's tokenizers and in the tiny one (checked below)
 pytestmark = pytest.mark.glm45_strict_irrelevant
@@ -191,7 +191,7 @@ def test_boot_above_max_position_embeddings_is_refused(glm45_server: ServerHandl
         pytest.skip("checked once per model, on its first plan")
     from dataclasses import replace
 
-    from pytest_glm45.recipe import spec_for
+    from pytest_glm45.engine.recipe import spec_for
 
     config = glm45_server.config
     too_long = replace(config, max_model_len=config.model.max_position_embeddings + 1)

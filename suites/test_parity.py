@@ -5,7 +5,7 @@ markup, JSON, a long filler passage) with `prompt_logprobs` and a short greedy c
 token read by its id. The first configuration of each model in the run is the reference (or
 --glm45-parity-reference, a report.json from a known-good box): checked for self-consistency, then
 kept, compared with nothing (its check is a skip that says so). Every later configuration must
-agree with it position by position within the thresholds for what differs (`pytest_glm45.parity`;
+agree with it position by position within the thresholds for what differs (`pytest_glm45.measure.parity`;
 README, "Parity"); if the reference failed, they fail naming it. A wrong kernel, a broken shard or a
 bad interconnect boots, answers and parses fine, and fails here. Under `pytest -n` a configuration
 whose reference ran on another worker is judged by the controller once the workers are done.
@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45 import parity
-from pytest_glm45.chat import ChatClient
-from pytest_glm45.matrix import Configuration
-from pytest_glm45.parity_record import record
-from pytest_glm45.parity_session import CANDIDATE
+from pytest_glm45.clients.chat import ChatClient
+from pytest_glm45.engine.matrix import Configuration
+from pytest_glm45.engine.pool import ServerHandle
+from pytest_glm45.measure import parity
+from pytest_glm45.measure.parity_record import record
+from pytest_glm45.measure.parity_session import CANDIDATE
 from pytest_glm45.plugin import CHECK_ID
-from pytest_glm45.pool import ServerHandle
 from pytest_glm45.settings import Settings
 
 pytestmark = pytest.mark.glm45_strict_irrelevant

@@ -23,13 +23,21 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from pytest_glm45.answers import REASONING_FIELDS, ChatResult, markup_leaks, protocol_violations
-from pytest_glm45.batch import Checks
-from pytest_glm45.chat import ChatClient, HttpError, Replayer
-from pytest_glm45.glm_format import SPECIAL_TOKENS, STYLES, THINK_CLOSE, THINK_OPEN, THINK_TAGS, own_format, render_call
-from pytest_glm45.replay import as_text_xargs
-from pytest_glm45.surfaces import assert_chat_schema
-from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
+from pytest_glm45.clients.answers import REASONING_FIELDS, ChatResult, markup_leaks, protocol_violations
+from pytest_glm45.clients.batch import Checks
+from pytest_glm45.clients.chat import ChatClient, HttpError, Replayer
+from pytest_glm45.clients.surfaces import assert_chat_schema
+from pytest_glm45.glm.glm_format import (
+    SPECIAL_TOKENS,
+    STYLES,
+    THINK_CLOSE,
+    THINK_OPEN,
+    THINK_TAGS,
+    own_format,
+    render_call,
+)
+from pytest_glm45.glm.replay import as_text_xargs
+from pytest_glm45.glm.toolcall import WEATHER as WEATHER_TOOL
 
 WEATHER = WEATHER_TOOL.schema()
 THINKING_OFF = {"enable_thinking": False}
@@ -331,7 +339,7 @@ TEXT = st.lists(st.text(max_size=6) | NEAR_TAGS, min_size=1, max_size=4).map("".
 )
 
 
-#: Generated examples per Hypothesis draw: they go to the server together (pytest_glm45.batch).
+#: Generated examples per Hypothesis draw: they go to the server together (pytest_glm45.clients.batch).
 EXAMPLES_PER_DRAW = 8
 
 

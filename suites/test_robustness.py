@@ -25,11 +25,11 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from pytest_glm45.batch import Checks
-from pytest_glm45.chat import ChatClient, Replayer
-from pytest_glm45.glm_format import render_call
-from pytest_glm45.pool import ServerHandle
-from pytest_glm45.redaction import SECRET_ENV
+from pytest_glm45.clients.batch import Checks
+from pytest_glm45.clients.chat import ChatClient, Replayer
+from pytest_glm45.engine.pool import ServerHandle
+from pytest_glm45.glm.glm_format import render_call
+from pytest_glm45.records.redaction import SECRET_ENV
 from pytest_glm45.settings import Settings
 
 DEADLINE_S = 30.0

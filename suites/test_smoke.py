@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pytest_glm45.chat import ChatClient, Replayer
-from pytest_glm45.pool import ServerHandle
-from pytest_glm45.probes import http_get
+from pytest_glm45.clients.chat import ChatClient, Replayer
+from pytest_glm45.engine.pool import ServerHandle
+from pytest_glm45.engine.probes import http_get
 
 
 def test_models_lists_served_name_and_max_model_len(glm45_server: ServerHandle) -> None:

@@ -3,10 +3,10 @@
 
 Every replay case of the tool-calling and reasoning suites runs here on each surface, streamed and
 not. The cases and their expectations are those suites' own (imported, never copied): the request is
-stated in Chat Completions' terms and translated (`pytest_glm45.surfaces.request`), the answer is
+stated in Chat Completions' terms and translated (`pytest_glm45.clients.surfaces.request`), the answer is
 translated back to the kit's terms (content, reasoning, calls with typed arguments, finish reason)
 and judged by the same check function the chat suites use. On top of that, every answer and every
-stream event must validate against the official SDK's types (`pytest_glm45.schemas`), a stream must
+stream event must validate against the official SDK's types (`pytest_glm45.clients.schemas`), a stream must
 keep its API's event contract and add up to the non-streamed answer. (Chat Completions' answers to
 the same cases get the schema validation in the chat suites' own `test_replay`.)
 
@@ -29,13 +29,13 @@ import pytest
 from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
-from pytest_glm45 import surfaces
-from pytest_glm45.answers import ChatResult
-from pytest_glm45.batch import Checks
-from pytest_glm45.chat import ChatClient, HttpError, Replayer, curl_line
-from pytest_glm45.glm_format import render_call
-from pytest_glm45.pool import ServerHandle
-from pytest_glm45.toolcall import WEATHER as WEATHER_TOOL
+from pytest_glm45.clients import surfaces
+from pytest_glm45.clients.answers import ChatResult
+from pytest_glm45.clients.batch import Checks
+from pytest_glm45.clients.chat import ChatClient, HttpError, Replayer, curl_line
+from pytest_glm45.engine.pool import ServerHandle
+from pytest_glm45.glm.glm_format import render_call
+from pytest_glm45.glm.toolcall import WEATHER as WEATHER_TOOL
 
 #: Left out with --glm45-surfaces chat: see README "Surfaces". What a surface does with the parsers' output is
 #: API-server code, the same on every parallel plan: a model's first plan runs it (every plan with --glm45-profile full).

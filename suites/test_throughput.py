@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45.loadgen import Shape
-from pytest_glm45.pool import ServerHandle
-from pytest_glm45.recipe import client_cores
+from pytest_glm45.clients.loadgen import Shape
+from pytest_glm45.engine.pool import ServerHandle
+from pytest_glm45.engine.recipe import client_cores
 
 pytestmark = pytest.mark.glm45_strict_irrelevant
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45.answers import ChatResult, markup_leaks, protocol_violations
-from pytest_glm45.batch import Checks
-from pytest_glm45.chat import ChatClient, HttpError, Replayer, curl_line
-from pytest_glm45.glm_format import STYLES, own_format, render_call, render_calls
-from pytest_glm45.replay import REPLAY_XARG, as_text_xargs
-from pytest_glm45.surfaces import assert_chat_schema
-from pytest_glm45.toolcall import WEATHER, Tool
+from pytest_glm45.clients.answers import ChatResult, markup_leaks, protocol_violations
+from pytest_glm45.clients.batch import Checks
+from pytest_glm45.clients.chat import ChatClient, HttpError, Replayer, curl_line
+from pytest_glm45.clients.surfaces import assert_chat_schema
+from pytest_glm45.glm.glm_format import STYLES, own_format, render_call, render_calls
+from pytest_glm45.glm.replay import REPLAY_XARG, as_text_xargs
+from pytest_glm45.glm.toolcall import WEATHER, Tool
 
 # -- the tools the cases call -----------------------------------------------------------
 
@@ -443,7 +443,7 @@ def test_live_model_uses_the_tool_result(glm45_chat: ChatClient, weather_tool: d
 from hypothesis import Phase, example, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pytest_glm45.glm_format import SPECIAL_TOKENS  # noqa: E402
+from pytest_glm45.glm.glm_format import SPECIAL_TOKENS  # noqa: E402
 
 # Text GLM can write raw inside <arg_value>: anything but its own markup and control tokens.
 SAFE_TEXT = st.text(max_size=12).filter(lambda s: not any(tok in s for tok in SPECIAL_TOKENS))
@@ -494,7 +494,7 @@ COVERING_DRAW: list[tuple[dict[str, Any], dict[str, Any]]] = [
     typed_call(text=("string", "Oslo"), count=("integer", 3)),
 ]  # fmt: skip
 
-#: Generated examples per Hypothesis draw: they go to the server together (pytest_glm45.batch).
+#: Generated examples per Hypothesis draw: they go to the server together (pytest_glm45.clients.batch).
 EXAMPLES_PER_DRAW = 20
 
 

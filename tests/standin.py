@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_glm45.server import HOST, PORT, ServerSpec
+from pytest_glm45.engine.server import HOST, PORT, ServerSpec
 
 STANDIN = str(Path(__file__).with_name("standin_server.py"))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45 import accuracy
+from pytest_glm45.measure import accuracy
 
 
 @pytest.mark.parametrize("task", accuracy.TASKS)

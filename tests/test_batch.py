@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45.batch import Batch, Checks, Outcome, param_key, run_all
+from pytest_glm45.clients.batch import Batch, Checks, Outcome, param_key, run_all
 
 
 class Gauge:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from standin import assert_all_gone, pids_in_log, standin_spec
 
-from pytest_glm45 import rootcause
-from pytest_glm45.probes import http_post_json
-from pytest_glm45.recipe import speculative_flag
-from pytest_glm45.server import ServerDiedError, ServerProcess, ServerStartError
+from pytest_glm45.engine import rootcause
+from pytest_glm45.engine.probes import http_post_json
+from pytest_glm45.engine.recipe import speculative_flag
+from pytest_glm45.engine.server import ServerDiedError, ServerProcess, ServerStartError
 from pytest_glm45.settings import SettingsError, resolve_settings
 
 RECORDED = Path(__file__).parent / "fixtures" / "vllm-0.32-speculative-boot-failure.log"

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_glm45.catalog import CATALOG, resolve_model
 from pytest_glm45.cli import main
-from pytest_glm45.inventory import Gpu, Inventory
-from pytest_glm45.matrix import Configuration, parse_plan
-from pytest_glm45.parsers import describe, parser_class, registry
-from pytest_glm45.preflight import check
-from pytest_glm45.recipe import vllm_args
+from pytest_glm45.engine.catalog import CATALOG, resolve_model
+from pytest_glm45.engine.inventory import Gpu, Inventory
+from pytest_glm45.engine.matrix import Configuration, parse_plan
+from pytest_glm45.engine.preflight import check
+from pytest_glm45.engine.recipe import vllm_args
+from pytest_glm45.glm.parsers import describe, parser_class, registry
 
 GIB = 2**30
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from standin import assert_all_gone, log_pids
 
-from pytest_glm45 import gpulease
-from pytest_glm45 import pool as pool_module
-from pytest_glm45.known_failures import KnownFailuresError
-from pytest_glm45.pool import ServerHandle, ServerPool
-from pytest_glm45.server import ServerProcess, process_group_members
+from pytest_glm45.engine import gpulease
+from pytest_glm45.engine import pool as pool_module
+from pytest_glm45.engine.pool import ServerHandle, ServerPool
+from pytest_glm45.engine.server import ServerProcess, process_group_members
+from pytest_glm45.records.known_failures import KnownFailuresError
 from pytest_glm45.settings import Settings, resolve_settings
 
 H200 = {"name": "NVIDIA H200", "memory_bytes": 141 * 2**30, "compute_capability": [9, 0], "nvlink_links": 18}
@@ -35,7 +35,7 @@ def eight_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin: Any) ->
 
 
 def gpu_settings(tmp_path: Path, **values: str) -> Settings:
-    from pytest_glm45.inventory import read_inventory
+    from pytest_glm45.engine.inventory import read_inventory
 
     raw = {"model": "air-fp8", "gpus": "8", "parallel": "tp8", "strict_tools": "on", "log_dir": str(tmp_path / "logs"), **values}
     return resolve_settings(raw, detected_gpus=lambda: 8, cpu_cores=2, rootdir=tmp_path, inventory=read_inventory)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45.known_failures import (
+from pytest_glm45.records.known_failures import (
     KnownFailures,
     KnownFailuresError,
     Signature,
@@ -15,7 +15,7 @@ from pytest_glm45.known_failures import (
     normalize_version,
     parse,
 )
-from pytest_glm45.verdict import Verdicts
+from pytest_glm45.records.verdict import Verdicts
 
 ENTRY = """
 [[failure]]
@@ -115,7 +115,7 @@ def test_an_entry_without_what_it_needs_is_refused(text: str, error: str) -> Non
 
 
 def test_shipped_files_parse() -> None:
-    from pytest_glm45.known_failures import default_dir
+    from pytest_glm45.records.known_failures import default_dir
 
     files = sorted(default_dir().glob("vllm-*.toml"))
     assert files
@@ -313,7 +313,7 @@ NATIVE_ENTRY = next(
 
 NATIVE_CHECK = """
 import pytest
-from pytest_glm45.chat import HttpError
+from pytest_glm45.clients.chat import HttpError
 
 @pytest.mark.parametrize("case", ["one-call-native-plain"])
 def test_replay(glm45_chat, case):
@@ -370,7 +370,7 @@ def test_a_remote_servers_log_names_the_cause_of_its_500(pytester: pytest.Pytest
     500 cannot be told from another and is a new failure."""
     from standin import standin_spec
 
-    from pytest_glm45.server import ServerProcess
+    from pytest_glm45.engine.server import ServerProcess
 
     (kf_dir / "vllm-0.0.0-standin.toml").write_text("[[failure]]" + NATIVE_ENTRY)
     log = tmp_path / "remote.log"

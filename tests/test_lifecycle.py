@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from standin import assert_all_gone, pids_in_log, standin_spec
 
-from pytest_glm45.probes import http_get, http_post_json
-from pytest_glm45.server import (
+from pytest_glm45.engine.probes import http_get, http_post_json
+from pytest_glm45.engine.server import (
     ServerDiedError,
     ServerProcess,
     ServerSpec,
@@ -182,7 +182,7 @@ def test_move_threads_moves_the_borrowed_cores_and_leaves_bound_threads(tmp_path
     import subprocess
     import sys
 
-    from pytest_glm45.server import move_threads
+    from pytest_glm45.engine.server import move_threads
 
     first, last = min(os.sched_getaffinity(0)), max(os.sched_getaffinity(0))
     script = (
@@ -226,7 +226,7 @@ def test_a_server_starts_in_its_own_group_on_its_cores_without_preexec_fn(tmp_pa
     spawn wrapper; the server's pid, group and environment are its own once it has exec'd."""
     import subprocess
 
-    from pytest_glm45 import server as server_module
+    from pytest_glm45.engine import server as server_module
 
     seen: list[dict[str, object]] = []
     real = subprocess.Popen
@@ -254,7 +254,7 @@ def test_the_spawn_wrapper_does_not_start_a_server_for_a_dead_kit(tmp_path: Path
     import subprocess
     import sys
 
-    from pytest_glm45.server import spawn_argv
+    from pytest_glm45.engine.server import spawn_argv
 
     argv = spawn_argv([sys.executable, "-c", "print('server started')"])
     argv[4] = "1"  # a parent that is not this process

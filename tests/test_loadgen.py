@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45.loadgen import (
+from pytest_glm45.clients.loadgen import (
     PREFIX_CACHE_HITS,
     LoadGenerator,
     RequestResult,
@@ -24,7 +24,7 @@ from pytest_glm45.loadgen import (
     percentile,
     profile_points,
 )
-from pytest_glm45.throughput import ThroughputSession
+from pytest_glm45.measure.throughput import ThroughputSession
 
 
 def test_percentile_interpolates_like_numpy() -> None:

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45 import compare, known_failures, tinymodel
+import pytest_glm45
+from pytest_glm45.engine import tinymodel
 from pytest_glm45.plugin import OPTIONS
+from pytest_glm45.records import known_failures
+from pytest_glm45.reports import compare
 from pytest_glm45.settings import Settings, parse_tolerances, resolve_settings
 
 ROOT = Path("/r")
@@ -89,7 +92,7 @@ def cache_dir(s: Settings, monkeypatch: pytest.MonkeyPatch) -> str:
 def known_failures_dir(s: Settings) -> str:
     assert s.known_failures_dir is None
     shipped = known_failures.default_dir()
-    assert shipped.parent == Path(known_failures.__file__).parent and list(shipped.glob("vllm-*.toml"))
+    assert shipped.parent == Path(pytest_glm45.__file__).parent and list(shipped.glob("vllm-*.toml"))
     return "the files shipped with the kit"
 
 
@@ -153,7 +156,7 @@ def test_the_help_default_is_what_the_settings_resolve(flag: str, help_text: str
 
 def test_concurrency_help_names_what_the_batches_use(pytester: pytest.Pytester) -> None:
     """What `pytest --help` prints (issue 29, item 5: it said 16 while the code sent 48 at a time)."""
-    from pytest_glm45.batch import DEFAULT_CONCURRENCY
+    from pytest_glm45.clients.batch import DEFAULT_CONCURRENCY
 
     out = re.sub(r"\s+", " ", pytester.runpytest("--help").stdout.str())
     assert f"1 sends them one at a time. Default: {DEFAULT_CONCURRENCY}." in out

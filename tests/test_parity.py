@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45 import parity
-from pytest_glm45.catalog import CATALOG, resolve_model
-from pytest_glm45.parity import Recording, TextRecord
+from pytest_glm45.engine.catalog import CATALOG, resolve_model
+from pytest_glm45.measure import parity
+from pytest_glm45.measure.parity import Recording, TextRecord
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45 import parity
-from pytest_glm45.parity import Recording, TextRecord
-from pytest_glm45.parity_session import CANDIDATE, REFERENCE, WAITING, ParitySession, settle_verdicts
-from pytest_glm45.verdict import CheckRecord, Verdicts
+from pytest_glm45.measure import parity
+from pytest_glm45.measure.parity import Recording, TextRecord
+from pytest_glm45.measure.parity_session import CANDIDATE, REFERENCE, WAITING, ParitySession, settle_verdicts
+from pytest_glm45.records.verdict import CheckRecord, Verdicts
 
 GOOD = {1: -0.1, 2: -2.5, 3: -3.0}
 OTHER = {2: -0.1, 1: -2.5, 3: -3.0}  # another top-1: the candidate disagrees everywhere

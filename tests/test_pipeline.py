@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45.catalog import CATALOG
 from pytest_glm45.cli import main
-from pytest_glm45.cluster import CLUSTER_ENV, Cluster, ClusterError, from_nodes, read_cluster
-from pytest_glm45.inventory import Gpu, Inventory
-from pytest_glm45.matrix import PlanError, parse_plan, skip_reason, stage_layers
-from pytest_glm45.preflight import check, stages
-from pytest_glm45.recipe import spec_for
+from pytest_glm45.engine.catalog import CATALOG
+from pytest_glm45.engine.cluster import CLUSTER_ENV, Cluster, ClusterError, from_nodes, read_cluster
+from pytest_glm45.engine.inventory import Gpu, Inventory
+from pytest_glm45.engine.matrix import PlanError, parse_plan, skip_reason, stage_layers
+from pytest_glm45.engine.preflight import check, stages
+from pytest_glm45.engine.recipe import spec_for
 from pytest_glm45.settings import SettingsError, resolve_settings
 
 GIB = 2**30

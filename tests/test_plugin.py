@@ -257,7 +257,7 @@ def test_sigterm_to_the_kit_stops_its_servers(pytester: pytest.Pytester, standin
 def test_base_url_boots_nothing_and_probes_replay(pytester: pytest.Pytester, tmp_path: Path) -> None:
     from standin import standin_spec
 
-    from pytest_glm45.server import ServerProcess
+    from pytest_glm45.engine.server import ServerProcess
 
     spec = standin_spec("ok", served_name="remote-model")
     with ServerProcess(spec, tmp_path / "remote.log", api_key="remote-key-123456", startup_timeout=30) as remote:
@@ -338,7 +338,7 @@ def test_a_booted_server_that_does_not_replay_is_an_error_stated_once(pytester: 
 def test_a_remote_server_without_replay_skips_naming_the_flag(pytester: pytest.Pytester, tmp_path: Path) -> None:
     from standin import standin_spec
 
-    from pytest_glm45.server import ServerProcess
+    from pytest_glm45.engine.server import ServerProcess
 
     with ServerProcess(standin_spec("no-replay", served_name="remote-model"), tmp_path / "r.log", startup_timeout=30) as remote:
         pytester.makepyfile(
@@ -454,14 +454,14 @@ def _reporter(pytester: pytest.Pytester, tty: bool, *args: str) -> tuple[Any, _F
     """The plugin's reporter writing to a terminal reporter on a fake file (a terminal or a pipe)."""
     from _pytest.terminal import TerminalReporter
 
-    from pytest_glm45.plugin import _Reporter
+    from pytest_glm45.plugin import Reporter
 
     config = pytester.parseconfig(*args)
     out = _FakeTerminal(tty)
     tr = TerminalReporter(config, out)
     config.pluginmanager.unregister(name="terminalreporter")
     config.pluginmanager.register(tr, "terminalreporter")
-    return _Reporter(config), out
+    return Reporter(config), out
 
 
 def test_live_progress_rewrites_one_line_on_a_terminal(pytester: pytest.Pytester) -> None:
@@ -547,7 +547,7 @@ def test_a_long_scripted_answer_is_checked_after_its_configurations_other_checks
 
 REMOTE_47 = """
 import pytest
-from pytest_glm45.known_failures import KnownFailure, KnownFailures, Signature
+from pytest_glm45.records.known_failures import KnownFailure, KnownFailures, Signature
 
 def test_declared_model(glm45_server, glm45_replay):
     assert glm45_server.model is not None and glm45_server.model.alias == "glm-4.7"
@@ -564,7 +564,7 @@ def test_a_remote_server_keeps_the_model_the_user_declared(pytester: pytest.Pyte
     """--glm45-base-url with --glm45-model glm-4.7: the kit judges with GLM-4.7's template and family, not GLM-4.5's."""
     from standin import standin_spec
 
-    from pytest_glm45.server import ServerProcess
+    from pytest_glm45.engine.server import ServerProcess
 
     with ServerProcess(standin_spec("ok", served_name="glm47"), tmp_path / "r.log", startup_timeout=30) as remote:
         pytester.makepyfile(REMOTE_47)

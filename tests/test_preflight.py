@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_glm45.catalog import CATALOG
-from pytest_glm45.inventory import Gpu, Inventory
-from pytest_glm45.matrix import parse_plan
-from pytest_glm45.preflight import check, tpot_floor_seconds
+from pytest_glm45.engine.catalog import CATALOG
+from pytest_glm45.engine.inventory import Gpu, Inventory
+from pytest_glm45.engine.matrix import parse_plan
+from pytest_glm45.engine.preflight import check, tpot_floor_seconds
 
 GIB = 2**30
 KINDS = {

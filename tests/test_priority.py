@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_glm45.pool import ServerHandle
-from pytest_glm45.server import ENGINE_NICE, may_renice_back, process_group_members, renice_threads
+from pytest_glm45.engine.pool import ServerHandle
+from pytest_glm45.engine.server import ENGINE_NICE, may_renice_back, process_group_members, renice_threads
 from pytest_glm45.settings import resolve_settings
 
 # A process group like a vLLM server's: a leader (the API server) with a child (the engine core).
@@ -63,7 +63,7 @@ def test_a_boot_waited_for_gets_every_core(group: int, tmp_path: Path) -> None:
     else runs: the boot's threads leave the core it borrowed for every core."""
     import threading
 
-    from pytest_glm45.pool import Ahead, ServerPool
+    from pytest_glm45.engine.pool import Ahead, ServerPool
 
     everywhere = set(os.sched_getaffinity(0))
     lent = min(everywhere)

@@ -1,5 +1,5 @@
 """`pytest-glm45 reproduce`: the judge that says whether a printed curl shows the same defect as the
-record (pytest_glm45.recheck), on each surface and mode, both ways, and the command end to end with
+record (pytest_glm45.reports.recheck), on each surface and mode, both ways, and the command end to end with
 `curl` replaced by a script on PATH that prints a canned answer. No vLLM: the answers are what vLLM
 0.32.0 sent (tests/fixtures/surfaces), re-identified, re-chunked and altered here.
 """
@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45 import recheck, reproducer
-from pytest_glm45 import report as report_module
-from pytest_glm45.recheck import CurlRun, judge, normalize
-from pytest_glm45.reproducer import Exchange, curl_command, keep_chunks
+from pytest_glm45.records import reproducer
+from pytest_glm45.records.reproducer import Exchange, curl_command, keep_chunks
+from pytest_glm45.reports import recheck
+from pytest_glm45.reports import report as report_module
+from pytest_glm45.reports.recheck import CurlRun, judge, normalize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "surfaces"
 PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}

@@ -14,7 +14,7 @@ vllm_lp = pytest.importorskip("vllm.v1.sample.logits_processor")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 
-from pytest_glm45.replay import AS_TEXT_XARG, REPLAY_XARG, as_text_xargs  # noqa: E402
+from pytest_glm45.glm.replay import AS_TEXT_XARG, REPLAY_XARG, as_text_xargs  # noqa: E402
 from pytest_glm45.replay_processor import ReplayLogitsProcessor  # noqa: E402
 
 VOCAB = 64

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45 import compare, report
-from pytest_glm45.report_html import render_html
+from pytest_glm45.reports import compare, report
+from pytest_glm45.reports.report_html import render_html
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = ROOT / "docs" / "measurements"
@@ -238,8 +238,8 @@ def test_a_failure_shows_what_was_observed_and_its_server_log(tmp_path: Path) ->
     """report.build gives a failing check its configuration's log tail, secrets redacted; the page shows both."""
     from types import SimpleNamespace
 
-    from pytest_glm45.pool import BootRecord
-    from pytest_glm45.verdict import Judgement, Verdicts
+    from pytest_glm45.engine.pool import BootRecord
+    from pytest_glm45.records.verdict import Judgement, Verdicts
 
     log = tmp_path / "tiny-bf16-tp1.log"
     log.write_text("".join(f"line {n}\n" for n in range(100)) + "ERROR grammar rejected token with key sk-secret-123456\n")

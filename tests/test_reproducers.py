@@ -1,5 +1,5 @@
 """Reproducers: every failing or known-failing check carries the requests it sent as a curl command
-and a Python snippet (pytest_glm45.reproducer), and `pytest-glm45 evidence` prints them as
+and a Python snippet (pytest_glm45.records.reproducer), and `pytest-glm45 evidence` prints them as
 known-failure evidence.
 
 The unit tests run the rendered commands through bash with `curl` replaced by a function that
@@ -29,11 +29,11 @@ from typing import Any
 import httpx
 import pytest
 
-from pytest_glm45 import known_failures, reproducer
-from pytest_glm45.batch import Batch, Checks
-from pytest_glm45.chat import ChatClient, HttpError
-from pytest_glm45.evidence import evidence_blocks, toml_command, toml_string
-from pytest_glm45.reproducer import Exchange, Recorder, curl_command, python_snippet, recording
+from pytest_glm45.clients.batch import Batch, Checks
+from pytest_glm45.clients.chat import ChatClient, HttpError
+from pytest_glm45.records import known_failures, reproducer
+from pytest_glm45.records.reproducer import Exchange, Recorder, curl_command, python_snippet, recording
+from pytest_glm45.reports.evidence import evidence_blocks, toml_command, toml_string
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-session-0123456789abcdef"
@@ -354,7 +354,7 @@ def vllm_lock() -> Iterator[None]:
 @contextlib.contextmanager
 def served(tmp_path: Path, key: str) -> Iterator[str]:
     """`pytest-glm45 serve --model tiny --plan tp1` on a free port; its base URL while it serves."""
-    from pytest_glm45.server import free_port
+    from pytest_glm45.engine.server import free_port
 
     port = free_port()
     env = {**os.environ, "GLM45_API_KEY": key}

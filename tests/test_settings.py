@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45.matrix import Plan, parse_plan
+from pytest_glm45.engine.matrix import Plan, parse_plan
 from pytest_glm45.settings import SettingsError, resolve_settings
 
 
@@ -42,7 +42,7 @@ def test_more_gpus_than_detected_is_a_visible_skip_when_asked() -> None:
 
 def test_gpus_missing_from_the_inventory_fail_preflight() -> None:
     """--gpus 8 in a container that sees 4: preflight names the GPUs that are not there."""
-    from pytest_glm45.inventory import Gpu, Inventory
+    from pytest_glm45.engine.inventory import Gpu, Inventory
 
     four = Inventory(gpus=tuple(Gpu(index=i, name="NVIDIA H100 80GB HBM3", memory_bytes=80 * 2**30, compute_capability=(9, 0)) for i in range(4)))
     with pytest.raises(SettingsError) as err:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45 import gpulease
-from pytest_glm45.sidebyside import SideBySideError, configuration_of, distribution_mode
+from pytest_glm45.engine import gpulease
+from pytest_glm45.measure.sidebyside import SideBySideError, configuration_of, distribution_mode
 
 H200 = {"name": "NVIDIA H200", "memory_bytes": 141 * 2**30, "compute_capability": [9, 0], "nvlink_links": 18}
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45 import gpulease
+from pytest_glm45.engine import gpulease
 
 EVENTS = Path(os.environ["SBS_EVENTS"])
 
@@ -136,8 +136,8 @@ def test_a_fifth_configuration_waits_for_a_free_block(tmp_path: Path) -> None:
 
 def test_throughput_points_hold_the_host_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ThroughputSession.run measures inside `alone`: while it runs, nobody else can take the lock."""
-    from pytest_glm45.loadgen import Shape
-    from pytest_glm45.throughput import ThroughputSession
+    from pytest_glm45.clients.loadgen import Shape
+    from pytest_glm45.measure.throughput import ThroughputSession
 
     monkeypatch.setenv("GLM45_LOCK_DIR", str(tmp_path))
     seen: list[bool] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_glm45.answers import assemble, from_response, protocol_violations
+from pytest_glm45.clients.answers import assemble, from_response, protocol_violations
 
 
 def delta(finish=None, **d):
@@ -71,13 +71,13 @@ def test_content_stays_none_when_never_sent() -> None:
 
 
 def test_every_request_gets_a_connection_of_its_own() -> None:
-    """The conformance client asks for a connection per request (`Connection: close`, pytest_glm45.chat.CLOSE),
+    """The conformance client asks for a connection per request (`Connection: close`, pytest_glm45.clients.chat.CLOSE),
     so none sits idle to race the server's keep-alive: a server that would keep them alive sees one per request."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from pytest_glm45.chat import ChatClient
+    from pytest_glm45.clients.chat import ChatClient
 
     ports: list[int] = []
 

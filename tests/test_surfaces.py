@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pytest_glm45 import schemas, surfaces
-from pytest_glm45.surfaces import Event
+from pytest_glm45.clients import schemas, surfaces
+from pytest_glm45.clients.surfaces import Event
 
 FIXTURES = Path(__file__).parent / "fixtures" / "surfaces"
 CALL = ("Need the weather.", [("get_weather", {"city": "Paris", "days": 3})])

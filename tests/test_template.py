@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pytest_glm45.tinymodel import ensure_tiny_model
+from pytest_glm45.engine.tinymodel import ensure_tiny_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -107,7 +107,7 @@ def test_reasoning_inline_in_content_is_split_out(render) -> None:
 
 @pytest.fixture(scope="module")
 def render47(tmp_path_factory: pytest.TempPathFactory):
-    from pytest_glm45.tinymodel import tiny_sizes
+    from pytest_glm45.engine.tinymodel import tiny_sizes
 
     tiny = ensure_tiny_model(tmp_path_factory.mktemp("cache47"), tiny_sizes("4.7"))
     tok = transformers.AutoTokenizer.from_pretrained(str(tiny.path))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45 import thresholds
+from pytest_glm45.measure import thresholds
 
 MEASURED = {"output_throughput": 100.0, "total_token_throughput": 900.0, "request_throughput": 1.0,
             "median_ttft_ms": 50.0, "p99_ttft_ms": 80.0, "median_tpot_ms": 10.0, "p99_itl_ms": 30.0}  # fmt: skip
@@ -85,8 +85,8 @@ def test_shipped_files_parse() -> None:
 
 
 def test_a_point_is_the_median_of_its_rounds_and_invalid_if_any_round_is() -> None:
-    from pytest_glm45.loadgen import Metrics, Shape
-    from pytest_glm45.throughput import combine
+    from pytest_glm45.clients.loadgen import Metrics, Shape
+    from pytest_glm45.measure.throughput import combine
 
     def metrics(throughput: float, tpot: float, invalid: dict[str, str] | None = None) -> Metrics:
         return Metrics(duration=1.0, completed=4, failed=0, total_input_tokens=40, total_output_tokens=400,
@@ -115,8 +115,8 @@ def test_a_baseline_takes_only_the_points_whose_checks_passed_and_says_so(tmp_pa
 
 def test_a_failing_throughput_point_is_absent_from_the_saved_baseline(tmp_path: Path) -> None:
     """The session's points: a point is marked passed by its check's last line (suites/test_throughput.py)."""
-    from pytest_glm45.loadgen import Shape
-    from pytest_glm45.throughput import Point, ThroughputSession
+    from pytest_glm45.clients.loadgen import Shape
+    from pytest_glm45.measure.throughput import Point, ThroughputSession
 
     session = ThroughputSession(tmp_path)
     good = Point("tiny-bf16-tp1", Shape("balanced", 100, 100), 1, dict(MEASURED), dict(ROUNDS))
@@ -130,8 +130,8 @@ def test_a_failing_throughput_point_is_absent_from_the_saved_baseline(tmp_path: 
 
 def test_a_baseline_of_other_lengths_is_refused_naming_what_differs(tmp_path: Path) -> None:
     """The same shape name at other lengths (another profile's baseline) is not applied as if it were the point."""
-    from pytest_glm45.loadgen import Shape
-    from pytest_glm45.throughput import Point, ThroughputSession
+    from pytest_glm45.clients.loadgen import Shape
+    from pytest_glm45.measure.throughput import Point, ThroughputSession
 
     path = tmp_path / "baseline.toml"
     thresholds.save_baseline(path, [baseline_point(4, ROUNDS, lengths=(1000, 1000))], margin=0.2, note="full profile")

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_glm45.glm_format import SPECIAL_TOKENS
-from pytest_glm45.tinymodel import (
+from pytest_glm45.engine.tinymodel import (
     PERTURBED_EXPERT_SCALE,
     PERTURBED_NORM,
     TinySizes,
@@ -19,6 +18,7 @@ from pytest_glm45.tinymodel import (
     weight_arrays,
     weight_shapes,
 )
+from pytest_glm45.glm.glm_format import SPECIAL_TOKENS
 
 tokenizers = pytest.importorskip("tokenizers")
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pytest_glm45 import known_failures, report
-from pytest_glm45.draft import draft, signature_of, signature_toml
 from pytest_glm45.known_failures import KnownFailuresError, default_dir, directories, load, parse
-from pytest_glm45.rejudge import rejudge
+from pytest_glm45.reports.draft import draft, signature_of, signature_toml
+from pytest_glm45.reports.rejudge import rejudge
 
 OLD_FILE = """
 [pins]
