@@ -6,6 +6,7 @@ client posts JSON with httpx and returns dicts; it never retries (retries hide s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import ssl
@@ -138,11 +139,13 @@ class ChatClient:
         """POST with stream=true and return every data chunk as a dict, until [DONE]."""
         return list(self.iter_stream(path, body))
 
-    def iter_stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """POST with stream=true and yield each data chunk; an error event mid-stream raises HttpError."""
+    @contextlib.contextmanager
+    def streaming(self, path: str, body: dict[str, Any], chunks: list[str]) -> Iterator[httpx.Response]:
+        """POST `body` with stream=true under the kit's request id and give the 200 response to read; a non-200
+        raises HttpError with the server's body. The stream is recorded for the running check's reproducer when it
+        ends, however it ends, with the `chunks` the caller read (each as sent)."""
         exchange = reproducer.Exchange("POST", path, None, stream=True)
         exchange.body = sent = reproducer.tagged(path, {**body, "stream": True}, exchange.request_id)
-        chunks: list[str] = []
         try:
             with self._http.stream("POST", path, json=sent, headers=request_id_header(exchange)) as resp:
                 exchange.status = resp.status_code
@@ -150,24 +153,30 @@ class ChatClient:
                     resp.read()
                     exchange.response = reproducer.truncated(resp.text)
                     raise HttpError(resp.status_code, _json(resp), path)
-                for line in sse_lines(resp):
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    chunks.append(payload)
-                    if payload == "[DONE]":
-                        return
-                    chunk = json.loads(payload)
-                    failure = error_event(chunk)  # vLLM reports a failure that happens mid-stream as an error event
-                    if failure is not None:
-                        raise HttpError(failure.status, chunk, path)
-                    yield chunk
+                yield resp
         except httpx.HTTPError as exc:
             exchange.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             exchange.chunks, exchange.chunks_total = reproducer.keep_chunks(chunks), len(chunks)
             reproducer.record(exchange)
+
+    def iter_stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST with stream=true and yield each data chunk; an error event mid-stream raises HttpError."""
+        chunks: list[str] = []
+        with self.streaming(path, body, chunks) as resp:
+            for line in sse_lines(resp):
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                chunks.append(payload)
+                if payload == "[DONE]":
+                    return
+                chunk = json.loads(payload)
+                failure = error_event(chunk)  # vLLM reports a failure that happens mid-stream as an error event
+                if failure is not None:
+                    raise HttpError(failure.status, chunk, path)
+                yield chunk
 
     # -- chat ----------------------------------------------------------------------------
 

@@ -27,10 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from pytest_glm45.clients.answers import ChatResult
-from pytest_glm45.clients.chat import ChatClient, HttpError, request_id_header, sse_lines
+from pytest_glm45.clients.chat import ChatClient, HttpError, sse_lines
 from pytest_glm45.clients.surface_answers import (
     BLOCK_DELTAS as BLOCK_DELTAS,
 )
@@ -55,9 +53,6 @@ from pytest_glm45.clients.surface_answers import (
 
 #: The surfaces, by the name check ids carry.
 from pytest_glm45.clients.surface_answers import (
-    json_or_text,
-)
-from pytest_glm45.clients.surface_answers import (
     responses_finish as responses_finish,
 )
 from pytest_glm45.clients.surface_answers import (
@@ -66,7 +61,6 @@ from pytest_glm45.clients.surface_answers import (
 from pytest_glm45.clients.surface_answers import (
     stream_error as stream_error,
 )
-from pytest_glm45.records import reproducer
 
 SURFACES = ("chat", "responses", "messages")
 #: Each surface's endpoint.
@@ -175,30 +169,16 @@ def _text(content: Any) -> str:
 def stream_events(client: ChatClient, path: str, body: dict[str, Any]) -> list[Event]:
     """POST `body` with stream=true and return every event with its name, until the stream ends or
     `[DONE]`; a non-200 raises HttpError, as an error event does (its status from the event, else 500)."""
-    exchange = reproducer.Exchange("POST", path, None, stream=True)
-    exchange.body = sent = reproducer.tagged(path, {**body, "stream": True}, exchange.request_id)
     raw: list[str] = []
     events: list[Event] = []
-    try:
-        # The client's own connection pool and key: the batch shares one client across threads.
-        with client._http.stream("POST", path, json=sent, headers=request_id_header(exchange)) as resp:
-            exchange.status = resp.status_code
-            if resp.status_code != 200:
-                resp.read()
-                exchange.response = reproducer.truncated(resp.text)
-                raise HttpError(resp.status_code, json_or_text(resp.text), path)
-            for event in parse_sse(sse_lines(resp)):
-                raw.append(json.dumps(event.data, ensure_ascii=False))
-                error = stream_error(event)
-                if error is not None:
-                    raise HttpError(error[0], {"error": {"message": error[1]}, "event": event.data}, path)
-                events.append(event)
-    except httpx.HTTPError as exc:
-        exchange.error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        exchange.chunks, exchange.chunks_total = reproducer.keep_chunks(raw), len(raw)
-        reproducer.record(exchange)
+    # The client's own connection pool and key: the batch shares one client across threads.
+    with client.streaming(path, body, raw) as resp:
+        for event in parse_sse(sse_lines(resp)):
+            raw.append(json.dumps(event.data, ensure_ascii=False))
+            error = stream_error(event)
+            if error is not None:
+                raise HttpError(error[0], {"error": {"message": error[1]}, "event": event.data}, path)
+            events.append(event)
     return events
 
 
