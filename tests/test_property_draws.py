@@ -6,30 +6,20 @@ go to a collector instead of the batch, at the example counts a smoke run gives 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import settings
+from suite_modules import suite_module
 
 from pytest_glm45.settings import resolve_settings
 
-SUITE = Path(__file__).resolve().parent.parent / "suites" / "test_tool_calling.py"
-
 
 def tool_calling_suite() -> ModuleType:
-    """The suite module, imported from its file once (under a name of its own: it is not this package's)."""
-    name = "glm45_suite_tool_calling"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SUITE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # its dataclasses look their module up while it executes
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """The tool-calling suite module (imported from its file once)."""
+    return suite_module("test_tool_calling")
 
 
 def smoke_budgets() -> list[int]:
