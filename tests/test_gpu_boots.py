@@ -3,11 +3,9 @@ only once it has stopped, and no boot ahead takes GPUs that a configuration befo
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from standin import assert_all_gone, log_pids
@@ -18,20 +16,6 @@ from pytest_glm45.engine.pool import ServerHandle, ServerPool
 from pytest_glm45.engine.server import ServerProcess, process_group_members
 from pytest_glm45.records.known_failures import KnownFailuresError
 from pytest_glm45.settings import Settings, resolve_settings
-
-H200 = {"name": "NVIDIA H200", "memory_bytes": 141 * 2**30, "compute_capability": [9, 0], "nvlink_links": 18}
-
-
-@pytest.fixture
-def eight_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin: Any) -> Path:
-    """A described 8 x H200 host (GLM45_INVENTORY), stand-in servers, and this test's own GPU locks."""
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"gpus": [{**H200, "index": i} for i in range(8)], "driver_version": "570.0",
-                                     "cuda_version": "12.8"}))  # fmt: skip
-    monkeypatch.setenv("GLM45_INVENTORY", str(inventory))
-    monkeypatch.setenv("GLM45_LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    return inventory
 
 
 def gpu_settings(tmp_path: Path, **values: str) -> Settings:

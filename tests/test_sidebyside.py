@@ -18,8 +18,6 @@ import pytest
 from pytest_glm45.engine import gpulease
 from pytest_glm45.measure.sidebyside import SideBySideError, configuration_of, distribution_mode
 
-H200 = {"name": "NVIDIA H200", "memory_bytes": 141 * 2**30, "compute_capability": [9, 0], "nvlink_links": 18}
-
 SIDE_BY_SIDE = """
 import json, os, time
 from pathlib import Path
@@ -63,18 +61,6 @@ def test_point(glm45_server, point):
 def test_fails_on_purpose(glm45_server):
     assert not glm45_server.config_id.endswith("tp2-ep-nostrict"), "a failure that must reach the controller"
 """
-
-
-@pytest.fixture
-def eight_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin: Any) -> Path:
-    """A described 8 x H200 host, stand-in servers, and this test's own lock directory."""
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"gpus": [{**H200, "index": i} for i in range(8)], "driver_version": "570.0",
-                                     "cuda_version": "12.8"}))  # fmt: skip
-    monkeypatch.setenv("GLM45_INVENTORY", str(inventory))
-    monkeypatch.setenv("GLM45_LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    return inventory
 
 
 FOUR_TP2 = ["--glm45-model", "air-fp8", "--gpus", "8", "--glm45-parallel", "tp2,tp2-ep", "--glm45-strict-tools", "on,off"]
