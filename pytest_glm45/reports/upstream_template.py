@@ -1,0 +1,243 @@
+"""The text of the pytest files `pytest-glm45 upstream` writes: vLLM's own parser-test shape, no server.
+
+A generated file imports only pytest, vLLM and vLLM's tokenizer loader. It composes the parsers the server's
+`--tool-call-parser glm45 --reasoning-parser glm45` compose (`ParserManager.get_parser`, as the chat server does),
+lets them adjust the request (the structural tag of strict tool calling), and runs the model's output through
+`Parser.parse` (non-streamed) and `Parser.parse_delta` token by token over the tokenizer's real token boundaries
+(streamed). A grammar defect's file compiles the grammar the adjusted request carries with vLLM's xgrammar backend
+and feeds it the model's tokens after the rendered prompt, as the engine does (the grammar starts where the
+reasoning parser says reasoning ended), asserting it accepts every one. The tokenizer comes from
+`$GLM45_TOKENIZER`, GLM-4.5's hub tokenizer by default; any tokenizer with GLM-4.5's special tokens shows the same.
+"""
+
+from __future__ import annotations
+
+import pprint
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: The tokenizer a generated test loads unless $GLM45_TOKENIZER names another (the kit's catalog's GLM-4.5-Air).
+DEFAULT_TOKENIZER = "zai-org/GLM-4.5-Air"
+#: The environment variable a generated test reads its tokenizer from.
+TOKENIZER_ENV = "GLM45_TOKENIZER"
+
+_HEAD = '''"""{title}
+
+{body}
+
+Found by pytest-glm45 ({checks}). No server: the model output below goes through the parsers that
+`--tool-call-parser {tool_parser} --reasoning-parser {reasoning_parser}` compose ({classes}), as vLLM's
+chat server does{grammar_note}.
+
+Run: {env}=<tokenizer path or hub name> pytest {filename}   (default: {default_tokenizer};
+any tokenizer with GLM-4.5's special tokens shows the same)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.parser.parser_manager import ParserManager
+from vllm.tokenizers import get_tokenizer
+'''
+
+_COMMON = '''
+TOKENIZER = os.environ.get("{env}", "{default_tokenizer}")
+TOOL_PARSER = {tool_parser!r}
+REASONING_PARSER = {reasoning_parser!r}
+
+# The model output (what GLM-4.5 wrote), the request, and what the format and the API contract expect.
+CASES = {cases}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return get_tokenizer(TOKENIZER)
+
+
+def messages(case):
+    return [*case["history"], {{"role": "user", "content": "Go ahead."}}]
+
+
+def make_request(case):
+    body = {{"model": "glm-4.5", "messages": messages(case), "max_tokens": 2048}}
+    if case["tools"]:
+        body["tools"] = case["tools"]
+        body["tool_choice"] = case["tool_choice"]
+    if not case["thinking"]:
+        body["chat_template_kwargs"] = {{"enable_thinking": False}}
+    return ChatCompletionRequest(**body)
+
+
+def make_parser(tokenizer, case):
+    """The parser the chat server builds for this request, and the request it adjusted."""
+    request = make_request(case)
+    parser_cls = ParserManager.get_parser(
+        tool_parser_name=TOOL_PARSER, reasoning_parser_name=REASONING_PARSER, enable_auto_tools=True
+    )
+    parser = parser_cls(tokenizer, request.tools, chat_template_kwargs=request.chat_template_kwargs or {{}})
+    return parser, parser.adjust_request(request)
+
+
+def output_ids(tokenizer, case):
+    return tokenizer.encode(case["script"], add_special_tokens=False)
+'''
+
+_PARSER_TESTS = '''
+
+def parse_nonstreaming(tokenizer, case):
+    parser, request = make_parser(tokenizer, case)
+    ids = output_ids(tokenizer, case)
+    reasoning, content, calls = parser.parse(
+        tokenizer.decode(ids), request, enable_auto_tools=True, model_output_token_ids=ids
+    )
+    calls = [(c.name, json.loads(c.arguments)) for c in calls or []]
+    return {"reasoning": reasoning or None, "content": content or None, "calls": calls}
+
+
+def parse_streaming(tokenizer, case):
+    """One delta per token, as the engine hands them to the server."""
+    parser, request = make_parser(tokenizer, case)
+    ids = output_ids(tokenizer, case)
+    reasoning, content, calls, previous = "", "", {}, ""
+    for i, token in enumerate(ids):
+        text = tokenizer.decode(ids[: i + 1])
+        delta_text, previous = text[len(previous):], text
+        delta = parser.parse_delta(delta_text, [token], request, None, finished=i == len(ids) - 1)
+        if delta is None:
+            continue
+        reasoning += delta.reasoning or ""
+        content += delta.content or ""
+        for call in delta.tool_calls or []:
+            name, args = calls.get(call.index, ("", ""))
+            if call.function is not None:
+                name += call.function.name or ""
+                args += call.function.arguments or ""
+            calls[call.index] = (name, args)
+    parsed = [(name, json.loads(args) if args else {}) for _, (name, args) in sorted(calls.items())]
+    return {"reasoning": reasoning or None, "content": content or None, "calls": parsed}
+
+
+def problems(case, result):
+    """What in `result` breaks the case's expectation (empty: none)."""
+    expect, found = case["expect"], []
+    calls = [[name, args] for name, args in result["calls"]]
+    if expect["kind"] == "exact":
+        if calls != expect["calls"]:
+            found.append(f"tool calls {calls}, expected {expect['calls']}")
+        for field in ("content", "reasoning"):
+            got, want = result[field], expect[field]
+            if expect.get("strip"):
+                got, want = (got or "").strip() or None, (want or "").strip() or None
+            if got != want:
+                found.append(f"{field} {result[field]!r}, expected {expect[field]!r}")
+    elif expect["kind"] == "alternatives":
+        if [calls, result["content"]] not in expect["accepted"]:
+            found.append(f"(calls, content) = ({calls}, {result['content']!r}): neither the call nor the model's text "
+                         f"came back as written; accepted: {expect['accepted']}")
+    else:  # keep: nothing the model wrote is lost; the calls parse or stay as their text
+        said = (result["reasoning"] or "") + (result["content"] or "")
+        lost = [piece for piece in expect["pieces"] if piece not in said]
+        if lost:
+            found.append(f"text the model wrote was lost: {lost}")
+        if calls and calls != expect["calls"]:
+            found.append(f"tool calls {calls}, expected {expect['calls']} or their text")
+        if not (result["content"] or "").strip().endswith(expect["content_endswith"]):
+            found.append(f"the answer {expect['content_endswith']!r} is not in content")
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_nonstreaming(tokenizer, case):
+    result = parse_nonstreaming(tokenizer, case)
+    found = problems(case, result)
+    assert not found, f"model output {case['script']!r}: " + "; ".join(found) + f"\\ngot: {result}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_streaming(tokenizer, case):
+    streamed = parse_streaming(tokenizer, case)
+    found = problems(case, streamed)
+    plain = parse_nonstreaming(tokenizer, case)
+    if streamed != plain:
+        found.append(f"streamed and non-streamed results differ: non-streamed {plain}")
+    assert not found, f"model output {case['script']!r}, streamed: " + "; ".join(found) + f"\\ngot: {streamed}"
+'''
+
+_GRAMMAR_HEAD = '''
+import types
+
+from vllm.config import StructuredOutputsConfig
+from vllm.v1.structured_output.backend_types import StructuredOutputOptions
+from vllm.v1.structured_output.backend_xgrammar import XgrammarBackend
+'''
+
+_GRAMMAR_TESTS = '''
+
+def prompt_ids(tokenizer, case):
+    ids = tokenizer.apply_chat_template(
+        messages(case), tools=case["tools"] or None, add_generation_prompt=True, tokenize=True,
+        enable_thinking=case["thinking"],
+    )
+    return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+
+def compile_grammar(tokenizer, structured_outputs):
+    """The grammar vLLM's xgrammar backend compiles for the request (None: the request carries none)."""
+    if structured_outputs is None:
+        return None
+    for option, spec in ((StructuredOutputOptions.STRUCTURAL_TAG, structured_outputs.structural_tag),
+                         (StructuredOutputOptions.JSON, structured_outputs.json),
+                         (StructuredOutputOptions.GRAMMAR, structured_outputs.grammar),
+                         (StructuredOutputOptions.REGEX, structured_outputs.regex)):
+        if spec is not None:
+            config = types.SimpleNamespace(
+                structured_outputs_config=StructuredOutputsConfig(), model_config=None, speculative_config=None
+            )
+            backend = XgrammarBackend(config, tokenizer=tokenizer, vocab_size=len(tokenizer))
+            return backend.compile_grammar(option, spec if isinstance(spec, str) else json.dumps(spec))
+    return None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_grammar_accepts_model_output(tokenizer, case):
+    """The grammar vLLM builds for the request must accept what GLM-4.5 writes (it rejects it: HTTP 500)."""
+    parser, request = make_parser(tokenizer, case)
+    grammar = compile_grammar(tokenizer, request.structured_outputs)
+    if grammar is None:
+        return  # no grammar constrains this request: nothing can reject the model's output
+    reasoner = parser.reasoning_parser
+    reasoning_ended = reasoner is None or reasoner.is_reasoning_end(prompt_ids(tokenizer, case))
+    ids = output_ids(tokenizer, case)
+    for i, token in enumerate(ids + [tokenizer.eos_token_id]):
+        if not reasoning_ended:  # the engine constrains from where the reasoning parser says reasoning ended
+            end = reasoner.find_reasoning_end([token])
+            if end is None:
+                continue
+            reasoning_ended = True
+            if not end.implicit:
+                continue
+        assert grammar.accept_tokens("glm45-upstream", [token]), (
+            f"the grammar rejected token {token} ({tokenizer.decode([token])!r}) after "
+            f"{tokenizer.decode(ids[:i])!r}; the model output is {case['script']!r}"
+        )
+'''
+
+
+def render_test(*, title: str, body: str, checks: Sequence[str], filename: str, tool_parser: str, reasoning_parser: str,
+                classes: str, cases: Sequence[Mapping[str, Any]], grammar: bool) -> str:  # fmt: skip
+    """A generated test file: the docstring naming the defect, the cases as data, and the tests (the parser
+    tests, or for a grammar defect the grammar test)."""
+    fields = {"env": TOKENIZER_ENV, "default_tokenizer": DEFAULT_TOKENIZER, "tool_parser": tool_parser,
+              "reasoning_parser": reasoning_parser}  # fmt: skip
+    head = _HEAD.format(
+        title=title, body=body, checks=", ".join(checks), classes=classes, filename=filename,
+        grammar_note=(", then compiles the grammar the adjusted request carries (strict tool calling's structural tag) "
+                      "with vLLM's xgrammar backend and feeds it the model's tokens") if grammar else
+                     ", non-streamed (`Parser.parse`) and streamed token by token (`Parser.parse_delta`)", **fields)  # fmt: skip
+    common = _COMMON.format(cases=pprint.pformat([dict(c) for c in cases], width=110, sort_dicts=False), **fields)
+    return head + (_GRAMMAR_HEAD if grammar else "") + common + (_GRAMMAR_TESTS if grammar else _PARSER_TESTS)
