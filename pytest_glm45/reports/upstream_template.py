@@ -213,7 +213,8 @@ def test_grammar_accepts_model_output(tokenizer, case):
     reasoner = parser.reasoning_parser
     reasoning_ended = reasoner is None or reasoner.is_reasoning_end(prompt_ids(tokenizer, case))
     ids = output_ids(tokenizer, case)
-    for i, token in enumerate(ids + [tokenizer.eos_token_id]):
+    stop = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]  # the model then ends its turn
+    for i, token in enumerate([*ids, *stop]):
         if not reasoning_ended:  # the engine constrains from where the reasoning parser says reasoning ended
             end = reasoner.find_reasoning_end([token])
             if end is None:
