@@ -165,8 +165,15 @@ def collect(report: Mapping[str, Any], directories: Sequence[Path] | None = None
     return version, ordered
 
 
+def _same_defect(a: known_failures.KnownFailure, b: known_failures.KnownFailure) -> bool:
+    """Whether two versions' entries covering the same check on the same configuration record one defect: the same
+    signature, or both a parser's reading (neither the grammar's rejection, which fails the request before a parser runs)."""
+    grammar = [GRAMMAR_REJECTION in (e.signature.match or "") for e in (a, b)]
+    return a.signature == b.signature or not any(grammar)
+
+
 def _affects(defect: Defect, version: str, directories: Sequence[Path] | None) -> dict[str, bool | None]:
-    """Per version with a file: whether it records this defect (an entry with the same signature covering a hit check)."""
+    """Per version with a file: whether it records this defect (an entry covering a hit check that is the same defect)."""
     out: dict[str, bool | None] = {}
     for other in other_versions(directories):
         if other == version:
@@ -174,7 +181,7 @@ def _affects(defect: Defect, version: str, directories: Sequence[Path] | None) -
             continue
         files = known_failures.load(other, directories)
         entries = [files.lookup(h.check, h.config, model_family(h.config)) for h in defect.hits]
-        out[other] = any(e is not None and e.signature == defect.entry.signature for e in entries)
+        out[other] = any(e is not None and _same_defect(e, defect.entry) for e in entries)
     return out
 
 
@@ -205,7 +212,7 @@ def _curl(defect: Defect) -> str:
 
 
 def _affects_line(defect: Defect) -> str:
-    said = {True: "recorded", False: "not recorded (its file has no entry with this signature for these checks)", None: "no file"}
+    said = {True: "recorded", False: "not recorded (no entry of its file records this defect for these checks)", None: "no file"}
     return "; ".join(f"{v}: {said[a]}" for v, a in defect.affects.items())
 
 

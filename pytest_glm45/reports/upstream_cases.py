@@ -11,7 +11,9 @@ Each case is JSON-shaped (it is written into the generated file as a literal):
 `{"kind": "exact", "calls": [[name, args], ...], "content": str|None, "reasoning": str|None}`,
 `{"kind": "alternatives", "accepted": [[[[name, args], ...], content], ...]}` (a server may return any) or
 `{"kind": "keep", "pieces": [...], "calls": [...], "content_endswith": str, "format": str}` (nothing the model
-wrote is lost; the calls parse or stay as their text).
+wrote is lost; the calls parse or stay as their text) or `{"kind": "as_text", "reasoning", "content", "calls"}` (markup
+spelled as text: the split the tag means, or the text as written). `as_text` lists the markup the model spelled as
+ordinary text pieces instead of its added token (the kit's replay xarg `glm45_replay_as_text`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ ALL_TOOLS = [t.schema() for t in (WEATHER, GET, NOOP, MCP, TYPED)]
 PARIS = ("get_weather", {"city": "Paris", "days": 3})
 ROME = ("get_weather", {"city": "Rome"})
 X_CALL = ("get_weather", {"city": "X"})
+PARIS_CALL = ("get_weather", {"city": "Paris"})
 SEARCH_HISTORY: list[dict[str, Any]] = [
     {"role": "user", "content": "Search the web for vLLM releases."},
     {"role": "assistant", "content": None, "tool_calls": [
@@ -53,11 +56,26 @@ def _calls(calls: Sequence[Call]) -> list[list[Any]]:
 
 
 def _case(case_id: str, suite: str, script: str, expect: dict[str, Any], *, tools: list[dict[str, Any]] | None = None,
-          thinking: bool = False, history: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:  # fmt: skip
+          thinking: bool = False, history: Sequence[dict[str, Any]] = (), as_text: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     if suite == "reasoning" and expect["kind"] == "exact":
         expect = {**expect, "strip": True}  # the reasoning suite compares its fields up to whitespace at the ends
     return {"id": case_id, "suite": suite, "script": script, "tools": ALL_TOOLS if tools is None else tools,
-            "tool_choice": "auto", "thinking": thinking, "history": list(history), "expect": expect}  # fmt: skip
+            "tool_choice": "auto", "thinking": thinking, "history": list(history), "as_text": list(as_text),
+            "expect": expect}  # fmt: skip
+
+
+def _as_text_calls(case_id: str, style: str, calls: Sequence[Call], markup: Sequence[str], before: str = "") -> dict[str, Any]:
+    """Calls whose `markup` is spelled as ordinary text pieces: they parse, or come back as the text (never vanish)."""
+    text = before + ("\n" if before and style == "native" else "") + render_calls(calls, style)
+    accepted = [[_calls(calls), before or None], [[], text]]
+    return _case(case_id, "tool_calling", text, {"kind": "alternatives", "accepted": accepted}, as_text=markup)
+
+
+def _as_text_reasoning(case_id: str, script: str, reasoning: str, content: str | None, markup: Sequence[str],
+                       calls: Sequence[Call] = ()) -> dict[str, Any]:  # fmt: skip
+    """`</think>` (or `<think>`, `<tool_call>`) spelled as text: the split the tag means, or the model's text as written."""
+    expect = {"kind": "as_text", "reasoning": reasoning, "content": content, "calls": _calls(calls)}
+    return _case(case_id, "reasoning", script, expect, tools=[WEATHER.schema()] if calls else [], thinking=True, as_text=markup)
 
 
 def _exact(calls: Sequence[Call], content: str | None = None, reasoning: str | None = None) -> dict[str, Any]:
@@ -95,6 +113,21 @@ def _tool_cases() -> list[dict[str, Any]]:
                          {"kind": "keep", "pieces": ["Maybe", " no.", "Answer."], "calls": _calls([X_CALL]),
                           "content_endswith": "Answer.", "format": style},
                          tools=[WEATHER.schema()], thinking=True))  # fmt: skip
+    for style in STYLES:
+        out += [
+            _as_text_calls(f"tool-call-open-as-text-{style}", style, [PARIS], ["<tool_call>"]),
+            _as_text_calls(f"tool-call-tags-as-text-{style}", style, [PARIS], ["<tool_call>", "</tool_call>"]),
+            _as_text_calls(f"all-call-markup-as-text-{style}", style, [PARIS],
+                           ["<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"]),
+            _as_text_calls(f"text-before-call-as-text-{style}", style, [PARIS], ["<tool_call>", "</tool_call>"], before="Let me check."),
+            _as_text_reasoning(f"reasoning-then-call-as-text-{style}", "<think>Need the tool.</think>" + render_call(*PARIS_CALL, style),
+                               "Need the tool.", None, ["<tool_call>", "</tool_call>"], [PARIS_CALL]),
+        ]  # fmt: skip
+    out += [
+        _as_text_reasoning("close-think-as-text", "<think>Let me think.</think>The answer is 4.", "Let me think.", "The answer is 4.", ["</think>"]),
+        _as_text_reasoning("think-tags-as-text", "<think>Let me think.</think>The answer is 4.", "Let me think.", "The answer is 4.",
+                           ["<think>", "</think>"]),
+    ]  # fmt: skip
     out.append(_case("no-tags-at-all", "reasoning", "A plain answer without thinking.",
                      _exact([], "A plain answer without thinking.", None), tools=[], thinking=True))
     return out

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -84,7 +85,22 @@ def make_parser(tokenizer, case):
 
 
 def output_ids(tokenizer, case):
-    return tokenizer.encode(case["script"], add_special_tokens=False)
+    """The model's tokens: markup as its added token, or for the tags in case["as_text"] as ordinary text pieces."""
+    if not case["as_text"]:
+        return tokenizer.encode(case["script"], add_special_tokens=False)
+    added = set(tokenizer.get_added_vocab().values())
+    tags = "|".join(re.escape(tag) for tag in sorted(case["as_text"], key=len, reverse=True))
+    ids = []
+    for n, part in enumerate(re.split(f"({{tags}})", case["script"])):
+        if not part:
+            continue
+        if n % 2 == 0:
+            ids += tokenizer.encode(part, add_special_tokens=False)
+            continue
+        pieces = tokenizer.encode(part[:1], add_special_tokens=False) + tokenizer.encode(part[1:], add_special_tokens=False)
+        assert not added & set(pieces) and tokenizer.decode(pieces) == part, f"cannot spell {{part!r}} as text pieces"
+        ids += pieces
+    return ids
 '''
 
 _PARSER_TESTS = '''
@@ -139,6 +155,8 @@ def problems(case, result):
         if [calls, result["content"]] not in expect["accepted"]:
             found.append(f"(calls, content) = ({calls}, {result['content']!r}): neither the call nor the model's text "
                          f"came back as written; accepted: {expect['accepted']}")
+    elif expect["kind"] == "as_text":  # markup spelled as text: the split the tag means, or the text as written
+        found += as_text_problems(case, result, calls)
     else:  # keep: nothing the model wrote is lost; the calls parse or stay as their text
         said = (result["reasoning"] or "") + (result["content"] or "")
         lost = [piece for piece in expect["pieces"] if piece not in said]
@@ -149,6 +167,28 @@ def problems(case, result):
         if not (result["content"] or "").strip().endswith(expect["content_endswith"]):
             found.append(f"the answer {expect['content_endswith']!r} is not in content")
     return found
+
+
+def as_text_problems(case, result, calls):
+    expect, script = case["expect"], case["script"]
+    reasoning, content = (result["reasoning"] or "").strip(), (result["content"] or "").strip()
+    if expect["calls"]:
+        text = script.split("</think>", 1)[1]
+        if reasoning != expect["reasoning"].strip():
+            return [f"reasoning {result['reasoning']!r}, expected {expect['reasoning']!r}"]
+        if calls and (calls != expect["calls"] or content):
+            return [f"tool calls {calls} with content {result['content']!r}, expected {expect['calls']} and no content"]
+        if not calls and content != text.strip():
+            return [f"the call neither parsed nor came back as its text: content {result['content']!r}"]
+        return []
+    split = (result["reasoning"] is not None and reasoning == expect["reasoning"].strip()
+             and result["content"] is not None and content == (expect["content"] or "").strip())
+    said = ((result["reasoning"] or "") + (result["content"] or "")).strip()
+    kept = said in (script.strip(), script.removeprefix("<think>").strip())
+    if not (split or kept):
+        return [f"neither split at the tag nor kept as the model wrote it: reasoning {result['reasoning']!r}, "
+                f"content {result['content']!r}"]
+    return [f"tool calls {calls}, expected none"] if calls else []
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
