@@ -96,11 +96,11 @@ def _title(entry: known_failures.KnownFailure) -> str:
 
 
 def _layer(entry: known_failures.KnownFailure, hits: Sequence[Hit]) -> str:
+    if GRAMMAR_REJECTION in (entry.signature.match or ""):
+        return "grammar"
     replays = [h for h in hits if h.case is not None]
     if not replays:
         return "serving"
-    if GRAMMAR_REJECTION in (entry.signature.match or ""):
-        return "grammar"
     suites = {REPLAY_CHECKS[h.check.partition("[")[0]] for h in replays}
     return "reasoning parser" if suites == {"reasoning"} else "parser"
 
@@ -159,6 +159,11 @@ def collect(report: Mapping[str, Any], directories: Sequence[Path] | None = None
             checks = sorted({h.check.partition("[")[0] for h in defect.hits})
             defect.why_not_a_test = (f"its checks ({', '.join(checks)}) judge what the server does with a request, not how a "
                                      "parser or a grammar reads the model's output: the defect is in serving code")  # fmt: skip
+        elif not defect.cases:
+            checks = sorted({h.check.partition("[")[0] for h in defect.hits})
+            defect.why_not_a_test = (f"its checks ({', '.join(checks)}) are not chat replay cases of the suites, whose "
+                                     "model output and request a generated test carries (a surface's view of a grammar "
+                                     "defect is shown by the chat entry's test)")  # fmt: skip
         elif missing:
             defect.why_not_a_test = (f"its cases {missing} are not among those `pytest_glm45.reports.upstream_cases` carries; "
                                      "add them there (the kit's test holds each equal to its suite's case)")  # fmt: skip
