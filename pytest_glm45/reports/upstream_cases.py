@@ -128,6 +128,10 @@ def _tool_cases() -> list[dict[str, Any]]:
         _as_text_reasoning("think-tags-as-text", "<think>Let me think.</think>The answer is 4.", "Let me think.", "The answer is 4.",
                            ["<think>", "</think>"]),
     ]  # fmt: skip
+    for style in STYLES:  # suites/test_tool_calling.py test_tool_choice_guided: a forced call, written as GLM writes it
+        for choice, tool_choice in (("required", "required"), ("named", {"type": "function", "function": {"name": "get_weather"}})):
+            case = _case(f"tool-choice-{choice}-{style}", "tool_calling", render_call(*PARIS, style), _exact([PARIS]))
+            out.append({**case, "tool_choice": tool_choice})
     out.append(_case("no-tags-at-all", "reasoning", "A plain answer without thinking.",
                      _exact([], "A plain answer without thinking.", None), tools=[], thinking=True))
     return out
@@ -155,10 +159,18 @@ RENAMED = {
 REPLAY_CHECKS = {"test_tool_calling::test_replay": "tool_calling", "test_reasoning::test_replay": "reasoning"}
 
 
+#: The guided tool_choice check: its parameter is `<choice>-<mode>-<format>` (before the format axis `<choice>-<mode>`,
+#: written in the compact format).
+GUIDED_CHECK = "test_tool_calling::test_tool_choice_guided"
+
+
 def case_of(check_id: str) -> tuple[str, str] | None:
     """(the current case id, the mode `plain` or `stream`) a replay check id names, or None for another check
     (a check of a report older than the format axis is read under its current id: RENAMED)."""
     name, _, param = check_id.partition("[")
+    if name == GUIDED_CHECK and param.endswith("]"):
+        choice, mode, style = [*param[:-1].split("-"), "compact"][:3]
+        return (f"tool-choice-{choice}-{style}", mode) if mode in ("plain", "stream") else None
     if name not in REPLAY_CHECKS or not param.endswith("]"):
         return None
     stem, _, mode = param[:-1].rpartition("-")
@@ -172,4 +184,8 @@ def current_check_id(check_id: str) -> str:
     found = case_of(check_id)
     if found is None:
         return check_id
-    return f"{check_id.partition('[')[0]}[{found[0]}-{found[1]}]"
+    name = check_id.partition("[")[0]
+    if name == GUIDED_CHECK:
+        _, choice, style = found[0].rsplit("-", 2)
+        return f"{name}[{choice}-{found[1]}-{style}]"
+    return f"{name}[{found[0]}-{found[1]}]"

@@ -55,9 +55,18 @@ REASONING_PARSER = {reasoning_parser!r}
 CASES = {cases}
 
 
+# What the server ran with: strict tool calling (vLLM's default) or VLLM_ENFORCE_STRICT_TOOL_CALLING=0.
+STRICT_TOOL_CALLING = {strict!r}
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return get_tokenizer(TOKENIZER)
+
+
+@pytest.fixture(autouse=True)
+def strict_tool_calling(monkeypatch):
+    monkeypatch.setenv("VLLM_ENFORCE_STRICT_TOOL_CALLING", "1" if STRICT_TOOL_CALLING else "0")
 
 
 def messages(case):
@@ -270,7 +279,7 @@ def test_grammar_accepts_model_output(tokenizer, case):
 
 
 def render_test(*, title: str, body: str, checks: Sequence[str], filename: str, tool_parser: str, reasoning_parser: str,
-                classes: str, cases: Sequence[Mapping[str, Any]], grammar: bool) -> str:  # fmt: skip
+                classes: str, cases: Sequence[Mapping[str, Any]], grammar: bool, strict: bool = True) -> str:  # fmt: skip
     """A generated test file: the docstring naming the defect, the cases as data, and the tests (the parser
     tests, or for a grammar defect the grammar test)."""
     fields = {"env": TOKENIZER_ENV, "default_tokenizer": DEFAULT_TOKENIZER, "tool_parser": tool_parser,
@@ -280,5 +289,5 @@ def render_test(*, title: str, body: str, checks: Sequence[str], filename: str, 
         grammar_note=(", then compiles the grammar the adjusted request carries (strict tool calling's structural tag) "
                       "with vLLM's xgrammar backend and feeds it the model's tokens") if grammar else
                      ", non-streamed (`Parser.parse`) and streamed token by token (`Parser.parse_delta`)", **fields)  # fmt: skip
-    common = _COMMON.format(cases=pprint.pformat([dict(c) for c in cases], width=110, sort_dicts=False), **fields)
+    common = _COMMON.format(cases=pprint.pformat([dict(c) for c in cases], width=110, sort_dicts=False), strict=strict, **fields)
     return head + (_GRAMMAR_HEAD if grammar else "") + common + (_GRAMMAR_TESTS if grammar else _PARSER_TESTS)
