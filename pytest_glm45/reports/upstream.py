@@ -28,7 +28,7 @@ from pytest_glm45.records.reproducer import Exchange, curl_command
 from pytest_glm45.reports import report as report_io
 from pytest_glm45.reports.reference import model_family
 from pytest_glm45.reports.upstream_cases import CASES, REPLAY_CHECKS, case_of, current_check_id
-from pytest_glm45.reports.upstream_template import DEFAULT_TOKENIZER, TOKENIZER_ENV, render_test
+from pytest_glm45.reports.upstream_template import DEFAULT_TOKENIZER, TOKENIZER_ENV, render_test, wrap
 
 #: The layers a defect lives in, in the order the index lists them.
 LAYERS = ("parser", "reasoning parser", "grammar", "serving")
@@ -313,7 +313,7 @@ def write(report_path: Path, out: Path, directories: Sequence[Path] | None = Non
         cases = [CASES[c] for c in defect.cases]
         body = (f"vLLM {version}: {' '.join(defect.entry.reason.split())}\n\nExpected: {defect.entry.evidence.get('expected', '')}\n"
                 f"Versions (pytest-glm45's known-failure files): {_affects_line(defect)}")  # fmt: skip
-        text = render_test(title=_title(defect.entry), body=_wrap(body), checks=sorted({h.check for h in defect.hits}),
+        text = render_test(title=_title(defect.entry), body=wrap(body), checks=sorted({h.check for h in defect.hits}),
                            filename=defect.test_file, tool_parser=TOOL_PARSER, reasoning_parser=REASONING_PARSER,
                            classes=parsers, cases=cases, grammar=defect.layer == "grammar",
                            strict=not all(h.config.endswith("-nostrict") for h in defect.hits))  # fmt: skip
@@ -327,20 +327,6 @@ def write(report_path: Path, out: Path, directories: Sequence[Path] | None = Non
                             "checks": sorted({h.check for h in d.hits})} for d in defects]}  # fmt: skip
     (out / "upstream.json").write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
     return summary
-
-
-def _wrap(text: str, width: int = 110) -> str:
-    out: list[str] = []
-    for paragraph in text.split("\n"):
-        line = ""
-        for word in paragraph.split(" "):
-            if line and len(line) + 1 + len(word) > width:
-                out.append(line)
-                line = word
-            else:
-                line = f"{line} {word}" if line else word
-        out.append(line)
-    return "\n".join(out).replace('"""', "'''").replace("\\", "\\\\")
 
 
 def counts(defects: Sequence[Defect]) -> dict[str, int]:

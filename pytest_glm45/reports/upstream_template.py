@@ -12,7 +12,7 @@ reasoning parser says reasoning ended), asserting it accepts every one. The toke
 
 from __future__ import annotations
 
-import pprint
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,16 +21,7 @@ DEFAULT_TOKENIZER = "zai-org/GLM-4.5-Air"
 #: The environment variable a generated test reads its tokenizer from.
 TOKENIZER_ENV = "GLM45_TOKENIZER"
 
-_HEAD = '''"""{title}
-
-{body}
-
-Found by pytest-glm45 ({checks}). No server: the model output below goes through the parsers that
-`--tool-call-parser {tool_parser} --reasoning-parser {reasoning_parser}` compose ({classes}), as vLLM's
-chat server does{grammar_note}.
-
-Run: {env}=<tokenizer path or hub name> pytest {filename}   (default: {default_tokenizer};
-any tokenizer with GLM-4.5's special tokens shows the same)
+_HEAD = '''"""{docstring}
 """
 
 from __future__ import annotations
@@ -48,8 +39,8 @@ from vllm.tokenizers import get_tokenizer
 
 _COMMON = '''
 TOKENIZER = os.environ.get("{env}", "{default_tokenizer}")
-TOOL_PARSER = {tool_parser!r}
-REASONING_PARSER = {reasoning_parser!r}
+TOOL_PARSER = "{tool_parser}"
+REASONING_PARSER = "{reasoning_parser}"
 
 # The model output (what GLM-4.5 wrote), the request, and what the format and the API contract expect.
 CASES = {cases}
@@ -284,10 +275,53 @@ def render_test(*, title: str, body: str, checks: Sequence[str], filename: str, 
     tests, or for a grammar defect the grammar test)."""
     fields = {"env": TOKENIZER_ENV, "default_tokenizer": DEFAULT_TOKENIZER, "tool_parser": tool_parser,
               "reasoning_parser": reasoning_parser}  # fmt: skip
-    head = _HEAD.format(
-        title=title, body=body, checks=", ".join(checks), classes=classes, filename=filename,
-        grammar_note=(", then compiles the grammar the adjusted request carries (strict tool calling's structural tag) "
-                      "with vLLM's xgrammar backend and feeds it the model's tokens") if grammar else
-                     ", non-streamed (`Parser.parse`) and streamed token by token (`Parser.parse_delta`)", **fields)  # fmt: skip
-    common = _COMMON.format(cases=pprint.pformat([dict(c) for c in cases], width=110, sort_dicts=False), strict=strict, **fields)
+    how = (", then compiles the grammar the adjusted request carries (strict tool calling's structural tag) with vLLM's "
+           "xgrammar backend and feeds it the model's tokens") if grammar else \
+        ", non-streamed (`Parser.parse`) and streamed token by token (`Parser.parse_delta`)"  # fmt: skip
+    docstring = "\n\n".join([
+        title, body,
+        wrap(f"Found by pytest-glm45 ({', '.join(checks)}). No server: the model output below goes through the parsers "
+             f"that `--tool-call-parser {tool_parser} --reasoning-parser {reasoning_parser}` compose ({classes}), as "
+             f"vLLM's chat server does{how}."),
+        wrap(f"Run: {TOKENIZER_ENV}=<tokenizer path or hub name> pytest {filename} (default: {DEFAULT_TOKENIZER}; any "
+             "tokenizer with GLM-4.5's special tokens shows the same)"),
+    ])  # fmt: skip
+    head = _HEAD.format(docstring=docstring.replace("\\", "\\\\").replace('"""', "'''"))
+    common = _COMMON.format(cases=python_literal([dict(c) for c in cases]), strict=strict, **fields)
     return head + (_GRAMMAR_HEAD if grammar else "") + common + (_GRAMMAR_TESTS if grammar else _PARSER_TESTS)
+
+
+def wrap(text: str, width: int = 110) -> str:
+    """`text` with each paragraph's words wrapped at `width` characters."""
+    out: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in paragraph.split(" "):
+            if line and len(line) + 1 + len(word) > width:
+                out.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        out.append(line)
+    return "\n".join(out)
+
+
+def python_literal(value: Any, indent: int = 0) -> str:
+    """A JSON-shaped value as a Python literal in vLLM's style (double quotes; one dict entry or list item a line
+    once it passes 100 characters)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    flat = json.dumps(value, ensure_ascii=False)
+    pad, inner = " " * indent, " " * (indent + 4)
+    if isinstance(value, Mapping):
+        items = [f"{json.dumps(str(k))}: {python_literal(v, indent + 4)}" for k, v in value.items()]
+        opening, closing = "{", "}"
+    else:
+        items = [python_literal(v, indent + 4) for v in value]
+        opening, closing = "[", "]"
+    one_line = opening + ", ".join(items) + closing
+    if len(flat) + indent <= 100 and "\n" not in one_line:
+        return one_line
+    return opening + "\n" + "".join(f"{inner}{item},\n" for item in items) + pad + closing
