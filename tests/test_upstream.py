@@ -104,6 +104,9 @@ def test_the_measured_report_has_its_defects_in_four_layers() -> None:
     assert by_entry["vllm-0.32.0.toml#2"].cases == ["one-call-native", "text-before-call-native", "same-tool-twice-native", "typed-values-native"]
     assert by_entry["vllm-0.32.0.toml#5"].failing_tests() == ["test_streaming[text-before-call-native]"]
     assert "serving code" in by_entry["vllm-0.32.0.toml#1"].why_not_a_test
+    issue = upstream.issue_text(by_entry["vllm-0.32.0.toml#5"], version, "classes")
+    assert "ids before the format axis: test_tool_calling::test_replay[native-text-before-call-stream]" in issue
+    assert "Let me check.\n<tool_call>get_weather\n<arg_key>city</arg_key>" in issue  # what the model wrote, as written
 
 
 def test_a_report_with_recorded_entries_and_requests_uses_them(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ class Hit:
     case: str | None  # the replay case it names, if any
     mode: str | None  # plain or stream
     reproducer: Mapping[str, Any] | None = None
+    recorded: str = ""  # the id as the report names it (a report before the format axis: the case's old id)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def collect(report: Mapping[str, Any], directories: Sequence[Path] | None = None
         found = case_of(check)
         case, mode = found if found else (None, None)
         defect = defects.setdefault(entry.source, Defect(entry))
-        defect.hits.append(Hit(check, str(record["config"]), case, mode, record.get("reproducer")))
+        defect.hits.append(Hit(check, str(record["config"]), case, mode, record.get("reproducer"), str(record["id"])))
     ordered = sorted(defects.values(), key=lambda d: int(d.entry.source.rpartition("#")[2] or 0))
     for defect in ordered:
         defect.layer = _layer(defect.entry, defect.hits)
@@ -231,13 +232,15 @@ def issue_text(defect: Defect, version: str, parsers: str) -> str:
     """The markdown of one defect's upstream issue."""
     entry, ev = defect.entry, defect.entry.evidence
     configs = sorted({h.config for h in defect.hits})
+    renamed = sorted({h.recorded for h in defect.hits if h.recorded and h.recorded != h.check})
     lines = [f"# [GLM-4.5] {_title(entry)}", "",
              f"- **vLLM**: {version}; parsers `--tool-call-parser {TOOL_PARSER} --reasoning-parser {REASONING_PARSER} "
              f"--enable-auto-tool-choice` ({parsers})",
              f"- **Configurations where it showed**: {', '.join(_config_flags(c) for c in configs)}",
              f"- **Layer**: {defect.layer}",
              f"- **Versions** (pytest-glm45's known-failure files): {_affects_line(defect)}",
-             f"- **Found by**: {', '.join(sorted({h.check for h in defect.hits}))} (known failure `{entry.source}`)", ""]  # fmt: skip
+             f"- **Found by**: {', '.join(sorted({h.check for h in defect.hits}))} (known failure `{entry.source}`)"
+             + (f"; the report names them by their ids before the format axis: {', '.join(renamed)}" if renamed else ""), ""]  # fmt: skip
     if defect.cases:
         lines += ["## What the model wrote", ""]
         for case_id in defect.cases:
