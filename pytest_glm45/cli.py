@@ -9,6 +9,7 @@
     pytest-glm45 compare old/report.json new/report.json --known-failures shipped,kf   # judged again, offline
     pytest-glm45 plans reference/report.json                # the options that run a report's configurations again
     pytest-glm45 reproduce reports/new/report.json          # send each known failure's request again: same defect?
+    pytest-glm45 upstream reports/new/report.json --out up  # each parser/grammar defect as a vLLM-style test + issue text
 """
 
 from __future__ import annotations
@@ -364,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(rep)
     rep.set_defaults(func=cmd_reproduce)
+
+    up = sub.add_parser("upstream", help="Each parser- or grammar-level defect of a report as a pytest file in vLLM's "
+                                         "parser-test style (no server) and an issue text; the others in an index with their curl")  # fmt: skip
+    from pytest_glm45.reports import upstream
+
+    upstream.add_arguments(up)
+    up.set_defaults(func=upstream.run)
 
     inv = sub.add_parser("inventory", help="Print this host's GPU inventory")
     inv.add_argument("--json", action="store_true")
