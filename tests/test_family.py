@@ -101,6 +101,6 @@ def test_which_model_a_server_serves_is_decided_by_its_handle(
 
     config = Configuration(resolve_model(alias), parse_plan("tp1"), strict_tools=True, engine="cpu") if alias else None
     handle = ServerHandle(config, config.id if config else "remote", "http://127.0.0.1:1", None, served, None, None, None,
-                          "cpu" if config else "remote", None, 8192, True, KnownFailures(()),  # fmt: skip
-                          declared_model=resolve_model(declared) if declared else None)
+                          "cpu" if config else "remote", None, 8192, True, KnownFailures(()),
+                          declared_model=resolve_model(declared) if declared else None)  # fmt: skip
     assert (handle.model_family, handle.generation, handle.own_format, handle.opens_think) == expected
