@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evidence", help="Each failure and known failure of a report with its curl reproducer, "
                                          "as evidence lines for a known_failures/vllm-<version>.toml entry")  # fmt: skip
     ev.add_argument("report", help="a report.json (pytest --glm45-report DIR writes DIR/report.json)")
-    ev.add_argument("--check", default=None, help="Only checks whose id matches this pattern (* and ?). Default: all.")
+    ev.add_argument("--check", default=None, help="Only checks whose id matches this pattern (* and ?; ! excludes). Default: all.")
     ev.add_argument("--config", default=None, help="Only this configuration id (or pattern). Default: all.")
     ev.add_argument("--known-failures", action="append", default=None,
                     help="Directories of vllm-<version>.toml files, in layers: a comma list or repeated; shipped = the "

@@ -33,7 +33,6 @@ from pytest_glm45.glm.glm_format import (
     THINK_CLOSE,
     THINK_OPEN,
     THINK_TAGS,
-    own_format,
     render_call,
 )
 from pytest_glm45.glm.replay import as_text_xargs
@@ -253,7 +252,7 @@ def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, 
     The answer (every chunk, streamed) must also validate against the openai SDK's types."""
     if case.format:
         record_property("glm45_format", case.format)
-        record_property("glm45_own_format", own_format(getattr(glm45_server.model, "alias", None) or glm45_server.served_name))
+        record_property("glm45_own_format", glm45_server.own_format)
     result = glm45_batch.answer(replay_job)
     if mode == "plain":
         record_property("reasoning_field", result.reasoning_field)

@@ -25,7 +25,7 @@ from pytest_glm45.clients.answers import ChatResult, markup_leaks, protocol_viol
 from pytest_glm45.clients.batch import Checks
 from pytest_glm45.clients.chat import ChatClient, HttpError, Replayer, curl_line
 from pytest_glm45.clients.surfaces import assert_chat_schema
-from pytest_glm45.glm.glm_format import STYLES, own_format, render_call, render_calls
+from pytest_glm45.glm.glm_format import STYLES, render_call, render_calls
 from pytest_glm45.glm.replay import REPLAY_XARG, as_text_xargs
 from pytest_glm45.glm.toolcall import WEATHER, Tool
 
@@ -295,10 +295,9 @@ def replay_case(replay: Replayer, case: Case, stream: bool) -> ChatResult:
 
 
 def model_own_format(server: Any) -> str:
-    """The tool-call format the served model writes itself (glm_format.own_format of the model the server serves,
-    as booted or declared; of its served name when a remote server's model was not declared)."""
-    model = getattr(server, "model", None)
-    return own_format(getattr(model, "alias", None) or getattr(server, "served_name", None))
+    """The tool-call format the served model writes itself (`ServerHandle.own_format`: its model's, as booted or
+    declared; what its served name says when a remote server's model was not declared)."""
+    return str(server.own_format)
 
 
 def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:

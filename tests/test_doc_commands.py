@@ -320,10 +320,9 @@ def test_the_model_option_names_every_alias() -> None:
 
 def test_the_gpu_template_bounds_points_a_profile_runs(tmp_path: Path) -> None:
     """Uncommented, the template parses, and every entry names a shape, a batch and a configuration that runs."""
-    import fnmatch
-
     from pytest_glm45 import thresholds
     from pytest_glm45.loadgen import profile_points
+    from pytest_glm45.records.ids import matches
 
     path = ROOT / "pytest_glm45" / "thresholds" / "gpu-template.toml"
     body = "\n".join(line[2:] if line.startswith("# ") and not line.startswith("#  ") else line
@@ -336,5 +335,5 @@ def test_the_gpu_template_bounds_points_a_profile_runs(tmp_path: Path) -> None:
     points = {(s.name, b) for profile in ("standard", "full") for s, b in profile_points(profile, "gpu")}
     ids = [f"{info.label}-{plan}" for info in CATALOG.values() for plan in ("tp1", "tp2", "tp4", "tp8", "tp8-ep")]
     for entry in entries:
-        assert any(fnmatch.fnmatchcase(s, entry.shape) and (entry.batch == "*" or str(b) == entry.batch) for s, b in points), entry
-        assert any(fnmatch.fnmatchcase(i, entry.config) for i in ids), entry
+        assert any(matches(s, entry.shape) and (entry.batch == "*" or str(b) == entry.batch) for s, b in points), entry
+        assert any(matches(i, entry.config) for i in ids), entry

@@ -78,3 +78,29 @@ def test_the_installed_vllm_says_which_class_serves_each_parser_name() -> None:
     assert found["reasoning_parser_class"]
     assert parser_class("tool", "glm47") is not None
     assert parser_class("tool", "no-such-parser") is None
+
+
+@pytest.mark.parametrize(
+    ("alias", "declared", "served", "expected"),
+    [
+        ("tiny", None, "glm45-tiny", ("glm-4.5", "4.5", "native", False)),  # booted: its configuration's model
+        ("tiny-4.7", None, "glm45-tiny", ("glm-4.7", "4.7", "compact", True)),  # the name does not matter then
+        (None, "glm-4.7-fp8", "served-as-anything", ("glm-4.7", "4.7", "compact", True)),  # remote, declared
+        (None, None, "zai-org/GLM-4.7-FP8", (None, "4.7", "compact", True)),  # remote, undeclared: its name says
+        (None, None, "my-model", (None, "4.5", "native", False)),  # remote, undeclared, the name says nothing
+    ],
+)
+def test_which_model_a_server_serves_is_decided_by_its_handle(
+    alias: str | None, declared: str | None, served: str, expected: tuple[str | None, str, str, bool]
+) -> None:
+    """One place: the family known failures name, the generation, the tool-call format a check calls the model's
+    own and whether replay drops a script's leading <think> (the fixtures' opens_think read only the model, so an
+    undeclared GLM-4.7 server got GLM-4.5's replay and GLM-4.7's format)."""
+    from pytest_glm45.engine.handle import ServerHandle
+    from pytest_glm45.records.known_failures import KnownFailures
+
+    config = Configuration(resolve_model(alias), parse_plan("tp1"), strict_tools=True, engine="cpu") if alias else None
+    handle = ServerHandle(config, config.id if config else "remote", "http://127.0.0.1:1", None, served, None, None, None,
+                          "cpu" if config else "remote", None, 8192, True, KnownFailures(()),
+                          declared_model=resolve_model(declared) if declared else None)  # fmt: skip
+    assert (handle.model_family, handle.generation, handle.own_format, handle.opens_think) == expected

@@ -112,6 +112,15 @@ def test_every_wing_says_what_it_holds_and_may_import() -> None:
         assert "import" in doc, f"pytest_glm45.{wing}'s docstring does not say what it may import"
 
 
+def test_every_module_is_on_the_layout_map() -> None:
+    """docs/layout.md names every module of the package (`clients/transport`, `plugin/options`, `settings`)."""
+    text = (PACKAGE.parent / "docs" / "layout.md").read_text("utf-8")
+    names = [path.relative_to(PACKAGE).with_suffix("").as_posix() for path, _ in _modules() if path.name != "__init__.py"]
+    assert "clients/transport" in names and "settings" in names
+    missing = [n for n in names if f"`{n}`" not in text]
+    assert missing == [], f"modules missing from docs/layout.md (one row each: `wing/module` | its one job): {missing}"
+
+
 @pytest.mark.parametrize("old", sorted(pytest_glm45.MOVED))
 def test_an_old_import_path_gives_the_module_of_its_wing(old: str) -> None:
     new = importlib.import_module(f"pytest_glm45.{pytest_glm45.MOVED[old]}.{old}")
@@ -120,11 +129,10 @@ def test_an_old_import_path_gives_the_module_of_its_wing(old: str) -> None:
 
 def test_old_imports_of_users_conftests_keep_working() -> None:
     from pytest_glm45.chat import ChatClient
-    from pytest_glm45.loadgen import Shape
-    from pytest_glm45.pool import ServerHandle
-
     from pytest_glm45.clients.chat import ChatClient as NewChatClient
     from pytest_glm45.engine.pool import ServerHandle as NewServerHandle
+    from pytest_glm45.loadgen import Shape
+    from pytest_glm45.pool import ServerHandle
 
     assert ServerHandle is NewServerHandle and ChatClient is NewChatClient and Shape.__module__.endswith("loadgen")
 
@@ -177,6 +185,57 @@ def test_the_entry_point_registers_every_rooms_hooks_and_fixtures() -> None:
 def test_no_module_of_the_package_holds_more_than_about_500_lines() -> None:
     big = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text("utf-8").splitlines())) > 500}
     assert big == {}, f"modules over 500 lines (a new job goes in a new module named after it): {big}"
+
+
+#: The clients wing's one-way trip, lowest first: the kit's terms and the SDKs' schemas; the one transport; one
+#: adapter per API (its request, its answer assembly, its contract); what picks or wraps an adapter. A module may
+#: import only modules of a lower level: the transport no adapter, no adapter another.
+CLIENT_LEVELS = {
+    "terms": 0, "schemas": 0,
+    "transport": 1,
+    "chat_completions": 2, "responses": 2, "messages": 2,
+    "surfaces": 3, "chat": 3, "answers": 3,
+}  # fmt: skip
+
+
+def _client_imports(path: Path) -> list[tuple[str, int]]:
+    """(clients module, line) for every import of a clients module in a file, `from ..clients import x` too."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module == "pytest_glm45.clients":
+            out += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pytest_glm45.clients."):
+            out.append(((node.module or "").split(".")[2], node.lineno))
+        elif isinstance(node, ast.Import):
+            out += [(a.name.split(".")[2], node.lineno) for a in node.names if a.name.startswith("pytest_glm45.clients.")]
+    return out
+
+
+def test_a_surface_request_goes_one_way_down_the_clients_wing() -> None:
+    """surfaces -> an adapter -> the transport and the schemas: nothing climbs back up."""
+    wrong = []
+    for name, level in CLIENT_LEVELS.items():
+        path = PACKAGE / "clients" / f"{name}.py"
+        for target, line in _client_imports(path):
+            if target != name and CLIENT_LEVELS.get(target, 99) >= level:
+                wrong.append(f"clients/{name}.py:{line} imports clients.{target}")
+    assert wrong == [], "imports that climb back up the clients wing (" + repr(CLIENT_LEVELS) + "):\n" + "\n".join(wrong)
+
+
+def test_the_clients_trip_check_sees_a_climb(tmp_path: Path) -> None:
+    """Not vacuous: an adapter importing another adapter, or the surfaces, is a climb; the transport too."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from pytest_glm45.clients import surfaces\nfrom pytest_glm45.clients.responses import call\n")
+    assert _client_imports(bad) == [("surfaces", 1), ("responses", 2)]
+    assert all(CLIENT_LEVELS[t] >= CLIENT_LEVELS["messages"] for t, _ in _client_imports(bad))
+
+
+def test_each_api_has_one_adapter_with_its_request_assembly_and_contract() -> None:
+    from pytest_glm45.clients import surfaces
+
+    for name, adapter in surfaces.ADAPTERS.items():
+        assert {"NAME", "PATH", "request", "call"} <= set(vars(adapter)), adapter.__name__
+        assert name == adapter.NAME and surfaces.PATHS[name] == adapter.PATH
 
 
 @pytest.mark.parametrize(

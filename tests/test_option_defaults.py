@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,83 @@ def test_concurrency_help_names_what_the_batches_use(pytester: pytest.Pytester) 
     out = re.sub(r"\s+", " ", pytester.runpytest("--help").stdout.str())
     assert f"1 sends them one at a time. Default: {DEFAULT_CONCURRENCY}." in out
     assert resolved().concurrency == DEFAULT_CONCURRENCY
+
+
+# -- the pytest-glm45 command's options ------------------------------------------------------------------------
+
+
+def _cli_actions() -> list[tuple[str, Any]]:
+    """(`subcommand --flag`, argparse action) for every option of every subcommand that states a default."""
+    import argparse
+
+    from pytest_glm45.cli import build_parser
+
+    out = []
+    for sub in build_parser()._actions:
+        if isinstance(sub, argparse._SubParsersAction):
+            for name, parser in sub.choices.items():
+                out += [(f"{name} {a.option_strings[0] if a.option_strings else a.dest}", a) for a in parser._actions
+                        if a.help and "Default: " in a.help]  # fmt: skip
+    return out
+
+
+def _settings_max_model_len() -> str:
+    tiny, real = resolved(), resolved(detected=8, model="air-fp8", strict_tools="on")
+    return f"{tiny.max_model_len} for tiny, {real.max_model_len} otherwise"
+
+
+def _kit_memory() -> str:
+    from pytest_glm45.engine.preflight import memory_settings
+
+    memory = memory_settings([])
+    assert memory.kv_cache_dtype_bytes == 2.0, memory  # BF16: two bytes a value
+    return f"the kit's {memory.gpu_memory_utilization:g} and a BF16 KV cache"
+
+
+def _base_url() -> str:
+    from pytest_glm45.records.reproducer import DEFAULT_BASE_URL
+
+    return f"$GLM45_BASE_URL, else {DEFAULT_BASE_URL}"
+
+
+#: Options whose default is a rule or lives elsewhere than argparse's `default` (None there): what the code does,
+#: in the help's words. Every other option's help shows its argparse default.
+CLI_RULES: dict[str, Callable[[], str]] = {
+    "serve --gpus": lambda: "those of this host",  # passed to resolve_settings as not given: detected (see --gpus)
+    "serve --max-model-len": _settings_max_model_len,
+    "serve --port": lambda: "a free port (8000 with --print)",
+    "serve --ray-address": lambda: "$RAY_ADDRESS",
+    "serve --startup-timeout": lambda: f"{resolved().startup_timeout:g}",
+    "serve --log": lambda: "<config id>.log",
+    "preflight --model": lambda: "every GLM-4.x checkpoint of the catalog",
+    "preflight --plan": lambda: "every plan this host's GPUs allow",
+    "preflight --ray-address": lambda: "$RAY_ADDRESS, or the cluster described in $GLM45_RAY_CLUSTER",
+    "preflight --server-arg": _kit_memory,
+    "compare --known-failures": lambda: "the outcomes as recorded",
+    "evidence --check": lambda: "all",
+    "evidence --config": lambda: "all",
+    "evidence --known-failures": lambda: "shipped",
+    "evidence --output": lambda: "standard output",
+    "reproduce --config": lambda: "all",
+    "reproduce --check": lambda: "all",
+    "reproduce --base-url": _base_url,
+}
+
+
+@pytest.mark.parametrize(("option", "action"), _cli_actions(), ids=[o for o, _ in _cli_actions()])
+def test_the_cli_help_default_is_what_the_command_uses(option: str, action: Any) -> None:
+    help_default = shown(action.help)
+    if action.default is None:
+        assert option in CLI_RULES, f"{option}: its default is None in argparse; say in CLI_RULES what the code uses"
+        assert CLI_RULES[option]() == help_default
+    else:
+        assert option not in CLI_RULES, f"{option}: argparse holds its default ({action.default!r}); drop it from CLI_RULES"
+        value = f"{action.default:g}" if isinstance(action.default, float) else str(action.default)
+        assert value == help_default, f"{option}: the help says {help_default!r}, argparse's default is {action.default!r}"
+
+
+def test_the_preflight_and_serve_max_model_len_agree_with_the_settings() -> None:
+    from pytest_glm45.cli import build_parser
+
+    preflight = build_parser().parse_args(["preflight"])
+    assert preflight.max_model_len == resolved(detected=8, model="air-fp8", strict_tools="on").max_model_len

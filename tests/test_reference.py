@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pytest_glm45.catalog import CATALOG, UnknownModel, resolve_model
 
+from pytest_glm45.catalog import CATALOG, UnknownModel, resolve_model
 from pytest_glm45.reports.reference import ReferenceError, parse_config_id, run_plan
 from pytest_glm45.settings import SettingsError, resolve_settings
 

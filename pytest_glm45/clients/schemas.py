@@ -91,6 +91,11 @@ def violations(kind: str, document: Any) -> list[str]:
     return []
 
 
+def schema_problems(kind: str, document: Any, where: str = "") -> list[str]:
+    """`violations`, each line prefixed with where the document was (`event 3 (message_stop): `)."""
+    return [f"{where}{line}" for line in violations(kind, document)]
+
+
 def _describe(errors: list[Any]) -> list[str]:
     """Pydantic's errors, without those of union members whose `type` literal did not match (they
     only say that the value is not that other member); a union none of whose members matched is one line."""

@@ -24,6 +24,7 @@ from pytest_glm45.engine.server import (
     set_threads,
     tail,
 )
+from pytest_glm45.glm.glm_format import generation_of
 from pytest_glm45.records import known_failures
 from pytest_glm45.records.redaction import known_secrets
 from pytest_glm45.records.serverlog import RequestLog
@@ -97,8 +98,26 @@ class ServerHandle:
 
     @property
     def model_family(self) -> str | None:
-        """The model generation a known-failure entry may name (`models = [...]`): `glm-4.5`, `glm-4.7`, ..."""
+        """The model generation a known-failure entry may name (`models = [...]`): `glm-4.5`, `glm-4.7`, ...; None
+        for a remote server whose model was not declared (an entry's `models` then does not narrow it)."""
         return self.model.generation_name if self.model is not None else None
+
+    @property
+    def generation(self) -> str:
+        """The GLM generation whose format the served model writes: its model's (booted or declared), else what a
+        remote server's served name says (`glm_format.generation_of`: GLM-4.5 unless the name says GLM-4.7)."""
+        return self.model.generation if self.model is not None else generation_of(self.served_name)
+
+    @property
+    def own_format(self) -> str:
+        """The tool-call format the served model writes itself: `compact` for GLM-4.7, `native` otherwise."""
+        return "compact" if self.generation == "4.7" else "native"
+
+    @property
+    def opens_think(self) -> bool:
+        """Whether the served model's template opens the think block itself (GLM-4.7's): replay then drops a
+        script's leading `<think>` (`clients.chat.Replayer`)."""
+        return self.generation == "4.7"
 
     def log_lines_for(self, request_ids: list[str]) -> list[str]:
         """What the server's log said about these requests (the lines that carry their ids); [] without a log."""

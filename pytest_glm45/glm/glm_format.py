@@ -70,17 +70,22 @@ STYLES = ("native", "compact")
 _GLM47 = re.compile(r"(?<![0-9.])4[._-]?7(?![0-9])")
 
 
+def generation_of(name: str | None) -> str:
+    """The GLM generation a model's name says, for a server that did not declare its model: "4.7" when the name says
+    GLM-4.7 (`glm-4.7`, `glm47`, `tiny-4.7`, `zai-org/GLM-4.7-FP8`), else "4.5", the kit's model (whose format GLM-4.6
+    shares). A model the kit knows has its generation in the catalog (`engine.catalog.ModelInfo.generation`)."""
+    return "4.7" if name and _GLM47.search(name.lower()) else "4.5"
+
+
 def own_format(model: str | None) -> str:
     """The tool-call style a model writes itself: "compact" for GLM-4.7, "native" for every other GLM-4.x.
 
     `model` is a catalog alias or family (`tiny`, `air-fp8`, `glm45`, `tiny-4.7`), a hub id or a served
     name; None (a server that did not say) is taken as GLM-4.5, the kit's model. GLM-4.5 and GLM-4.6 write
     a newline after the name and after each tag pair; GLM-4.7 does not. The tiny model is
-    GLM-4.5-architecture with GLM-4.5's template: native.
+    GLM-4.5-architecture with GLM-4.5's template: native. A server's: `engine.handle.ServerHandle.own_format`.
     """
-    if model and _GLM47.search(model.lower()):
-        return "compact"
-    return "native"
+    return "compact" if generation_of(model) == "4.7" else "native"
 
 
 def render_value(value: Any) -> str:

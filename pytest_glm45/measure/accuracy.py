@@ -6,7 +6,7 @@ for). The answer is the last integer in the reply. Floors per model family are d
 be set per configuration in the thresholds file:
 
     [[accuracy]]
-    config = "air-fp8-*"   # fnmatch pattern on the configuration id
+    config = "air-fp8-*"   # a pattern on the configuration id (pytest_glm45.records.ids)
     task = "arithmetic"    # arithmetic, lookup, gsm8k, or *
     min_accuracy = 0.95
 
@@ -16,12 +16,13 @@ OpenAI API, when the user installs `lm_eval` (its exact-match score, flexible ex
 
 from __future__ import annotations
 
-import fnmatch
 import random
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from pytest_glm45.records.ids import matches
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,6 +105,6 @@ def floor_for(config_id: str, family: str, task: str, thresholds: Path | None) -
         value = entry.get("min_accuracy")
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ValueError(f"{thresholds}: [[accuracy]] entry {n}: min_accuracy = {value!r}; accepted: a number from 0 to 1")
-        if fnmatch.fnmatchcase(config_id, str(entry.get("config", "*"))) and fnmatch.fnmatchcase(task, str(entry.get("task", "*"))):
+        if matches(config_id, str(entry.get("config", "*"))) and matches(task, str(entry.get("task", "*"))):
             floor, source = float(value), f"{thresholds.name} [[accuracy]] #{n}"
     return floor, source

@@ -25,6 +25,7 @@ from typing import Any
 from pytest_glm45.clients.loadgen import Shape
 from pytest_glm45.engine.pool import BootRecord
 from pytest_glm45.measure.throughput import Point
+from pytest_glm45.records.ids import split_config_id
 from pytest_glm45.records.verdict import CheckRecord, Verdicts
 
 #: The xdist distributions the kit accepts: each becomes one unit of work per configuration.
@@ -59,14 +60,11 @@ def distribution_mode(engine: str, numprocesses: int, dist: str) -> str:
 
 def configuration_of(nodeid: str, config_ids: Sequence[str]) -> str | None:
     """The configuration a check's node id runs on: the longest configuration id that stands as a
-    whole part of its parameters (`test_replay[tiny-bf16-tp1-nostrict-one-call-plain]`)."""
+    whole part of its parameters (`test_replay[tiny-bf16-tp1-nostrict-one-call-plain]`;
+    `pytest_glm45.records.ids.split_config_id`)."""
     if "[" not in nodeid:
         return None
-    params = nodeid[nodeid.index("[") + 1 : nodeid.rindex("]")]
-    for cid in sorted(config_ids, key=len, reverse=True):
-        if params == cid or params.startswith(f"{cid}-") or params.endswith(f"-{cid}") or f"-{cid}-" in params:
-            return cid
-    return None
+    return split_config_id(nodeid[nodeid.index("[") + 1 : nodeid.rindex("]")], config_ids)[0]
 
 
 def make_scheduler(config: Any, log: Any, config_ids: Sequence[str]) -> Any:

@@ -1,7 +1,7 @@
 """Throughput thresholds: floors and ceilings per configuration pattern, shape and batch.
 
     [[threshold]]
-    config = "tiny-bf16-*"        # fnmatch pattern on the configuration id
+    config = "tiny-bf16-*"        # a pattern on the configuration id (pytest_glm45.records.ids)
     shape = "*"                   # prompt-heavy, decode-heavy, balanced, or *
     batch = "*"                   # a batch size, or *
     input_len = 800               # optional: the lengths the bounds were measured at (a saved baseline
@@ -20,12 +20,13 @@ measured at other lengths than the point's does not apply, and the point fails s
 
 from __future__ import annotations
 
-import fnmatch
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pytest_glm45.records.ids import matches
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,8 +79,8 @@ class Entry:
     def matches(self, config_id: str, shape: str, batch: int) -> bool:
         """Whether the entry applies to this point (by name: `measured_otherwise` says whether its lengths agree)."""
         return (
-            fnmatch.fnmatchcase(config_id, self.config)
-            and fnmatch.fnmatchcase(shape, self.shape)
+            matches(config_id, self.config)
+            and matches(shape, self.shape)
             and (self.batch == "*" or str(self.batch) == str(batch))
         )
 

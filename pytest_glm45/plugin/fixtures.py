@@ -172,12 +172,7 @@ def glm45_replay(glm45_server: ServerHandle, glm45_chat: Any) -> Any:
     if not glm45_server.replay_loaded:
         pytest.skip(f"{glm45_server.config_id}: the server does not replay scripts; "
                     f"start it with --logits-processors {REPLAY_PROCESSOR}")  # fmt: skip
-    return Replayer(glm45_chat, opens_think=_opens_think(glm45_server))
-
-
-def _opens_think(handle: ServerHandle) -> bool:
-    """Whether the served model's template opens the think block itself (GLM-4.7's)."""
-    return handle.model is not None and handle.model.generation == "4.7"
+    return Replayer(glm45_chat, opens_think=glm45_server.opens_think)
 
 
 @pytest.fixture
@@ -221,7 +216,7 @@ def _batch_for(config: pytest.Config, handle: ServerHandle) -> tuple[Any, Any]:
     if handle.config_id not in batches:
         in_flight = state_of(config).settings.concurrency
         client = ChatClient(handle.base_url, handle.api_key, handle.served_name, max_connections=in_flight + 4)
-        batches[handle.config_id] = (Batch(handle.config_id, in_flight), Replayer(client, opens_think=_opens_think(handle)))
+        batches[handle.config_id] = (Batch(handle.config_id, in_flight), Replayer(client, opens_think=handle.opens_think))
     return batches[handle.config_id]  # type: ignore[no-any-return]
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from pytest_glm45.engine.matrix import Configuration
 from pytest_glm45.engine.pool import ServerHandle, ServerPool
+from pytest_glm45.records.ids import split_config_id
 from pytest_glm45.records.verdict import Verdicts
 from pytest_glm45.settings import Settings
 
@@ -90,12 +91,8 @@ def config_id_of(item: pytest.Item, remote_id: str | None = None) -> str | None:
 
 
 def without_config_id(params_id: str, config_id: str | None) -> str:
-    """A test's parameter ids without the configuration's id, which pytest joins at one end of them."""
-    if config_id and params_id.endswith(config_id):
-        return params_id[: -len(config_id)].rstrip("-")
-    if config_id and params_id.startswith(config_id):
-        return params_id[len(config_id) :].lstrip("-")
-    return params_id
+    """A test's parameter ids without the configuration's id (`pytest_glm45.records.ids.split_config_id`)."""
+    return split_config_id(params_id, [config_id] if config_id else [])[1]
 
 
 def check_id(item: pytest.Item, remote_id: str | None = None) -> str:

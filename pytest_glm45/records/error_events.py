@@ -3,11 +3,12 @@
 vLLM reports a failure that happens after a stream started as an event instead of a status: an OpenAI-style
 `{"error": {...}}` chunk (or `{"error": "text"}`) without `choices`, Responses' `error` and `response.failed`
 events, Anthropic's `error` event. The chat client, the surfaces, `pytest-glm45 reproduce` and the reproducers
-all ask `error_event`.
+all ask `error_event`; a recorded chunk, kept as text, is asked through `chunk_error`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,3 +41,13 @@ def error_event(data: Any) -> ErrorEvent | None:
         status = 500
     message = err.get("message") if isinstance(err, dict) else err
     return ErrorEvent(status, str(message), kind if isinstance(kind, str) else None)
+
+
+def chunk_error(payload: str) -> bool:
+    """Whether a stream's recorded chunk (a `data:` payload as sent) reports a failure. A chunk the record cut short
+    is no longer JSON: it counts when its text names an error outside a chat chunk (`"error"` and no `"choices"`)."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return '"error"' in payload and '"choices"' not in payload
+    return error_event(data) is not None

@@ -6,7 +6,7 @@ looks like. A failure of a covered check that matches the signature is known; on
 not is a new failure, reported with the entry it was checked against and what was seen::
 
     [[failure]]
-    checks = ["test_tool_calling::test_replay[*-native-*]",  # patterns on check ids: * and ? (brackets are literal)
+    checks = ["test_tool_calling::test_replay[*-native-*]",  # patterns on check ids (pytest_glm45.records.ids)
               "!test_tool_calling::test_replay[*-as-text-native-*]"]  # ! excludes
     configs = ["*", "!*-nostrict"]     # optional: patterns on configuration ids; ! excludes
     models = ["glm-4.5*"]              # optional: patterns on the model family
@@ -29,7 +29,6 @@ change silently (a check compares what it sees with the pin, and asks for one if
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from collections.abc import Sequence
@@ -37,6 +36,9 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from pytest_glm45.records.ids import glob_match as glob_match
+from pytest_glm45.records.ids import matches
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,24 +48,6 @@ else:  # pragma: no cover
 
 class KnownFailuresError(ValueError):
     """A known-failures file that does not have the documented shape."""
-
-
-@functools.lru_cache(maxsize=4096)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    # Compiled once per pattern: every phase of every check is looked up against every entry's patterns.
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.DOTALL)
-
-
-def glob_match(value: str, pattern: str) -> bool:
-    """`*` is any text and `?` one character; everything else, brackets included, is literal (check ids hold `[...]`)."""
-    return _glob_regex(pattern).fullmatch(value) is not None
-
-
-def _matches(value: str, patterns: tuple[str, ...]) -> bool:
-    """True when some pattern matches and no `!pattern` excludes `value`."""
-    include = [p for p in patterns if not p.startswith("!")] or ["*"]
-    exclude = [p[1:] for p in patterns if p.startswith("!")]
-    return any(glob_match(value, p) for p in include) and not any(glob_match(value, p) for p in exclude)
 
 
 @dataclass(frozen=True)
@@ -107,9 +91,9 @@ class KnownFailure:
     def covers(self, check: str, config_id: str, model_family: str | None = None) -> bool:
         """Whether this entry speaks for `check` on `config_id` (and the model family, when known)."""
         return (
-            _matches(check, self.checks)
-            and _matches(config_id, self.configs)
-            and (model_family is None or _matches(model_family, self.models))
+            matches(check, self.checks)
+            and matches(config_id, self.configs)
+            and (model_family is None or matches(model_family, self.models))
         )
 
 

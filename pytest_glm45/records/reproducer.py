@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_glm45.records.error_events import chunk_error
 from pytest_glm45.records.redaction import known_secrets, redact
 
 #: Where a reproducer sends its request unless GLM45_BASE_URL says otherwise (`pytest-glm45 serve --port 8000`).
@@ -95,7 +96,7 @@ class Exchange:
         """Whether the answer was not a clean 200 (a status, an error event, or no answer)."""
         if self.error is not None or (self.status is not None and self.status != 200):
             return True
-        return any('"error"' in c and '"choices"' not in c for c in self.chunks or ())
+        return any(chunk_error(c) for c in self.chunks or ())
 
     def to_dict(self) -> dict[str, Any]:
         """As the report keeps it (no `own`: it only chooses which request the curl shows)."""

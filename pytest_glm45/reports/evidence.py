@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_glm45.records import known_failures
+from pytest_glm45.records import ids, known_failures
 from pytest_glm45.records.reproducer import Exchange, exchange_from, summary
 
 #: Outcomes that get evidence.
@@ -104,9 +104,9 @@ def evidence_blocks(report: dict[str, Any], check: str | None = None, config: st
     for record in report.get("checks", []):
         if record.get("outcome") not in WITH_EVIDENCE:
             continue
-        if check and not known_failures.glob_match(record["id"], check):
+        if check and not ids.matches(record["id"], check):
             continue
-        if config and not known_failures.glob_match(record["config"], config):
+        if config and not ids.matches(record["config"], config):
             continue
         version = (report.get("configurations", {}).get(record["config"]) or {}).get("vllm_version")
         blocks.append(evidence_block(record, known_failures.normalize_version(version) if version else None, directory))

@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_glm45.records import known_failures, reproducer
+from pytest_glm45.records import ids, reproducer
 from pytest_glm45.records.reproducer import Exchange, exchange_from, summary
 from pytest_glm45.reports.observation import (
     CLOSED_MID_ANSWER,
@@ -365,8 +365,8 @@ def select(report: dict[str, Any], outcome: str, config: str | None, check: str 
     """The report's checks with one of `outcome`'s outcomes whose configuration and id match the patterns."""
     return [r for r in report.get("checks", [])
             if r.get("outcome") in OUTCOMES[outcome]
-            and (config is None or known_failures.glob_match(str(r.get("config")), config))
-            and (check is None or known_failures.glob_match(str(r.get("id")), check))]  # fmt: skip
+            and (config is None or ids.matches(str(r.get("config")), config))
+            and (check is None or ids.matches(str(r.get("id")), check))]  # fmt: skip
 
 
 def summary_line(config: str, verdicts: Sequence[Verdict], noun: str) -> str:
@@ -436,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"cannot read the report {args.report}: {exc}; expected a report.json that "
                       "`pytest --glm45-report DIR` writes (DIR/report.json)")  # fmt: skip
     configs = sorted({str(c.get("config")) for c in data["checks"]})
-    if args.config is not None and not any(known_failures.glob_match(c, args.config) for c in configs):
+    if args.config is not None and not any(ids.matches(c, args.config) for c in configs):
         return _usage(f"--config {args.config!r} matches no configuration of {path}; it has: {', '.join(configs) or 'none'}")
     chosen = select(data, args.outcome, args.config, args.check)
     noun = NOUNS[args.outcome]
