@@ -218,6 +218,7 @@ CLI_RULES: dict[str, Callable[[], str]] = {
     "evidence --check": lambda: "all",
     "evidence --config": lambda: "all",
     "evidence --known-failures": lambda: "shipped",
+    "upstream --known-failures": lambda: "shipped",
     "evidence --output": lambda: "standard output",
     "reproduce --config": lambda: "all",
     "reproduce --check": lambda: "all",
