@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from pytest_glm45.clients.answers import ChatResult, assemble, from_response
-from pytest_glm45.glm.replay import replay_extra_body
+from pytest_glm45.glm.replay import replay_extra_body, replayed_script
 from pytest_glm45.records import reproducer
 from pytest_glm45.records.error_events import error_event
 
@@ -254,8 +254,7 @@ class Replayer:
         """Replay `script` as the assistant's output for `messages` (a one-line user turn by default)."""
         fields.setdefault("max_tokens", self.max_tokens)
         thinking = (fields.get("chat_template_kwargs") or {}).get("enable_thinking", True)
-        if self.opens_think and thinking:
-            script = script[len(THINK_OPEN):] if script.startswith(THINK_OPEN) else THINK_CLOSE + script
+        script = replayed_script(script, self.opens_think, thinking)
         fields.update(replay_extra_body(script, {"vllm_xargs": fields.pop("vllm_xargs", None)}))
         return self.client.chat(messages or DEFAULT_USER, stream=stream, **fields)
 
