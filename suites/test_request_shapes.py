@@ -13,7 +13,8 @@ What each answer must be comes from the API contract and from conservation
   wrote comes back as its text (conservation: it may not vanish);
 - a request that lets calls be parsed gets every call the model wrote after its think block as a call, the
   calls `required` or named in `tool_choice` included; a named tool choice gets only calls to that tool;
-- the finish reason says whether calls came back; the answer keeps its API's schema and event contract;
+- the finish reason says whether calls came back (each answer's schema and event contract are test_surfaces's
+  business, on every replay case: not judged twice here);
 - whatever the shape, the answer accounts for every token the model wrote (conservation).
 """
 
@@ -134,7 +135,7 @@ def contract_problems(shape: Shape, kind: str, style: str, got: Any) -> list[str
     """What the API contract says of this shape's answer (conservation aside)."""
     result = got.result
     calls = result.calls()
-    problems = [f"schema or event contract: {p}" for p in got.problems[:10]]
+    problems: list[str] = []
     mode = parse_mode(shape.fields)
     written_after_think = script(kind, style).rpartition(THINK_CLOSE)[2]
     expected_calls = [c for c in (PARIS, ROME) if render_call(*c, style) in written_after_think]
