@@ -150,6 +150,14 @@ def test_allowed_transforms_are_accepted(script: str, returned: ChatResult) -> N
     assert conservation_problems(script, returned, THINKING, {60}) == []
 
 
+def test_whitespace_where_the_reasoning_meets_the_content_is_formatting() -> None:
+    """A server that moves the split before a call and trims the reasoning's end loses nothing."""
+    call = render_call(*PARIS, "compact")
+    script = f"<think>Maybe {call} no.</think>Answer."
+    assert conservation_problems(script, answer(f"{call} no.Answer.", "Maybe"), NO_TOOLS) == []
+    assert conservation_problems(script, answer(" no.Answer.", "Maybe"), NO_TOOLS), "the call's text is still lost"
+
+
 def test_whitespace_inside_the_text_is_the_models() -> None:
     problems = conservation_problems("Line 1\nLine 2", answer("Line 1 Line 2"), NO_TOOLS)
     assert problems and "whitespace inside the text" in problems[0], problems

@@ -24,8 +24,9 @@ The transforms a server is entitled to, the only ones (ALLOWED_TRANSFORMS says t
 3. **Separators may be trimmed.** GLM-4.5 writes a newline between text and a call, between calls and
    after `</think>`, and its chat template strips both fields when it renders them back
    (`reasoning.strip()`, `content.strip()`). So whitespace is formatting exactly where a piece was cut
-   out: around a parsed call, around a consumed think tag, and at the start and end of the answer; any
-   run of whitespace, none included, is accepted there. Whitespace anywhere else is the model's text.
+   out: around a parsed call, around a consumed think tag, at the start and end of the answer, and at the
+   ends of the reasoning and the content where they meet; any run of whitespace, none included, is
+   accepted there. Whitespace anywhere else is the model's text.
 4. **An answer cut by max_tokens** (finish reason `length`) accounts for a prefix of the script (compared
    without whitespace); its usage is at most the script's tokens and the end-of-turn token.
 """
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 ALLOWED_TRANSFORMS = (
     "a complete <tool_call> may come back as a structured call equal to it re-rendered (only when the request lets the server parse calls)",
     "<think>...</think> may become the reasoning field (the tags consumed, or kept as text)",
-    "whitespace where a call or a think tag was cut out, and at the answer's ends, may be trimmed",
+    "whitespace where a call or a think tag was cut out, at the answer's ends and at each field's ends, may be trimmed",
     "an answer cut by max_tokens accounts for a prefix of the script",
 )
 #: Reading a call's text: a whole call, tags and all (the shortest: calls follow one another).
@@ -258,6 +259,10 @@ def conservation_problems(script: str, result: ChatResult, mode: ParseMode, scri
     call_texts = [p.text for p in parts if p.kind == "call"]
     returned = [(c.name, _arguments(c.arguments)) for c in result.tool_calls]
     said = (result.reasoning or "") + (result.content or "")
+    # Each field's ends are formatting (rule 3): where the reasoning meets the content, the whitespace either
+    # trimmed may have been any run, none included.
+    reasoning, content = result.reasoning or "", result.content or ""
+    joins = {said} | ({reasoning.rstrip() + ws + content.lstrip() for ws in ("", " ", "\n", "\n\n")} if reasoning and content else set())
     cut_short = result.finish_reason == "length"
     problems: list[str] = []
     if returned and not mode.parses_calls:
@@ -271,7 +276,7 @@ def conservation_problems(script: str, result: ChatResult, mode: ParseMode, scri
             written = re.sub(r"\s+", "", "".join(s for s in reading.segments if s is not None))
             conserved = written.startswith(re.sub(r"\s+", "", said))
         else:
-            conserved = reading.pattern().fullmatch(said) is not None
+            conserved = any(reading.pattern().fullmatch(joined) is not None for joined in joins)
         if conserved:
             break
     if not conserved:
