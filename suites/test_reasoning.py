@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from pytest_glm45.clients.answers import REASONING_FIELDS, ChatResult, markup_leaks, protocol_violations
 from pytest_glm45.clients.batch import Checks
 from pytest_glm45.clients.chat import ChatClient, HttpError, Replayer
+from pytest_glm45.clients.conservation import assert_replay_conserved
 from pytest_glm45.clients.surfaces import assert_chat_schema
 from pytest_glm45.glm.glm_format import (
     SPECIAL_TOKENS,
@@ -35,7 +36,7 @@ from pytest_glm45.glm.glm_format import (
     THINK_TAGS,
     render_call,
 )
-from pytest_glm45.glm.replay import as_text_xargs
+from pytest_glm45.glm.replay import as_text_xargs, replayed_script
 from pytest_glm45.glm.toolcall import WEATHER as WEATHER_TOOL
 
 WEATHER = WEATHER_TOOL.schema()
@@ -237,6 +238,13 @@ def check(case: Case, result: ChatResult) -> None:
         assert result.reasoning_field in REASONING_FIELDS
 
 
+def check_conserved(case: Case, result: ChatResult, replay: Replayer, script: str | None = None) -> None:
+    """Conservation (pytest_glm45.clients.conservation): the answer accounts for every token of the script.
+    `script`: what the replay processor got, when not the Replayer's rendering of the case's."""
+    written = replayed_script(case.script, replay.opens_think, case.thinking) if script is None else script
+    assert_replay_conserved(replay.client, written, fields(case), result, replay.opens_think, case.format)
+
+
 def replay_job(replay: Replayer, params: Mapping[str, Any]) -> ChatResult:
     """One case's request, streamed or not: what the batch sends for a `test_replay` item."""
     return run(replay, params["case"], stream=params["mode"] == "stream")
@@ -257,6 +265,7 @@ def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, 
     if mode == "plain":
         record_property("reasoning_field", result.reasoning_field)
         check(case, result)
+        check_conserved(case, result, glm45_replay)
         assert_chat_schema(result, stream=False)
         return
     choice = "auto" if case.calls else None
@@ -266,6 +275,7 @@ def test_replay(glm45_batch: Checks, glm45_replay: Replayer, glm45_server: Any, 
         problems = [p for p in problems if "leaked into content" not in p]
     assert not problems, "streaming protocol broken:\n  " + "\n  ".join(problems) + describe(case, result)
     check(case, result)
+    check_conserved(case, result, glm45_replay)
     plain = glm45_batch.answer(replay_job, {"case": case, "mode": "plain"})
     assert (result.reasoning, result.content) == (plain.reasoning, plain.content), (
         "streamed and non-streamed split differently" + describe(case, result) + describe(case, plain)
@@ -280,6 +290,9 @@ def test_reasoning_field_name_is_one_of_the_known_names(glm45_replay: Replayer, 
     """vLLM 0.32 says `reasoning`, older versions `reasoning_content`: accept either, record which."""
     plain = glm45_replay.chat("<think>R</think>A")
     streamed = glm45_replay.chat("<think>R</think>A", stream=True)
+    for answer in (plain, streamed):
+        assert_replay_conserved(glm45_replay.client, replayed_script("<think>R</think>A", glm45_replay.opens_think, True), {}, answer,
+                                glm45_replay.opens_think)  # fmt: skip
     record_property("reasoning_field", plain.reasoning_field)
     assert plain.reasoning_field in REASONING_FIELDS
     assert streamed.reasoning_field == plain.reasoning_field, "the streamed field name differs from the non-streamed one"
@@ -289,6 +302,8 @@ def test_reasoning_field_name_is_one_of_the_known_names(glm45_replay: Replayer, 
 def test_reasoning_tokens_match_the_reasoning_text(glm45_replay: Replayer, glm45_chat: ChatClient, mode: str) -> None:
     reasoning = "Count these words one by one, carefully."
     result = glm45_replay.chat(f"<think>{reasoning}</think>Done.", stream=mode == "stream")
+    written = replayed_script(f"<think>{reasoning}</think>Done.", glm45_replay.opens_think, True)
+    assert_replay_conserved(glm45_replay.client, written, {}, result, glm45_replay.opens_think)
     details = (result.usage or {}).get("completion_tokens_details") or {}
     assert "reasoning_tokens" in details, f"usage has no completion_tokens_details.reasoning_tokens: {result.usage}"
     text_tokens = glm45_chat.count_tokens(reasoning)
@@ -323,10 +338,13 @@ def test_third_turn_of_an_agent_loop_has_no_tags_in_content(glm45_replay: Replay
         {"role": "tool", "tool_call_id": "c1", "content": "sunny, 21 C"},
     ]  # fmt: skip
     for stream in (False, True):
-        result = glm45_replay.chat("<think>The tool says sunny.</think>It is sunny in Oslo.", messages, stream=stream, tools=[WEATHER])
+        script = "<think>The tool says sunny.</think>It is sunny in Oslo."
+        result = glm45_replay.chat(script, messages, stream=stream, tools=[WEATHER])
         assert (result.reasoning, result.content) == ("The tool says sunny.", "It is sunny in Oslo."), describe(
             Case("loop", "", "The tool says sunny.", "It is sunny in Oslo."), result
         )
+        written = replayed_script(script, glm45_replay.opens_think, True)
+        assert_replay_conserved(glm45_replay.client, written, {"tools": [WEATHER]}, result, glm45_replay.opens_think)
 
 
 # -- property-based -----------------------------------------------------------------------
@@ -359,6 +377,9 @@ def test_random_reasoning_and_answers_round_trip(glm45_batch: Checks, glm45_repl
             plain, streamed = outcomes[2 * i].get(), outcomes[2 * i + 1].get()
             assert (plain.reasoning, plain.content) == (reasoning, answer)
             assert (streamed.reasoning, streamed.content) == (reasoning, answer)
+            for got in (plain, streamed):
+                written = replayed_script(scripts[i], glm45_replay.opens_think, True)
+                assert_replay_conserved(glm45_replay.client, written, {}, got, glm45_replay.opens_think)
 
 
 # -- live, real weights only -------------------------------------------------------------

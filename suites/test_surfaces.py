@@ -33,6 +33,7 @@ from pytest_glm45.clients import surfaces
 from pytest_glm45.clients.answers import ChatResult
 from pytest_glm45.clients.batch import Checks
 from pytest_glm45.clients.chat import ChatClient, HttpError, Replayer, curl_line
+from pytest_glm45.clients.conservation import assert_replay_conserved
 from pytest_glm45.engine.pool import ServerHandle
 from pytest_glm45.glm.glm_format import render_call
 from pytest_glm45.glm.toolcall import WEATHER as WEATHER_TOOL
@@ -138,7 +139,8 @@ def test_tool_call_replay(glm45_batch: Checks, glm45_server: ServerHandle, glm45
         answer = glm45_batch.answer(tool_job)
     except HttpError as exc:
         refused(surface, mode, exc, case.script)
-    checks = [lambda: TOOLS.check_expected(case, answer.result, glm45_replay), contract(answer)]
+    checks = [lambda: TOOLS.check_expected(case, answer.result, glm45_replay, conserve=False), contract(answer),
+              lambda: TOOLS.check_conserved(case, answer.result, glm45_replay, script=case.script)]  # fmt: skip
     if mode == "stream":
         try:
             plain = glm45_batch.answer(tool_job, {"surface": surface, "case": case, "mode": "plain"})
@@ -170,7 +172,8 @@ def test_reasoning_replay(glm45_batch: Checks, glm45_server: ServerHandle, glm45
         answer = glm45_batch.answer(reasoning_job)
     except HttpError as exc:
         refused(surface, mode, exc, case.script)
-    checks = [lambda: REASONING.check(case, answer.result), contract(answer)]
+    checks = [lambda: REASONING.check(case, answer.result), contract(answer),
+              lambda: REASONING.check_conserved(case, answer.result, glm45_replay, script=case.script)]  # fmt: skip
     if mode == "stream":
         try:
             plain = glm45_batch.answer(reasoning_job, {"surface": surface, "case": case, "mode": "plain"})
@@ -219,6 +222,7 @@ def test_openai_sdk_responses_gets_the_call_and_the_reasoning(glm45_client: Any,
     result = surfaces.from_responses(body)
     assert (result.reasoning, result.calls()) == SDK_EXPECTED, f"the SDK's response says {body['output']}"
     assert result.finish_reason == "tool_calls" and all(c.id for c in result.tool_calls)
+    assert_replay_conserved(glm45_replay.client, SDK_SCRIPT, {"tools": [WEATHER]}, result, glm45_replay.opens_think)
 
 
 @pytest.mark.parametrize("mode", ["plain", "stream"])
@@ -240,6 +244,7 @@ def test_anthropic_sdk_messages_gets_the_call_and_the_thinking(anthropic_client:
     result = surfaces.from_messages(body)
     assert (result.reasoning, result.calls()) == SDK_EXPECTED, f"the SDK's message says {body['content']}"
     assert body["stop_reason"] == "tool_use", f"stop_reason {body['stop_reason']!r}"
+    assert_replay_conserved(glm45_replay.client, SDK_SCRIPT, {"tools": [WEATHER]}, result, glm45_replay.opens_think)
 
 
 def test_anthropic_sdk_text_answer(anthropic_client: Any, glm45_replay: Replayer) -> None:
@@ -251,6 +256,7 @@ def test_anthropic_sdk_text_answer(anthropic_client: Any, glm45_replay: Replayer
     body = message.model_dump(mode="json")
     assert [b["type"] for b in body["content"]] == ["thinking", "text"], body["content"]
     assert text == "It is 4." and body["stop_reason"] == "end_turn", (text, body["stop_reason"])
+    assert_replay_conserved(glm45_replay.client, SDK_TEXT_SCRIPT, {}, surfaces.from_messages(body), glm45_replay.opens_think)
 
 
 # -- thinking turned off the way an Anthropic client turns it off ------------------------------------
@@ -285,7 +291,8 @@ def test_messages_thinking_off_gives_text_and_tool_use(glm45_batch: Checks, glm4
         assert got == expected, (f"with thinking {thinking} the answer's (thinking, text, calls) differ:\n  expected: {expected}"
                                  f"\n  got:      {got}")  # fmt: skip
 
-    judged("messages", mode, answer, [check, contract(answer)], glm45_replay.client.base_url)
+    conserved = lambda: assert_replay_conserved(glm45_replay.client, UNTHOUGHT_SCRIPT, {"tools": [WEATHER]}, answer.result)  # noqa: E731
+    judged("messages", mode, answer, [check, contract(answer), conserved], glm45_replay.client.base_url)
 
 
 # -- multi-turn: a tool result in each surface's own shape ---------------------------------------------
@@ -330,7 +337,9 @@ def test_tool_result_reaches_the_prompt(glm45_chat: ChatClient, glm45_replay: Re
         lambda: _assert(got == chat_count, f"the prompt is {got} tokens on {surface} and {chat_count} on chat for the same "
                                            f"history: the {surface} shape did not reach the template as the chat one does"),
         lambda: _assert(answer.result.content == script and not answer.result.tool_calls, f"answer {answer.result.essence()}"),
-        contract(answer)], glm45_chat.base_url)  # fmt: skip
+        contract(answer),
+        lambda: assert_replay_conserved(glm45_chat, script, {"tools": [WEATHER], "chat_template_kwargs": THINKING_OFF}, answer.result)],
+        glm45_chat.base_url)  # fmt: skip
 
 
 def _assert(condition: bool, message: str) -> None:

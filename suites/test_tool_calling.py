@@ -24,9 +24,10 @@ import pytest
 from pytest_glm45.clients.answers import ChatResult, markup_leaks, protocol_violations
 from pytest_glm45.clients.batch import Checks
 from pytest_glm45.clients.chat import ChatClient, HttpError, Replayer, curl_line
+from pytest_glm45.clients.conservation import assert_replay_conserved
 from pytest_glm45.clients.surfaces import assert_chat_schema
 from pytest_glm45.glm.glm_format import STYLES, render_call, render_calls
-from pytest_glm45.glm.replay import REPLAY_XARG, as_text_xargs
+from pytest_glm45.glm.replay import REPLAY_XARG, as_text_xargs, replayed_script
 from pytest_glm45.glm.toolcall import WEATHER, Tool
 
 # -- the tools the cases call -----------------------------------------------------------
@@ -269,7 +270,8 @@ def explain(case: Case, result: ChatResult, replay: Replayer, own: str | None = 
     )
 
 
-def check_expected(case: Case, result: ChatResult, replay: Replayer, own: str | None = None) -> None:
+def check_expected(case: Case, result: ChatResult, replay: Replayer, own: str | None = None, conserve: bool = True) -> None:
+    """The case's expectation (calls, content, reasoning, finish reason, ids), then conservation (`conserve`)."""
     why = explain(case, result, replay, own)
     calls = case.calls
     if case.alternatives:
@@ -285,6 +287,16 @@ def check_expected(case: Case, result: ChatResult, replay: Replayer, own: str | 
     assert result.finish_reason == ("tool_calls" if calls else "stop"), "finish_reason" + why
     ids = [c.id for c in result.tool_calls]
     assert all(ids) and len(set(ids)) == len(ids), f"tool-call ids must be present and distinct: {ids}" + why
+    if conserve:
+        check_conserved(case, result, replay)
+
+
+def check_conserved(case: Case, result: ChatResult, replay: Replayer, script: str | None = None) -> None:
+    """Conservation (pytest_glm45.clients.conservation): the answer accounts for every token of the script, whichever
+    of the case's alternatives it took. `script`: what the replay processor got, when not the Replayer's rendering."""
+    fields = request_fields(case)
+    written = replayed_script(case.script, replay.opens_think, case.thinking) if script is None else script
+    assert_replay_conserved(replay.client, written, fields, result, replay.opens_think, case.format)
 
 
 def replay_case(replay: Replayer, case: Case, stream: bool) -> ChatResult:
@@ -341,12 +353,14 @@ def test_batched_replays_each_get_their_own_script(glm45_batch: Checks, glm45_re
     fields: dict[str, Any] = {"tools": ALL_TOOLS, "chat_template_kwargs": THINKING_OFF}
     jobs = [(lambda sc=script, st=i % 4 >= 2: glm45_replay.chat(sc, stream=st, **fields)) for i, script in enumerate(scripts)]
     crossed = []
-    for i, outcome in enumerate(glm45_batch.run_all(jobs)):
-        got = outcome.get()
+    answers = [outcome.get() for outcome in glm45_batch.run_all(jobs)]
+    for i, got in enumerate(answers):
         want = ([("get", {"key": f"k{i:03d}"})], None) if i % 2 else ([], f"Answer {i:03d}.")
         if (got.calls(), got.content) != want:
             crossed.append(f"#{i}: sent {scripts[i]!r}, got calls={got.calls()} content={got.content!r}")
     assert not crossed, f"{len(crossed)} of {count} concurrent replays came back with another answer:\n  " + "\n  ".join(crossed[:10])
+    for script, got in zip(scripts, answers, strict=True):
+        assert_replay_conserved(glm45_replay.client, script, fields, got)
 
 
 # -- tool_choice ------------------------------------------------------------------------
@@ -354,10 +368,21 @@ def test_batched_replays_each_get_their_own_script(glm45_batch: Checks, glm45_re
 
 @pytest.mark.parametrize("fmt", STYLES)
 def test_tool_choice_none_returns_no_tool_calls(glm45_replay: Replayer, fmt: str) -> None:
-    result = glm45_replay.chat(render_call(*PARIS, fmt), tools=ALL_TOOLS, tool_choice="none",
-                               chat_template_kwargs=THINKING_OFF)  # fmt: skip
+    """`tool_choice: "none"`: no call comes back, and (conservation) the call the model wrote comes back as its text."""
+    script = render_call(*PARIS, fmt)
+    fields: dict[str, Any] = {"tools": ALL_TOOLS, "tool_choice": "none", "chat_template_kwargs": THINKING_OFF}
+    result = glm45_replay.chat(script, **fields)
     assert result.tool_calls == []
     assert result.finish_reason == "stop"
+    assert_replay_conserved(glm45_replay.client, script, fields, result, style=fmt)
+
+
+def guided_request(choice: str, fmt: str) -> tuple[str, dict[str, Any]]:
+    """What `test_tool_choice_guided` replays and sends for `required` or a named tool (`pytest-glm45 upstream`
+    carries the same request): one get_weather call in the format `fmt`, thinking off."""
+    tool_choice: Any = "required" if choice == "required" else {"type": "function", "function": {"name": "get_weather"}}
+    script = render_call("get_weather", {"city": "Paris", "days": 3}, fmt)
+    return script, {"tools": ALL_TOOLS, "tool_choice": tool_choice, "chat_template_kwargs": THINKING_OFF}
 
 
 @pytest.mark.parametrize("fmt", STYLES)
@@ -365,16 +390,15 @@ def test_tool_choice_none_returns_no_tool_calls(glm45_replay: Replayer, fmt: str
 @pytest.mark.parametrize("choice", ["required", "named"])
 def test_tool_choice_guided(glm45_replay: Replayer, choice: str, mode: str, fmt: str) -> None:
     """`required` and a named tool are served by guided decoding: the right tool, valid arguments, a prompt end."""
-    tool_choice: Any = "required" if choice == "required" else {"type": "function", "function": {"name": "get_weather"}}
-    script = render_call("get_weather", {"city": "Paris", "days": 3}, fmt)
+    script, fields = guided_request(choice, fmt)
     max_tokens = 512
-    result = glm45_replay.chat(script, stream=mode == "stream", tools=ALL_TOOLS, tool_choice=tool_choice,
-                               chat_template_kwargs=THINKING_OFF, max_tokens=max_tokens)  # fmt: skip
+    result = glm45_replay.chat(script, stream=mode == "stream", max_tokens=max_tokens, **fields)
     assert [c.name for c in result.tool_calls] == ["get_weather"], f"got {result.tool_calls}"
     args = result.tool_calls[0].parsed()
     assert args == {"city": "Paris", "days": 3}
     assert result.finish_reason in (("tool_calls",) if choice == "required" else ("stop", "tool_calls"))
     assert result.usage is not None and result.usage["completion_tokens"] < max_tokens // 4
+    assert_replay_conserved(glm45_replay.client, script, fields, result, style=fmt)
 
 
 # -- multi-turn -------------------------------------------------------------------------
@@ -393,8 +417,10 @@ def test_history_with_tool_calls_and_results_renders_the_nonce(glm45_chat: ChatC
     rendered = "".join(glm45_chat.tokenize_chat(messages, tools=ALL_TOOLS, add_generation_prompt=True)["token_strs"])
     assert nonce in rendered.replace("Ġ", " "), f"the tool result is not in the rendered prompt: {rendered[-400:]!r}"
     assert "<arg_value>Paris</arg_value>" in rendered and "<arg_value>3</arg_value>" in rendered
-    answer = glm45_replay.chat(f"It is sunny ({nonce}).", messages=messages, tools=ALL_TOOLS, chat_template_kwargs=THINKING_OFF)
+    fields: dict[str, Any] = {"tools": ALL_TOOLS, "chat_template_kwargs": THINKING_OFF}
+    answer = glm45_replay.chat(f"It is sunny ({nonce}).", messages=messages, **fields)
     assert answer.content == f"It is sunny ({nonce})." and answer.tool_calls == []
+    assert_replay_conserved(glm45_replay.client, f"It is sunny ({nonce}).", fields, answer)
 
 
 # -- live, real weights only ------------------------------------------------------------
@@ -541,5 +567,6 @@ def test_random_tools_and_arguments_round_trip(glm45_server: Any, glm45_batch: C
             problems = protocol_violations(streamed.raw, "auto")
             assert not problems, problems
             assert streamed.essence() == plain.essence(), explain(case, streamed, glm45_replay)
+            check_conserved(case, streamed, glm45_replay)
 
     round_trip_draws(glm45_examples(settings.default.max_examples), fmt, check)

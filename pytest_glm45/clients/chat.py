@@ -18,7 +18,7 @@ from pytest_glm45.clients.transport import curl_line as curl_line
 from pytest_glm45.clients.transport import request_id_header as request_id_header
 from pytest_glm45.clients.transport import sse_lines as sse_lines
 from pytest_glm45.clients.transport import tls_context as tls_context
-from pytest_glm45.glm.replay import replay_extra_body
+from pytest_glm45.glm.replay import replay_extra_body, replayed_script
 
 
 class ChatClient(Transport):
@@ -82,8 +82,7 @@ class Replayer:
         """Replay `script` as the assistant's output for `messages` (a one-line user turn by default)."""
         fields.setdefault("max_tokens", self.max_tokens)
         thinking = (fields.get("chat_template_kwargs") or {}).get("enable_thinking", True)
-        if self.opens_think and thinking:
-            script = script[len(THINK_OPEN):] if script.startswith(THINK_OPEN) else THINK_CLOSE + script
+        script = replayed_script(script, self.opens_think, thinking)
         fields.update(replay_extra_body(script, {"vllm_xargs": fields.pop("vllm_xargs", None)}))
         return self.client.chat(messages or DEFAULT_USER, stream=stream, **fields)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_glm45.glm.glm_format import MARKUP_TOKENS
+from pytest_glm45.glm.glm_format import MARKUP_TOKENS, THINK_CLOSE, THINK_OPEN
 
 #: The `vllm_xargs` key that carries a script to the replay processor.
 REPLAY_XARG = "glm45_replay"
@@ -67,6 +67,15 @@ def as_text_xargs(markup: Sequence[str]) -> dict[str, str]:
     if problem:
         raise ValueError(problem)
     return {AS_TEXT_XARG: value}
+
+
+def replayed_script(script: str, opens_think: bool, thinking: bool) -> str:
+    """What the model writes for a GLM-4.5 `script` when its template opens the think block itself (GLM-4.7,
+    thinking on): the leading `<think>` is already in the prompt, and a script without a think block is an
+    empty one (`</think>` first). Otherwise the script itself."""
+    if not (opens_think and thinking):
+        return script
+    return script[len(THINK_OPEN):] if script.startswith(THINK_OPEN) else THINK_CLOSE + script
 
 
 def replay_extra_body(script: str, extra_body: dict[str, Any] | None = None) -> dict[str, Any]:
