@@ -75,10 +75,13 @@ class RoundContention:
     gpu_foreign: list[str] = field(default_factory=list)
     contended: bool = False
     why: str = ""
+    #: every foreign process's CPU seconds over the round, by pid (not in the report: `top_foreign` is)
+    foreign: dict[int, float] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """The report's form (floats rounded)."""
         out = asdict(self)
+        out.pop("foreign")
         for key in ("seconds", "foreign_cpu_s", "steal_s", "min_freq_mhz"):
             if out[key] is not None:
                 out[key] = round(float(out[key]), 3)
@@ -232,7 +235,9 @@ def judge(before: Snapshot, after: Snapshot, own_roots: Iterable[int], peak_freq
         if pid in own:
             continue
         earlier = before.procs.get(pid)
-        used = cpu - (earlier[1] if earlier is not None and earlier[2] == name else 0.0)
+        # a pid seen before counts from then (a kworker's name changes with its work); one whose CPU went down is
+        # a reused pid: a new process, counted from zero
+        used = cpu - earlier[1] if earlier is not None and cpu >= earlier[1] else cpu
         if used > 0:
             foreign.append((used, pid, name))
     foreign.sort(reverse=True)
@@ -242,7 +247,7 @@ def judge(before: Snapshot, after: Snapshot, own_roots: Iterable[int], peak_freq
     min_freq = min(freqs) if freqs else None
     gpu_foreign = [f"pid {pid} on GPU {gpu}" for pid, gpu in sorted(after.gpu_pids.items()) if pid not in own]
     r = RoundContention(seconds, foreign_cpu, steal, min_freq, [f"{pid} {name} {u:.2f} s" for u, pid, name in foreign[:3]],
-                        dict(after.gpu_util), gpu_foreign)  # fmt: skip
+                        dict(after.gpu_util), gpu_foreign, foreign={pid: u for u, pid, _ in foreign})  # fmt: skip
     why = []
     if foreign_cpu >= max(foreign_core_share * seconds, FOREIGN_FLOOR_S):
         why.append(f"other processes took {foreign_cpu:.2f} s of CPU in {seconds:.2f} s ({foreign_cpu / seconds:.0%} of a core; "
