@@ -61,6 +61,17 @@ def round_values(runs: Sequence[Metrics], invalid: Mapping[str, str]) -> dict[st
             and isinstance(flats[-1][k], (int, float))}  # fmt: skip
 
 
+#: The tolerance at which a figure that thresholds bound but `compare` does not judge (p99 ITL) must be known: a
+#: tail latency's, as compare's p99 TTFT.
+TAIL_TOLERANCE = 0.25
+
+
+def noise_tolerances(tolerances: Mapping[str, float]) -> dict[str, float]:
+    """The tolerance each judged figure's median must be known to: compare's (and --glm45-tolerance), and
+    TAIL_TOLERANCE for the other figures a baseline bounds."""
+    return {**{m: TAIL_TOLERANCE for m in thresholds.BASELINE_METRICS}, **tolerances}
+
+
 def combine(config_id: str, shape: Shape, batch: int, runs: Sequence[Metrics],
             contention: Sequence[RoundContention | None] = (), tolerances: Mapping[str, float] | None = None) -> Point:  # fmt: skip
     """The point from its rounds: counts summed per round are taken from the last round, figures as medians of the
@@ -83,9 +94,10 @@ def combine(config_id: str, shape: Shape, batch: int, runs: Sequence[Metrics],
         point.not_judged = {m: f"every one of the {len(runs)} rounds was contended ({flags[-1].why if flags[-1] else ''})"
                             for m in (tolerances or {}) if m not in invalid}  # fmt: skip
     elif tolerances:
-        point.spread = noise.spreads(rounds, tolerances)
-        point.not_judged = {m: why for m, values in rounds.items() if m in tolerances
-                            and (why := noise.not_known(values, tolerances[m])) is not None}  # fmt: skip
+        judged = noise_tolerances(tolerances)
+        point.spread = noise.spreads(rounds, judged)
+        point.not_judged = {m: why for m, values in rounds.items() if m in judged
+                            and (why := noise.not_known(values, judged[m])) is not None}  # fmt: skip
     return point
 
 
@@ -153,7 +165,7 @@ class ThroughputSession:
                 self.progress(f"glm45 throughput: {label}: contended, set aside: {flag.why}", True)
             exported = bench_serve_json(workload, metrics, results, model, config_id)  # the last round's
             clean = [m for m, c in zip(runs, flags, strict=True) if c is None or not c.contended]
-            if len(clean) >= budget.least and (not self.tolerances or noise.all_known(round_values(clean, {}), self.tolerances)):
+            if len(clean) >= budget.least and (not self.tolerances or noise.all_known(round_values(clean, {}), noise_tolerances(self.tolerances))):
                 break
         point = combine(config_id, shape, batch, runs, flags, self.tolerances or None)
         self.points.append(point)
