@@ -57,16 +57,21 @@ def snap(at: float, procs: dict[int, tuple[int, float, str]], steal: float | Non
 
 
 def test_a_round_is_contended_by_a_neighbours_cpu_not_by_the_servers_or_the_kits() -> None:
-    # 100: the kit; 200: the server, 201 its engine core (a child); 300: a neighbour; 400: a daemon's one tick
-    before = snap(0.0, {100: (1, 5.0, "pytest"), 200: (1, 10.0, "vllm"), 201: (200, 50.0, "VLLM::EngineCore"),
-                        300: (1, 1.0, "stress"), 400: (1, 0.0, "sshd")})  # fmt: skip
-    after = snap(2.0, {100: (1, 6.0, "pytest"), 200: (1, 11.0, "vllm"), 201: (200, 51.9, "VLLM::EngineCore"),
-                       300: (1, 2.5, "stress"), 400: (1, 0.01, "sshd"), 500: (1, 0.2, "new")})  # fmt: skip
-    r = contention.judge(before, after, [100, 200])
+    # 100: the kit; 200: the measured server, 201 its engine core; 300: a neighbour; 400: a daemon's one tick;
+    # 600: another server the kit booted (its child), spinning while idle: a neighbour of this round
+    before = snap(0.0, {100: (1, 5.0, "pytest"), 200: (100, 10.0, "vllm"), 201: (200, 50.0, "VLLM::EngineCore"),
+                        300: (1, 1.0, "stress"), 400: (1, 0.0, "sshd"), 600: (100, 7.0, "vllm")})  # fmt: skip
+    after = snap(2.0, {100: (1, 6.0, "pytest"), 200: (100, 11.0, "vllm"), 201: (200, 51.9, "VLLM::EngineCore"),
+                       300: (1, 2.5, "stress"), 400: (1, 0.01, "sshd"), 500: (1, 0.2, "new"), 600: (100, 7.0, "vllm")})  # fmt: skip
+    r = contention.judge(before, after, [200], own_alone=[100])
     assert r.foreign_cpu_s == pytest.approx(1.71) and r.contended
     assert r.top_foreign[0] == "300 stress 1.50 s" and "other processes took 1.71 s of CPU in 2.00 s (86% of a core" in r.why
     quiet = snap(2.0, {**after.procs, 300: (1, 1.0, "stress"), 500: (1, 0.0, "new")})
-    assert not contention.judge(before, quiet, [100, 200]).contended  # 10 ms of sshd in 2 s: counting noise
+    assert not contention.judge(before, quiet, [200], own_alone=[100]).contended  # 10 ms of sshd in 2 s: counting noise
+    spinning = snap(2.0, {**quiet.procs, 600: (100, 8.5, "vllm")})
+    other = contention.judge(before, spinning, [200], own_alone=[100])
+    assert other.contended and other.top_foreign == ["600 vllm 1.50 s", "400 sshd 0.01 s"]
+    assert not contention.judge(before, spinning, [200, 600], own_alone=[100]).contended  # the same server's tree
 
 
 def test_steal_a_slower_cpu_and_a_foreign_gpu_process_each_contend_a_round() -> None:

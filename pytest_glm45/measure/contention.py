@@ -226,11 +226,14 @@ def descendants(procs: Mapping[int, tuple[int, float, str]], roots: Iterable[int
 
 
 def judge(before: Snapshot, after: Snapshot, own_roots: Iterable[int], peak_freq_mhz: float | None = None,
-          foreign_core_share: float = FOREIGN_CORE_SHARE) -> RoundContention:  # fmt: skip
-    """The round between two snapshots: foreign CPU, steal, frequency, foreign GPU processes, and the verdict."""
+          foreign_core_share: float = FOREIGN_CORE_SHARE, own_alone: Iterable[int] = ()) -> RoundContention:  # fmt: skip
+    """The round between two snapshots: foreign CPU, steal, frequency, foreign GPU processes, and the verdict.
+
+    `own_roots` count with their descendants (the measured server's tree); `own_alone` without them (the kit's
+    process, whose other children, such as a second server it booted, are neighbours of this round)."""
     seconds = max(after.at - before.at, 1e-6)
     roots = list(own_roots)
-    own = descendants(after.procs, roots) | descendants(before.procs, roots)
+    own = descendants(after.procs, roots) | descendants(before.procs, roots) | set(own_alone)
     foreign: list[tuple[float, int, str]] = []
     for pid, (_, cpu, name) in after.procs.items():
         if pid in own:
@@ -266,12 +269,13 @@ def judge(before: Snapshot, after: Snapshot, own_roots: Iterable[int], peak_freq
 class RoundWatch:
     """Watches rounds for one measured server: `start()` before a round, `stop()` after it (a RoundContention).
 
-    `own_roots` are the pids whose trees are the measurement itself (the kit's process, the server's, a proxy
-    in front of it); everything else is a neighbour. `enabled` False reads nothing and never contends."""
+    `own_roots` are the pids whose trees are the measurement itself (the server's, a proxy in front of it); the
+    kit's own process counts too, but not its other children: another server the kit booted, idle or spinning,
+    is a neighbour of this round. Everything else is a neighbour. `enabled` False reads nothing and never contends."""
 
     def __init__(self, own_roots: Sequence[int] = (), enabled: bool = True,
                  foreign_core_share: float = FOREIGN_CORE_SHARE) -> None:  # fmt: skip
-        self.own_roots = [os.getpid(), *own_roots]
+        self.own_roots = list(own_roots)
         self.enabled = enabled
         self.foreign_core_share = foreign_core_share
         self.gpus = Gpus() if enabled else None
@@ -291,6 +295,27 @@ class RoundWatch:
         freqs = [*self._before.freq_mhz, *after.freq_mhz]
         if freqs:
             self.peak_freq = max([*freqs, self.peak_freq or 0.0])
-        result = judge(self._before, after, self.own_roots, self.peak_freq, self.foreign_core_share)
+        result = judge(self._before, after, self.own_roots, self.peak_freq, self.foreign_core_share, (os.getpid(),))
         self._before = None
         return result
+
+
+def tree_cpu(roots: Sequence[int]) -> float:
+    """CPU seconds used so far by the processes of these trees (live ones)."""
+    procs = read_procs()
+    return sum(procs[p][1] for p in descendants(procs, roots) if p in procs)
+
+
+def wait_quiet(roots: Sequence[int], limit_s: float = 10.0, window_s: float = 0.2, share: float = FOREIGN_CORE_SHARE) -> float:
+    """Wait until the trees of `roots` (a server just measured) use under `share` of a core over a `window_s`
+    window, at most `limit_s`; the seconds waited. A CPU engine's threads keep spinning after its last answer:
+    the next round, on the other server, would share the cores with them."""
+    started = time.monotonic()
+    if not roots:
+        return 0.0
+    while time.monotonic() - started < limit_s:
+        before = tree_cpu(roots)
+        time.sleep(window_s)
+        if tree_cpu(roots) - before < share * window_s + 1e-9:
+            break
+    return time.monotonic() - started

@@ -29,7 +29,7 @@ from typing import Any
 
 from pytest_glm45.clients.loadgen import LoadGenerator, Metrics, Shape, Workload, profile_points
 from pytest_glm45.measure import noise
-from pytest_glm45.measure.contention import RoundContention, RoundWatch, listener_pids
+from pytest_glm45.measure.contention import RoundContention, RoundWatch, listener_pids, wait_quiet
 from pytest_glm45.measure.throughput import Point, combine, measure_round
 from pytest_glm45.reports.compare import DEFAULT_TOLERANCES, HIGHER_IS_BETTER
 
@@ -68,6 +68,8 @@ class PairedPoint:
     ratios: dict[str, list[float]] = field(default_factory=dict)
     #: figure -> ("regression" | "improvement" | "within" | "not judged", the line that says so)
     verdicts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: seconds waited, before each round on the other server, for the server just measured to go quiet
+    settled_s: list[float] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -87,7 +89,7 @@ class PairedPoint:
                 "a_rounds": [m.flat() for m in self.a], "b_rounds": [m.flat() for m in self.b],
                 "a_contention": [c.to_json() if c else None for c in self.a_flags],
                 "b_contention": [c.to_json() if c else None for c in self.b_flags],
-                "ratios": self.ratios, "spread": noise.spreads(self.ratios, {m: DEFAULT_TOLERANCES.get(m, 0.1) for m in self.ratios}),
+                "settled_s": [round(x, 2) for x in self.settled_s], "ratios": self.ratios, "spread": noise.spreads(self.ratios, {m: DEFAULT_TOLERANCES.get(m, 0.1) for m in self.ratios}),
                 "verdicts": {m: {"verdict": v, "text": t} for m, (v, t) in self.verdicts.items()}}  # fmt: skip
 
 
@@ -142,14 +144,22 @@ def run_point(a: Target, b: Target, shape: Shape, batch: int, budget: noise.Budg
     generators = {t.label: LoadGenerator(t.base_url, t.api_key, t.model) for t in (a, b)}
     watches = {t.label: RoundWatch(t.pids, enabled=watch) for t in (a, b)}
     point = PairedPoint(shape, batch)
+    last: Target | None = None
     for t in (a, b):  # one warm-up round per server, shape and batch, not counted
+        if last is not None and set(last.pids) != set(t.pids):
+            wait_quiet(last.pids)
         generators[t.label].run(workload, None, cpus=client_cpus)
+        last = t
     for n in range(1, budget.most + 1):
         order = "AB" if n % 2 else "BA"
         point.order.append(order)
         got: dict[str, tuple[Metrics, RoundContention | None]] = {}
         for side in order:
             t = a if side == "A" else b
+            if last is not None and last is not t and set(last.pids) != set(t.pids):
+                # only the measured server busy: the other one's threads may spin on after its last answer
+                point.settled_s.append(wait_quiet(last.pids))
+            last = t
             metrics, _results, flag = measure_round(generators[t.label], workload, watches[t.label], None, client_cpus)
             got[side] = (metrics, flag)
         point.a.append(got["A"][0])
