@@ -235,3 +235,17 @@ def test_interleaved_pairs_keep_the_verdict_while_the_machine_drifts(two_standin
     assert after < before * 0.8, "the machine's drift moved A itself by more than the change judged"
     a_point, b_point = paired.side_points(point, "A", "B", tol)
     assert a_point.rounds["output_throughput"] and b_point.metrics["rounds"] == len(point.b)
+
+
+def test_the_report_shows_each_points_rounds_spread_and_rounds_set_aside() -> None:
+    from pytest_glm45.reports.report import point_json
+    from pytest_glm45.reports.report_html import render_html
+
+    runs = [metrics(v) for v in (100, 40, 101, 99, 100, 102)]
+    point = combine("tiny", SHAPE, 4, runs, [flag(False), flag(True), *[flag(False)] * 4], {"output_throughput": 0.1})
+    data = point_json(point)
+    assert data["set_aside"]["output_throughput"] == [40] and data["contention"][1]["contended"]
+    assert data["spread"]["output_throughput"]["tolerance"] == 0.1 and data["not_judged"] == {}
+    page = render_html({"schema": 2, "configurations": {}, "checks": [], "benchmarks": [data], "profile": "standard"})
+    assert "Rounds, spread and rounds set aside" in page and "100, 101, 99, 100, 102" in page
+    assert "round 2: other processes took 0.90 s of CPU" in page and "output_throughput ±1.5% (tolerance 10%)" in page
