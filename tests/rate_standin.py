@@ -6,6 +6,7 @@ Every whitespace-separated word is one token (/tokenize counts them, so the load
 A streamed /v1/completions answer sends its first token after --ttft-ms and token i at i x --tpot-ms after it,
 each on an absolute schedule (a late wake-up does not push the later tokens back), both times multiplied by the
 number in --speed-file when it exists (read at each request's start): the test's "machine" getting slower.
+With --jitter, every other streamed answer is three times slower: a machine too noisy to judge.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 from aiohttp import web
 
 
-def make_app(tpot_ms: float, ttft_ms: float, speed_file: Path | None) -> web.Application:
+def make_app(tpot_ms: float, ttft_ms: float, speed_file: Path | None, jitter: bool = False) -> web.Application:
+    served = [0]
+
     def factor() -> float:
         try:
             return float(speed_file.read_text()) if speed_file is not None else 1.0
@@ -38,6 +41,9 @@ def make_app(tpot_ms: float, ttft_ms: float, speed_file: Path | None) -> web.App
         tokens = int(body.get("max_tokens") or 16)
         prompt_tokens = len(str(body.get("prompt", "")).split())
         k = factor()
+        if jitter and tokens > 4:  # not the load generator's 4-token test request
+            served[0] += 1
+            k *= 3.0 if served[0] % 2 else 1.0
         out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await out.prepare(request)
         start = time.perf_counter()
@@ -65,9 +71,10 @@ def main() -> None:
     parser.add_argument("--tpot-ms", type=float, required=True)
     parser.add_argument("--ttft-ms", type=float, default=5.0)
     parser.add_argument("--speed-file", default=None)
+    parser.add_argument("--jitter", action="store_true")
     args = parser.parse_args()
     speed = Path(args.speed_file) if args.speed_file else None
-    web.run_app(make_app(args.tpot_ms, args.ttft_ms, speed), host="127.0.0.1", port=args.port, print=None)
+    web.run_app(make_app(args.tpot_ms, args.ttft_ms, speed, args.jitter), host="127.0.0.1", port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -249,3 +249,25 @@ def test_the_report_shows_each_points_rounds_spread_and_rounds_set_aside() -> No
     page = render_html({"schema": 2, "configurations": {}, "checks": [], "benchmarks": [data], "profile": "standard"})
     assert "Rounds, spread and rounds set aside" in page and "100, 101, 99, 100, 102" in page
     assert "round 2: other processes took 0.90 s of CPU" in page and "output_throughput ±1.5% (tolerance 10%)" in page
+
+
+def test_a_point_too_noisy_to_judge_against_its_thresholds_is_skipped_as_not_judged(tmp_path: Path) -> None:
+    """The suite on a stand-in whose every other answer is three times slower, with a floor the point meets: the
+    point's output throughput is never known to ±5%, so its bound is not judged and the point is skipped, and the
+    terminal summary says why (before issue 32 it passed on the median of its three rounds)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(HERE / "rate_standin.py"), "--port", str(port), "--tpot-ms", "1", "--jitter"])
+    try:
+        time.sleep(1.5)
+        bounds = tmp_path / "floor.toml"
+        bounds.write_text('[[threshold]]\nconfig = "remote"\nmin_output_throughput = 1\n')
+        done = subprocess.run([sys.executable, "-m", "pytest", str(HERE.parent / "suites" / "test_throughput.py"), "-p", "no:cacheprovider",
+                               "-q", "-rs", "-k", "balanced-25x25-bs1", "--glm45-base-url", f"http://127.0.0.1:{port}",
+                               "--glm45-profile", "smoke", "--glm45-thresholds", str(bounds), "--glm45-bench-dir", str(tmp_path / "bench")],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    finally:
+        server.kill()
+        server.wait()
+    assert "1 skipped" in done.stdout, done.stdout[-3000:]
+    assert "remote balanced x1: not judged: output_throughput: " in done.stdout
+    assert "glm45 throughput: 1 of 1 point(s) with figures not judged" in done.stdout

@@ -254,7 +254,7 @@ def summary(points: Sequence[Point]) -> list[str]:
     unjudged = [p for p in points if p.not_judged]
     if unjudged:
         lines.append(f"glm45 throughput: {len(unjudged)} of {len(points)} point(s) with figures not judged (neither passed "
-                     "nor failed: the machine's spread over the rounds exceeded the tolerance):")  # fmt: skip
+                     "nor failed: too few clean rounds, or their spread exceeded the tolerance):")  # fmt: skip
         for p in unjudged:
             first = next(iter(p.not_judged.items()))
             lines.append(f"    {p.config_id} {p.shape.name} x{p.batch}: {len(p.not_judged)} figure(s), e.g. {first[0]}: {first[1]}")
