@@ -198,6 +198,21 @@ def main() -> None:
     def target(label: str, base: str, proxy_pid: int, server: ServerProcess) -> paired.Target:
         return paired.Target(label, base, key, spec.served_name, pids=[proxy_pid, server.pgid or 0])
 
+    try:
+        run_all(args, out, budget, points, cpus, key, spec, results, started, boot, target)
+    finally:  # an interrupted run still gets its table over the pairs it finished
+        summary = table(results, flags)
+        print("\n" + summary)
+        (out / "gate-ab.json").write_text(json.dumps({"cpu_flags": flags, "seconds": round(time.monotonic() - started),
+                                                      "points": args.points, "rounds": args.rounds, "summary": summary,
+                                                      "pairs": results}, indent=1))  # fmt: skip
+        print(f"\n{len(results)} pairs in {time.monotonic() - started:.0f} s; every pair's figures in {out}/gate-ab.json")
+
+
+def run_all(args: argparse.Namespace, out: Path, budget: noise.Budget, points: Sequence[tuple[Shape, int]],
+            cpus: Sequence[int] | None, key: str, spec: Any, results: list[dict[str, Any]], started: float,
+            boot: Any, target: Any) -> None:  # fmt: skip
+    """The A/A pairs, then the A/B pairs of each factor, appended to `results` as they finish."""
     with ExitStack() as stack:
         s1 = boot("s1", stack)
         a1, a1_pid = stack.enter_context(proxy(s1.base_url, 1.0, key))
@@ -232,12 +247,6 @@ def main() -> None:
                 r["kind"] = f"A/B x{factor} per token"
                 results.append(r)
                 log(f"A/B x{factor} {n}/{ab_pairs} done, {time.monotonic() - started:.0f} s so far")
-    summary = table(results, flags)
-    print("\n" + summary)
-    (out / "gate-ab.json").write_text(json.dumps({"cpu_flags": flags, "seconds": round(time.monotonic() - started),
-                                                  "points": args.points, "rounds": args.rounds, "summary": summary,
-                                                  "pairs": results}, indent=1))  # fmt: skip
-    print(f"\n{len(results)} pairs in {time.monotonic() - started:.0f} s; every pair's figures in {out}/gate-ab.json")
 
 
 if __name__ == "__main__":
