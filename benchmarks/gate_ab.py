@@ -146,7 +146,7 @@ def table(results: Sequence[dict[str, Any]], flags: str) -> str:
     kinds: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         kinds.setdefault(r["kind"], []).append(r)
-    rows = ["| pairs | n | interleaved fail / not judged | thresholds fail / not judged | compare fail / not judged | rounds set aside |",
+    rows = ["| pairs | n | interleaved fail / not judged | thresholds fail / not judged | compare fail / not judged | pairs set aside (contended) |",
             "|---|---|---|---|---|---|"]  # fmt: skip
     for kind, rs in kinds.items():
         def count(judge: str, outcome: str, rs: list[dict[str, Any]] = rs) -> int:
