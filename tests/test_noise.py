@@ -74,6 +74,15 @@ def test_a_round_is_contended_by_a_neighbours_cpu_not_by_the_servers_or_the_kits
     assert not contention.judge(before, spinning, [200, 600], own_alone=[100]).contended  # the same server's tree
 
 
+def test_cpu_that_no_live_process_accounts_for_is_a_neighbours_that_came_and_went() -> None:
+    procs = {100: (1, 1.0, "pytest"), 200: (100, 3.0, "vllm")}
+    later = {100: (1, 1.2, "pytest"), 200: (100, 3.8, "vllm")}
+    before = Snapshot(0.0, procs, 0.0, (), {}, {}, busy_s=50.0)
+    r = contention.judge(before, Snapshot(1.0, later, 0.0, (), {}, {}, busy_s=51.6), [200], own_alone=[100])
+    assert r.contended and r.foreign_cpu_s == pytest.approx(0.6) and "(short-lived processes or the kernel) 0.60 s" in r.why
+    assert not contention.judge(before, Snapshot(1.0, later, 0.0, (), {}, {}, busy_s=51.02), [200], own_alone=[100]).contended
+
+
 def test_steal_a_slower_cpu_and_a_foreign_gpu_process_each_contend_a_round() -> None:
     procs = {100: (1, 1.0, "pytest")}
     stolen = contention.judge(snap(0, procs, 3.0), snap(1.0, procs, 3.2), [100])

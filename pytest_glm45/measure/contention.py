@@ -60,6 +60,8 @@ class Snapshot:
     #: GPU index -> utilisation %, and the pids running on the GPUs (NVML); empty without NVML
     gpu_util: Mapping[int, int] = field(default_factory=dict)
     gpu_pids: Mapping[int, int] = field(default_factory=dict)  # pid -> GPU index
+    #: CPU time spent by the whole machine outside idle and iowait (/proc/stat), seconds; None where unreadable
+    busy_s: float | None = None
 
 
 @dataclass
@@ -120,14 +122,21 @@ def read_procs(proc: str = "/proc") -> dict[int, tuple[int, float, str]]:
 
 def read_steal(proc: str = "/proc") -> float | None:
     """The kernel's steal time over all CPUs, in seconds; None where it is not readable."""
+    return read_cpu_line(proc)[1]
+
+
+def read_cpu_line(proc: str = "/proc") -> tuple[float | None, float | None]:
+    """(busy, steal) seconds over all CPUs from /proc/stat's `cpu` line: busy is user, nice and system, the time
+    processes ran (irq and softirq left out: the measured server's own loopback traffic is served there)."""
     text = _read(f"{proc}/stat")
     if not text:
-        return None
+        return None, None
     for line in text.splitlines():
         parts = line.split()
         if parts and parts[0] == "cpu" and len(parts) > 8:
-            return int(parts[8]) / HZ
-    return None
+            ticks = [int(x) for x in parts[1:9]]
+            return (ticks[0] + ticks[1] + ticks[2]) / HZ, ticks[7] / HZ
+    return None, None
 
 
 def read_freqs(sys_cpu: str = "/sys/devices/system/cpu") -> list[float]:
@@ -175,7 +184,8 @@ class Gpus:
 def snapshot(gpus: Gpus | None = None, proc: str = "/proc") -> Snapshot:
     """Read everything once."""
     util, pids = gpus.read() if gpus is not None else ({}, {})
-    return Snapshot(time.monotonic(), read_procs(proc), read_steal(proc), read_freqs(), util, pids)
+    busy, steal = read_cpu_line(proc)
+    return Snapshot(time.monotonic(), read_procs(proc), steal, read_freqs(), util, pids, busy)
 
 
 def listener_pids(base_url: str) -> list[int]:
@@ -246,6 +256,17 @@ def judge(before: Snapshot, after: Snapshot, own_roots: Iterable[int], peak_freq
             foreign.append((used, pid, name))
     foreign.sort(reverse=True)
     foreign_cpu = sum(u for u, _, _ in foreign)
+    # Processes that started and ended within the round (a neighbour's test run spawning compilers) are in no
+    # snapshot: the machine's busy time less what the live processes account for catches them.
+    unattributed = 0.0
+    if before.busy_s is not None and after.busy_s is not None:
+        live = sum(max(cpu - (before.procs[pid][1] if pid in before.procs and cpu >= before.procs[pid][1] else 0.0), 0.0)
+                   for pid, (_, cpu, _) in after.procs.items())  # fmt: skip
+        unattributed = max((after.busy_s - before.busy_s) - live, 0.0)
+        if unattributed >= max(foreign_core_share * seconds, FOREIGN_FLOOR_S):
+            foreign.append((unattributed, 0, "(short-lived processes or the kernel)"))
+            foreign.sort(reverse=True)
+            foreign_cpu += unattributed
     steal = None if before.steal_s is None or after.steal_s is None else max(after.steal_s - before.steal_s, 0.0)
     freqs = [f for f in (*before.freq_mhz, *after.freq_mhz) if f > 0]
     min_freq = min(freqs) if freqs else None
