@@ -116,6 +116,7 @@ def test_contended_rounds_are_set_aside_and_a_noisy_point_is_not_judged() -> Non
     assert "the machine's spread (40.0%) exceeds the tolerance (10%)" in noisy.not_judged["output_throughput"]
     everything = combine("tiny", SHAPE, 4, runs[:2], [flag(True), flag(True)], {"output_throughput": 0.1})
     assert "every one of the 2 rounds was contended" in everything.not_judged["output_throughput"]
+    assert "p99_itl_ms" in everything.not_judged  # a bound on any figure a baseline writes is not judged, not MISSING
 
 
 def test_a_bound_on_a_figure_not_known_is_not_judged_and_the_point_says_why(tmp_path: Path) -> None:

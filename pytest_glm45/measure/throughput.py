@@ -90,9 +90,9 @@ def combine(config_id: str, shape: Shape, batch: int, runs: Sequence[Metrics],
     point = Point(config_id, shape, batch, metrics, rounds, invalid)
     point.set_aside = round_values(aside, invalid)
     point.contention = [c.to_json() for c in flags if c is not None]
-    if not clean:
+    if not clean and tolerances:
         point.not_judged = {m: f"every one of the {len(runs)} rounds was contended ({flags[-1].why if flags[-1] else ''})"
-                            for m in (tolerances or {}) if m not in invalid}  # fmt: skip
+                            for m in noise_tolerances(tolerances) if m not in invalid}  # fmt: skip
     elif tolerances:
         judged = noise_tolerances(tolerances)
         point.spread = noise.spreads(rounds, judged)
