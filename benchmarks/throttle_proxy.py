@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -74,7 +75,8 @@ def make_app(upstream: str, stretch: float) -> web.Application:
                     await out.write(data)
             else:
                 await stretched(up, out)
-            await out.write_eof()
+            with contextlib.suppress(ConnectionResetError):  # a client that stops reading at [DONE] has gone
+                await out.write_eof()
             return out
 
     app = web.Application(client_max_size=64 * 2**20)

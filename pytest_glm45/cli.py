@@ -7,6 +7,7 @@
     pytest-glm45 evidence reports/new/report.json           # each failure's reproducer, as known-failure evidence
     pytest-glm45 evidence new/report.json --draft --since old/report.json -o kf/vllm-X.toml   # a version's file, drafted
     pytest-glm45 compare old/report.json new/report.json --known-failures shipped,kf   # judged again, offline
+    pytest-glm45 ab --a http://127.0.0.1:8001 --b http://127.0.0.1:8002 --model tiny    # two servers, interleaved
     pytest-glm45 plans reference/report.json                # the options that run a report's configurations again
     pytest-glm45 reproduce reports/new/report.json          # send each known failure's request again: same defect?
     pytest-glm45 upstream reports/new/report.json --out up  # each parser/grammar defect as a vLLM-style test + issue text
@@ -278,6 +279,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return recheck.run(args)
 
 
+def cmd_ab(args: argparse.Namespace) -> int:
+    """Measure two running servers interleaved (`pytest_glm45.reports.paired`); 1 on a regression."""
+    from pytest_glm45.measure.noise import Budget
+    from pytest_glm45.reports.paired import run_command
+    from pytest_glm45.settings import PROFILES
+
+    try:
+        tolerances = parse_tolerances(args.tolerance or [], "--tolerance")
+    except SettingsError as exc:
+        raise SystemExit(f"pytest-glm45 ab: {exc}") from None
+    profile = PROFILES[args.profile]
+    return run_command(args, tolerances, Budget(profile.rounds, profile.max_rounds))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(prog="pytest-glm45", description="GLM-4.5 serving conformance kit")
@@ -373,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_arguments(up)
     up.set_defaults(func=upstream.run)
 
+    from pytest_glm45.reports.paired import add_parser as add_ab
+
+    add_ab(sub, cmd_ab)  # `ab`: two running servers measured interleaved (pytest_glm45.reports.paired)
     inv = sub.add_parser("inventory", help="Print this host's GPU inventory")
     inv.add_argument("--json", action="store_true")
     inv.set_defaults(func=cmd_inventory)

@@ -40,14 +40,17 @@ class Profile:
     #: server's parsing and validation, the same code on every plan; the other plans still run
     #: every check, with fewer random draws.
     other_plans_share: float = 1.0
-    #: Rounds per throughput point: its figures are medians, its spread judges changes.
+    #: Rounds per throughput point, at least: its figures are medians, its spread judges changes.
     rounds: int = 3
+    #: Rounds per throughput point, at most: a point adds rounds until each figure's median is known to within
+    #: half its tolerance (pytest_glm45.measure.noise), or is not judged at this many.
+    max_rounds: int = 10
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", 20, 100, "the least that still exercises every check; for a first look", 0.25, 2),
-    "standard": Profile("standard", 100, 500, "the default: every check at CI size", 0.25, 3),
-    "full": Profile("full", 1000, 5000, "the recipe's full matrices, every example on every plan; for GPU hosts", 1.0, 5),
+    "smoke": Profile("smoke", 20, 100, "the least that still exercises every check; for a first look", 0.25, 3, 6),
+    "standard": Profile("standard", 100, 500, "the default: every check at CI size", 0.25, 3, 10),
+    "full": Profile("full", 1000, 5000, "the recipe's full matrices, every example on every plan; for GPU hosts", 1.0, 5, 15),
 }
 
 #: Default max model length: small enough for the CPU engine, the recipe's 65536 for real models.

@@ -97,7 +97,7 @@ def gate_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env(tmp_path, **{"GLM45_OUT": str(tmp_path / "gate"), "GLM45_OLD_VENV": str(tmp_path / "old-venv"),
                             "GLM45_NEW_VENV": str(tmp_path / "new-venv"), "GLM45_VENV_ROOT": str(tmp_path / "venvs"),
                             "GLM45_PYTHON": str(tmp_path / "python"), "GLM45_VLLM_PACKAGE": "vllm",
-                            "GLM45_PYTEST_ARGS": "--glm45-model air-fp8 --gpus 8", **extra})  # fmt: skip
+                            "GLM45_PYTEST_ARGS": "--glm45-model air-fp8 --gpus 8", "GLM45_AB": "0", **extra})  # fmt: skip
 
 
 def test_the_gate_passes_one_tolerance_known_failures_and_the_old_parity_to_every_judge(tmp_path: Path) -> None:
@@ -219,3 +219,20 @@ def test_box_acceptance_serves_the_references_models_from_local_checkpoints(tmp_
     box = script("box-acceptance.sh", [], path_only)
     assert box.returncode == 0, box.stderr
     assert "air-fp8-tp4              RUNS  fits" in (tmp_path / "acceptance" / "preflight.txt").read_text()
+
+
+def test_the_gate_measures_throughput_interleaved_by_default_not_in_the_suites_runs(tmp_path: Path) -> None:
+    """GLM45_AB=1 (the default) leaves the throughput points out of both suites runs: `pytest-glm45 ab` measures them
+    with both versions up at once. Here the fake venvs' servers never come up, so the gate stops saying so (exit 3)."""
+    environ = gate_env(tmp_path)
+    environ.pop("GLM45_AB")
+    for venv in ("old-venv", "new-venv"):  # a `python -m pytest_glm45.cli serve` that fails at once
+        text = (tmp_path / venv / "bin" / "python").read_text()
+        (tmp_path / venv / "bin" / "python").write_text(text.replace('if [ "$1" = "-" ]', 'if [ "$3" = "serve" ]; then echo no GPUs; exit 2; fi\nif [ "$1" = "-" ]'))
+    done = script("upgrade-gate.sh", ["0.31.0", "0.32.0"], environ)
+    assert done.returncode == 3, done.stderr
+    assert "the old server for the interleaved throughput did not come up" in done.stderr
+    for venv in ("old-venv", "new-venv"):
+        assert "--ignore=suites/test_throughput.py" in pytest_calls(tmp_path / venv)[0]
+    bad = script("upgrade-gate.sh", ["0.31.0", "0.32.0"], {**environ, "GLM45_AB": "maybe"})
+    assert bad.returncode == 2 and "GLM45_AB='maybe' is not accepted" in bad.stderr

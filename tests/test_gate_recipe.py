@@ -107,7 +107,7 @@ def test_cpu_upgrade_gate_0310_to_0320(tmp_path: Path, vllm_lock: None) -> None:
     team.mkdir()
     shutil.copy(ROOT / "pytest_glm45" / "known_failures" / f"vllm-{OLD}.toml", team)
     out, step_summary = tmp_path / "gate", tmp_path / "step-summary.md"
-    env = _clean_env(GLM45_OUT=str(out), GLM45_PYTEST_ARGS=SELECTION, GITHUB_STEP_SUMMARY=str(step_summary),
+    env = _clean_env(GLM45_OUT=str(out), GLM45_PYTEST_ARGS=SELECTION, GLM45_AB="0", GITHUB_STEP_SUMMARY=str(step_summary),
                      GLM45_KNOWN_FAILURES=str(team),
                      **({"GLM45_OLD_VENV": old_named} if old_named else {}),
                      **({"GLM45_NEW_VENV": new_named} if new_named else {}))  # fmt: skip

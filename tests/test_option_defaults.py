@@ -219,6 +219,7 @@ CLI_RULES: dict[str, Callable[[], str]] = {
     "evidence --config": lambda: "all",
     "evidence --known-failures": lambda: "shipped",
     "upstream --known-failures": lambda: "shipped",
+    "ab --client-cpus": lambda: "any",
     "evidence --output": lambda: "standard output",
     "reproduce --config": lambda: "all",
     "reproduce --check": lambda: "all",

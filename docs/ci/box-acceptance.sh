@@ -8,6 +8,9 @@
 # Exit: 0 accepted; 1 the suites failed or the comparison found a regression; 2 usage error;
 #       3 the acceptance could not run (no venv, inventory failed, preflight refused, no report written).
 # The archive is written whatever the verdict.
+# Throughput is judged against the reference box's stored report with the noise measured here: a figure whose
+# rounds spread beyond half its tolerance is "not judged" (compare lists it), and drift between the two days is
+# not measured. Two servers on one host are compared interleaved instead: `pytest-glm45 ab` (docs/throughput.md).
 #
 # Environment:
 #   GLM45_REFERENCE     report.json of a known-good box (required). By default this box runs the reference's own

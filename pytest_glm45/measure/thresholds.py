@@ -134,13 +134,20 @@ def measured_otherwise(entries: list[Entry], config_id: str, shape: str, batch: 
             and (diff := e.measured_otherwise(input_len, output_len)) is not None]  # fmt: skip
 
 
-def check(bounds: list[Bound], measured: Mapping[str, Any], invalid: Mapping[str, str] | None = None) -> tuple[bool, str]:
-    """(all hold, a table of measured against required); a bound on an invalid figure is not judged."""
+def check(bounds: list[Bound], measured: Mapping[str, Any], invalid: Mapping[str, str] | None = None,
+          not_known: Mapping[str, str] | None = None) -> tuple[bool, str]:  # fmt: skip
+    """(all hold, a table of measured against required); a bound on an invalid figure, or on one whose median the
+    rounds did not know to within its tolerance (`not_known`: the reason), is not judged: neither held nor missed."""
     rows = [("metric", "measured", "required", "")]
     ok = True
     for b in bounds:
         if invalid and b.metric in invalid:
             rows.append((b.metric, "(invalid)", f"{'>=' if b.kind == 'min' else '<='} {b.limit:g}", "not judged: " + invalid[b.metric][:80]))
+            continue
+        if not_known and b.metric in not_known:
+            value = measured.get(b.metric)
+            shown = f"{float(value):.2f}" if isinstance(value, (int, float)) else "(not measured)"
+            rows.append((b.metric, shown, f"{'>=' if b.kind == 'min' else '<='} {b.limit:g}", "not judged: " + not_known[b.metric][:90]))
             continue
         value = measured.get(b.metric)
         if value is None:

@@ -257,6 +257,9 @@ def throughput_of(config: pytest.Config) -> ThroughputSession:
     state = state_of(config)
     if state.throughput is None:
         settings = state.settings
+        from pytest_glm45.reports.compare import DEFAULT_TOLERANCES
+
         state.throughput = ThroughputSession(settings.bench_dir, settings.thresholds, settings.profile.rounds,
-                                             state.reporter.progress)  # fmt: skip
+                                             state.reporter.progress, most_rounds=settings.profile.max_rounds,
+                                             tolerances={**DEFAULT_TOLERANCES, **settings.tolerances})  # fmt: skip
     return state.throughput

@@ -207,6 +207,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for config_id, check, source in verdicts.mismatches:
         tr.write_line(f"new failure on {config_id}: {check} fails, but not as known failure {source} says it does")
     _reproducers_summary(tr, verdicts, config)
+    if state.throughput is not None:
+        from pytest_glm45.measure.throughput import summary
+
+        for line in summary(state.throughput.points):
+            tr.write_line(line)
     settings = state_of(config).settings
     if settings.report_dir is not None:
         tr.write_line(f"report: {settings.report_dir / 'report.json'} and {settings.report_dir / 'report.html'}")

@@ -10,7 +10,11 @@ pair of runs that share nothing are *missing*, and block like a regression unles
 deliberately (`accept_missing`), each named. Performance is judged against the spread the
 rounds of each point measured: a change is a regression only when even the two runs' closest
 rounds are further apart than the tolerance (the old run's worst round against the new run's
-best); points measured in one round cannot show their spread and are listed as not judged.
+best); points measured in one round cannot show their spread and are listed as not judged, and so
+is a figure whose median either run did not know to within half its tolerance (its `not_judged`,
+`pytest_glm45.measure.noise`). Two stored runs are judged with the noise each measured on its own
+day: drift between the days cannot be told from a change, and the verdict says so; two servers
+measured interleaved (`pytest-glm45 ab`, `pytest_glm45.reports.paired`) cancel it.
 """
 
 from __future__ import annotations
@@ -96,7 +100,8 @@ class Comparison:
         if self.perf_regressions:
             parts.append(f"performance: {len(self.perf_regressions)} regression(s) beyond the measured spread")
         elif self.perf_not_judged and not self.perf_improvements:
-            parts.append(f"performance: not judged ({len(self.perf_not_judged)} change(s) from single-round points)")
+            parts.append(f"performance: {len(self.perf_not_judged)} figure(s) not judged (one round, or the machine's spread "
+                         "over the tolerance), no regression among the rest")  # fmt: skip
         else:
             parts.append("performance: no regression beyond the measured spread")
         head = "❌ regression" if self.regressed else ("✅ accepted" if self.known_regressions else "✅ no regression")
@@ -116,7 +121,8 @@ class Comparison:
             ("Checks in one run only", self.one_side_only),
             ("Other outcome changes", self.other_changes),
             ("Performance improvements", self.perf_improvements),
-            ("Performance changes not judged (one round: no spread measured)", self.perf_not_judged),
+            ("Performance not judged (one round, or the machine's spread exceeded the tolerance; two stored runs are "
+             "judged with each day's own noise: drift between them is not measured)", self.perf_not_judged),
             ("Known failures on both sides, recorded with another reason", self.known_reworded),
         )
         for title, items in sections:
@@ -216,8 +222,14 @@ def _judge_performance(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str
             cmp.missing.append(f"point {key[0]} {key[1]} x{key[2]}: measured otherwise ({differs}){profiles}: not compared")
             continue
         invalid = set(p.get("invalid") or {}) | set(q.get("invalid") or {})
+        unknown = {**(q.get("not_judged") or {}), **(p.get("not_judged") or {})}
         for metric, limit in tolerances.items():
             if metric in invalid:
+                continue
+            if metric in unknown:
+                side = "this run" if metric in (p.get("not_judged") or {}) else "the reference run"
+                cmp.perf_not_judged.append(f"{p['config']} {p['shape']} x{p['batch']}: {metric} not judged ({side}): "
+                                           f"{unknown[metric]}")  # fmt: skip
                 continue
             before, after = _rounds(q, metric), _rounds(p, metric)
             if not before or not after or not statistics.median(before):

@@ -66,6 +66,15 @@ def log_excerpt(path: Path | None, secrets_: tuple[str, ...] = (), lines: int = 
     return text[-LOG_EXCERPT_CHARS:]
 
 
+def point_json(p: Point) -> dict[str, Any]:
+    """A throughput point as the report holds it: its figures (medians of the rounds not set aside), each round's
+    values (`rounds`), invalid figures, and (schema 2, added fields) each figure's spread and tolerance, the figures
+    not judged and why, every round's evidence of a noisy neighbour (`contention`) and the rounds set aside."""
+    return {"config": p.config_id, "shape": p.shape.name, "batch": p.batch, "input_len": p.shape.input_len,
+            "output_len": p.shape.output_len, **p.metrics, "rounds": p.rounds, "invalid": p.invalid,
+            "spread": p.spread, "not_judged": p.not_judged, "contention": p.contention, "set_aside": p.set_aside}  # fmt: skip
+
+
 def build(settings: Settings, history: Iterable[BootRecord], verdicts: Verdicts, points: Sequence[Point],
           log_excerpts: Mapping[tuple[str, str], str] | None = None, secrets_: tuple[str, ...] = (),
           parity: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -115,8 +124,7 @@ def build(settings: Settings, history: Iterable[BootRecord], verdicts: Verdicts,
             data["checks"][-1]["log_excerpt"] = redact(excerpt, known_secrets(secrets_))[-LOG_EXCERPT_CHARS:]
     configs = {c.id: c for c in settings.matrix}
     for p in points:
-        point = {"config": p.config_id, "shape": p.shape.name, "batch": p.batch, "input_len": p.shape.input_len,
-                 "output_len": p.shape.output_len, **p.metrics, "rounds": p.rounds, "invalid": p.invalid}  # fmt: skip
+        point = point_json(p)
         config = configs.get(p.config_id)
         if gpu_name and config is not None and "median_tpot_ms" in p.metrics:
             from pytest_glm45.engine.preflight import tpot_floor_seconds

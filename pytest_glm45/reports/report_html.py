@@ -102,7 +102,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         _filters(checks, configs),
         _configurations(report),
         _matrix(checks, configs),
-        '<h2 id="throughput">Throughput</h2><div class="plots">' + ("".join(_plots(report["benchmarks"])) or "<p>No throughput points in this run.</p>") + "</div>",
+        '<h2 id="throughput">Throughput</h2><div class="plots">' + ("".join(_plots(report["benchmarks"])) or "<p>No throughput points in this run.</p>") + "</div>"
+        + _noise(report["benchmarks"]),
         _parity(report),
         f"<script>{_SCRIPT}</script></body></html>",
     ]  # fmt: skip
@@ -307,6 +308,30 @@ def _parity(report: Mapping[str, Any]) -> str:
         return ""
     render = getattr(parity, "render_parity_section", None)
     return str(render(report)) if render is not None else ""
+
+
+def _noise(points: list[Mapping[str, Any]]) -> str:
+    """Per point: its rounds of output throughput, each judged figure's spread against its tolerance, the figures not
+    judged and why, and the rounds set aside as contended with why (reports without these fields show nothing)."""
+    e = html.escape
+    rows = []
+    for p in points:
+        if not any(k in p for k in ("spread", "contention", "not_judged")):
+            continue
+        rounds = (p.get("rounds") or {}).get("output_throughput") or []
+        aside = [c for c in p.get("contention") or [] if c and c.get("contended")]
+        spread = "; ".join(f"{m} ±{v['spread']:.1%} (tolerance {v['tolerance']:.0%}{'' if v['known'] else ', not known'})"
+                           for m, v in (p.get("spread") or {}).items() if v.get("spread", -1) >= 0)  # fmt: skip
+        unknown = "; ".join(f"{m}: {why}" for m, why in (p.get("not_judged") or {}).items())
+        why = "; ".join(f"round {n}: {c.get('why')}" for n, c in enumerate(p.get("contention") or [], 1) if c and c.get("contended"))
+        rows.append(f"<tr><td>{e(str(p['config']))} {e(str(p['shape']))} x{e(str(p['batch']))}</td>"
+                    f"<td>{e(', '.join(f'{v:.4g}' for v in rounds))}</td><td>{e(spread)}</td><td>{e(unknown) or 'none'}</td>"
+                    f"<td>{len(aside)}{': ' + e(why) if why else ''}</td></tr>")  # fmt: skip
+    if not rows:
+        return ""
+    return ('<h3 id="noise">Rounds, spread and rounds set aside</h3><table><tr><th>point</th><th>output tok/s per round '
+            "(used)</th><th>spread of the median</th><th>not judged</th><th>set aside as contended</th></tr>"
+            + "".join(rows) + "</table>")  # fmt: skip
 
 
 def _plots(points: list[Mapping[str, Any]]) -> list[str]:
