@@ -78,7 +78,8 @@ class ModelInfo:
 
     @property
     def weight_bytes(self) -> float | None:
-        """Bytes of all weights in this precision (embeddings and MTP included in the totals)."""
+        """Bytes of all weights in this precision (embeddings included; the MTP layer, loaded only for speculative decoding,
+        is not: `preflight.mtp_draft_bytes`)."""
         if self.total_params_b is None:
             return None
         return self.total_params_b * 1e9 * self.bytes_per_param

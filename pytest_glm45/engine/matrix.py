@@ -7,7 +7,7 @@ with it. A configuration this machine cannot run stays in the matrix with a skip
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_glm45.engine.catalog import ModelInfo
 from pytest_glm45.engine.decode import DECODE_SYNTAX, Decode, DecodeError, is_decode_part, parse_decode
@@ -35,7 +35,7 @@ class Plan:
     #: pipeline-parallel stages: the layers split across `pp` groups of `tp` devices (across hosts: Ray)
     pp: int = 1
     #: how the server emits tokens (stream interval, speculative decoding, the replay processor): `engine.decode`
-    decode: Decode = Decode()
+    decode: Decode = field(default_factory=Decode)
 
     @property
     def gpus(self) -> int:

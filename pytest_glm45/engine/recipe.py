@@ -58,8 +58,9 @@ SPECULATIVE_SHORT = "-sc"
 #: Why such a flag is refused before anything boots, and what runs instead.
 SPECULATIVE_REFUSAL = (
     "speculative decoding given as a server argument would reach every server of the run, and every one that replays "
-    f"loads the replay processor ({REPLAY_PROCESSOR}), which vLLM refuses with speculative decoding: the engine would die "
-    "at start (\"Custom logits processors are not supported when speculative decoding is enabled\"). Name speculative "
+    f"loads the replay processor ({REPLAY_PROCESSOR}): vLLM refuses custom logits processors when speculative decoding is "
+    "enabled, and the engine would die at start (\"Custom logits processors are not supported when speculative decoding "
+    "is enabled\"). Name speculative "
     "decoding as a configuration instead: --glm45-parallel tp1,tp1-ngram2 (n-gram) or tp8,tp8-mtp1 (GLM-4.5's MTP layer; "
     "the tiny model with one is --glm45-model tiny-mtp); such a configuration boots without the replay processor, its "
     "replay checks skip saying why, and it runs exact parity, streaming agreement and throughput (docs/decode-modes.md). "
