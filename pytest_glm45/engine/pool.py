@@ -260,9 +260,11 @@ class ServerPool:
         if server.startup_seconds is not None and ahead is None:  # booted beside a running one, it is slower
             remember_boot(settings.cache_dir, config.id, server.startup_seconds)
         record.vllm_version = version = server.version or installed_version
-        replays, seen = replay_answers(server.base_url, self.api_key, spec.served_name)
+        # A configuration without the replay processor (speculative decoding, -noreplay) is not asked to replay.
+        replays, seen = (replay_answers(server.base_url, self.api_key, spec.served_name) if config.plan.decode.replay
+                         else (False, "not loaded: " + (config.plan.decode.no_replay_reason or "")))  # fmt: skip
         record.replay = seen
-        if not replays:
+        if not replays and config.plan.decode.replay:
             record.status = "no replay"
             raise ReplayMissingError(
                 f"{config.id} was booted with --logits-processors {REPLAY_PROCESSOR} but does not replay: {seen}.\n"
@@ -281,7 +283,7 @@ class ServerPool:
             engine=config.engine,
             distribution=distribution,
             max_model_len=server.max_model_len,
-            replay_loaded=True,
+            replay_loaded=replays,
             known=known_failures.load(version, settings.known_failures_dir),
             real_weights=not config.model.is_tiny,
             strict_tools=config.strict_tools,

@@ -83,6 +83,26 @@ def weight_bytes_per_gpu(model: ModelInfo, plan: Plan) -> float:
     return total / plan.tp
 
 
+def mtp_draft_bytes(model: ModelInfo, plan: Plan, max_model_len: int, concurrency: int = 1,
+                    kv_cache_dtype_bytes: float = 2.0) -> tuple[float, float] | None:  # fmt: skip
+    """(weights, KV cache) per GPU of the MTP draft layers that `plan`'s speculative decoding loads (`-mtpK`), else
+    None: each an MoE decoder layer (attention, router, shared and routed experts) with its two norms and the 2h x h
+    projection of the embedding and the hidden state (vLLM's Glm4MoeMultiTokenPredictorLayer; it shares the target's
+    embeddings), split as the other layers are; its KV cache is one more layer's for the planned context. The
+    published parameter totals (355B, 106B) are the model without it: vLLM loads it only for speculative decoding."""
+    h, moe_inter, layers = model.hidden_size, model.moe_intermediate_size, model.mtp_layers
+    if plan.decode.speculative != "mtp" or not h or not moe_inter or not layers:
+        return None
+    routed, shared = model.routed_experts or 0, model.shared_experts or 0
+    attention = 2 * h * ATTENTION_HEADS * HEAD_DIM + 2 * h * KV_HEADS * HEAD_DIM
+    other = shared * 3 * h * moe_inter + h * routed + 2 * h * h + 3 * h
+    experts = routed * 3 * h * moe_inter
+    expert_gpus = plan.tp * plan.dp if plan.ep else plan.tp
+    weights = layers * ((attention + other) * model.bytes_per_param / plan.tp + experts * model.bytes_per_param / expert_gpus)
+    kv = layers * 2 * max(1.0, KV_HEADS / plan.tp) * HEAD_DIM * kv_cache_dtype_bytes * max_model_len * concurrency
+    return weights, kv
+
+
 @dataclass(frozen=True)
 class Stage:
     """One pipeline stage's share of the model and what each of its GPUs holds."""
@@ -137,7 +157,9 @@ def stages(
         expert_bytes = (moe + mtp) * experts * bpp
         table_bytes = ((n == 0) + last) * embedding * 2.0
         weights = (shared_bytes + table_bytes) / plan.tp + expert_bytes / expert_gpus
-        kv = len(layers) * 2 * kv_heads * HEAD_DIM * kv_cache_dtype_bytes * max_model_len * concurrency
+        # The MTP layer's weights are counted on the last stage; its KV cache only where speculative decoding loads it.
+        kv_layers = len(layers) + (mtp if plan.decode.speculative == "mtp" else 0)
+        kv = kv_layers * 2 * kv_heads * HEAD_DIM * kv_cache_dtype_bytes * max_model_len * concurrency
         out.append(Stage(n, layers, dense, moe, mtp, n == 0, last, weights, kv))
     return out
 
@@ -302,6 +324,12 @@ def check(
         usable = gpu.memory_bytes * gpu_memory_utilization - RUNTIME_OVERHEAD_BYTES
         weights = weight_bytes_per_gpu(model, plan)
         kv = kv_bytes_per_token_per_gpu(model, plan, kv_cache_dtype_bytes) * max_model_len * concurrency
+        draft = mtp_draft_bytes(model, plan, max_model_len, concurrency, kv_cache_dtype_bytes)
+        if draft is not None:
+            weights, kv = weights + draft[0], kv + draft[1]
+            v.numbers.update(mtp_weights_gib=draft[0] / GIB, mtp_kv_cache_gib=draft[1] / GIB)
+            v.notes.append(f"the MTP draft layer ({plan.decode.id}): {draft[0] / GIB:.1f} GiB weights + {draft[1] / GIB:.2f} GiB "
+                           "KV cache per GPU, counted in the figures")  # fmt: skip
         free = usable - weights - kv
         v.numbers.update(
             usable_gib=usable / GIB, weights_gib=weights / GIB, kv_cache_gib=kv / GIB, free_gib=free / GIB,

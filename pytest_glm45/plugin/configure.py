@@ -31,6 +31,8 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "sent with its siblings', run beside them); a scripted long answer is one too")  # fmt: skip
     config.addinivalue_line("markers", "glm45_twin(**params): each batched item also asks for its parameters with these values "
                                        "(a streamed check's plain twin); they are sent with its siblings")  # fmt: skip
+    config.addinivalue_line("markers", "glm45_decode_mode: a check of what a decode mode changes (exact parity, streaming "
+                                       "agreement): runs on every decode-mode configuration (tp1-si4, tp1-ngram2, ...)")  # fmt: skip
     config.addinivalue_line(
         "markers",
         "glm45_strict_irrelevant: tool-calling strictness cannot change what these checks measure; "

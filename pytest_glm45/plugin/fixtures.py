@@ -169,6 +169,9 @@ def glm45_replay(glm45_server: ServerHandle, glm45_chat: Any) -> Any:
     from pytest_glm45.clients.chat import Replayer
     from pytest_glm45.glm.replay import REPLAY_PROCESSOR
 
+    reason = glm45_server.config.plan.decode.no_replay_reason if glm45_server.config is not None else None
+    if reason is not None:
+        pytest.skip(f"{glm45_server.config_id}: {reason}")
     if not glm45_server.replay_loaded:
         pytest.skip(f"{glm45_server.config_id}: the server does not replay scripts; "
                     f"start it with --logits-processors {REPLAY_PROCESSOR}")  # fmt: skip

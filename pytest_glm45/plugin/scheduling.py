@@ -11,6 +11,8 @@ import pytest
 
 from pytest_glm45.engine.matrix import Configuration
 from pytest_glm45.engine.pool import ServerPool
+from pytest_glm45.plugin.decode_scope import left_out as decode_left_out
+from pytest_glm45.plugin.decode_scope import replay_skip
 from pytest_glm45.plugin.state import CHECK_ID, T, check_id, configuration, maybe_state, state_of
 from pytest_glm45.settings import Settings
 
@@ -59,6 +61,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         state_of(config).sampled = why
+    for item in kept:  # replay checks where nothing can replay (speculative decoding, -noreplay) skip, saying why
+        reason = replay_skip(item, configuration(item))
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
     items[:] = order_run(kept, configuration, rank)
 
 
@@ -118,7 +124,9 @@ def _left_out(item: pytest.Item, settings: Settings) -> str | None:
       first plan, and on every plan with `--glm45-profile full`.
     - A parser case (`glm45_parser_case`: a replayed script checked against what the API server's parsers
       make of it, the same code whatever the parallel plan) runs on a model's first plan, and on its other
-      plans in the profile's share (`standard`: a quarter, chosen by a stable hash of the check id; `full`: all)."""
+      plans in the profile's share (`standard`: a quarter, chosen by a stable hash of the check id; `full`: all).
+    - On a decode-mode configuration (`tp1-si4`, `tp1-ngram2`, `tp1-noreplay`): the checks of what the mode changes
+      and a share of the replay suites (`pytest_glm45.plugin.decode_scope`)."""
     if item.get_closest_marker("glm45_surfaces") is not None and settings.surfaces != "all":
         return "the Responses and Messages surfaces (left out by --glm45-surfaces chat)"
     config = configuration(item)
@@ -127,6 +135,8 @@ def _left_out(item: pytest.Item, settings: Settings) -> str | None:
     if item.get_closest_marker("glm45_no_tools") is not None and not config.strict_tools:
         return "requests without tools on lax twins (the same as on the strict twin)"
     share = settings.profile.other_plans_share
+    if not config.plan.decode.is_default:  # a decode mode runs the checks of what it changes (plugin.decode_scope)
+        return decode_left_out(item, config, share, _sampled)
     if (item.get_closest_marker("glm45_surface_replay") is not None and config.strict_tools and share < 1
             and any(c.model == config.model and c.plan == config.plan and not c.strict_tools for c in settings.matrix)
             and not _sampled(item, share)):  # fmt: skip

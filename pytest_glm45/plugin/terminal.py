@@ -213,6 +213,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for line in summary(state.throughput.points):
             tr.write_line(line)
     settings = state_of(config).settings
+    if state.throughput is not None:  # beside the throughput figures: what each decode mode does to them
+        from pytest_glm45.measure.decode_cost import lines
+
+        cost = lines(settings.matrix, state.throughput.points, settings.engine)
+        if cost:
+            tr.section("glm45 decode modes: throughput against the same flags")
+            for line in cost:
+                tr.write_line(line)
     if settings.report_dir is not None:
         tr.write_line(f"report: {settings.report_dir / 'report.json'} and {settings.report_dir / 'report.html'}")
     comparison = state.comparison
