@@ -222,6 +222,33 @@ def test_an_unexpected_pass_can_be_relaxed(pytester: pytest.Pytester, standin, k
     assert "unexpected pass on tiny-bf16-tp1: test_kf::test_fine" in result.stdout.str()
 
 
+INTERMITTENT = 'intermittent = "failed in 2 of 4 runs: it depends on how the streamed deltas fall"\n'
+
+
+def test_an_intermittent_entry_that_does_not_show_is_a_pass_with_a_note(pytester: pytest.Pytester, standin, kf_dir: Path) -> None:
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY.replace("test_broken", "test_fine") + INTERMITTENT)
+    result = run(pytester, kf_dir)
+    result.assert_outcomes(failed=1, passed=1)  # test_broken is not recorded; test_fine passed under its entry
+    out = result.stdout.str()
+    assert "XPASS" not in out and "unexpected pass" not in out
+    assert "intermittent known failure vllm-0.0.0-standin.toml#1 did not show on 1 check(s) this run" in out
+
+
+def test_an_intermittent_entry_still_judges_the_failure_by_its_signature(pytester: pytest.Pytester, standin, kf_dir: Path) -> None:
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY + INTERMITTENT)
+    assert run(pytester, kf_dir).ret == 0  # test_broken fails as the signature says: known
+    (kf_dir / "vllm-0.0.0-standin.toml").write_text(ENTRY.replace("Internal server error", "something else") + INTERMITTENT)
+    result = run(pytester, kf_dir)
+    assert result.ret == 1
+    assert "not as known failure vllm-0.0.0-standin.toml#1 says it does" in result.stdout.str()
+
+
+@pytest.mark.parametrize("value", ["true", '""', "3"])
+def test_intermittent_must_say_how_often_and_why(value: str) -> None:
+    with pytest.raises(KnownFailuresError, match=r"intermittent = .*accepted: a sentence saying how often"):
+        parse(ENTRY + f"intermittent = {value}\n", "vllm-9.toml")
+
+
 def test_junit_xml_carries_the_check_ids_and_the_known_failure_reason(pytester: pytest.Pytester, standin, kf_dir: Path,
                                                                        tmp_path: Path) -> None:  # fmt: skip
     import xml.etree.ElementTree as ET

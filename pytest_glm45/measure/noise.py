@@ -11,6 +11,11 @@ A figure is *known* at a tolerance when its spread is at most half the tolerance
 the tolerance moves the median further than the noise the rounds measured. A point adds rounds (up to its
 budget) until every judged figure is known, or stops at the budget and is *not judged* for the figures that
 are not: "the machine's spread (X%) exceeds the tolerance (Y%)".
+
+A *change* (B against A, or a run against a stored one) is judged on its interval, not on its median alone
+(`judge_change`): a regression when even the interval's best case is worse than the tolerance, no regression
+when even its worst case is within it, not judged when the interval straddles the tolerance. So a noisy figure
+far from the tolerance is still decided, and a figure near it waits for rounds that can tell.
 """
 
 from __future__ import annotations
@@ -101,3 +106,47 @@ class Budget:
     def __post_init__(self) -> None:
         if self.least < 1 or self.most < self.least:
             raise ValueError(f"a rounds budget of {self.least}..{self.most}; accepted: 1 <= least <= most")
+
+
+#: The outcomes of a judged change.
+REGRESSION, IMPROVEMENT, WITHIN, NOT_JUDGED = "regression", "improvement", "within", "not judged"
+
+
+def judge_change(worse_low: float, worse_high: float, tolerance: float) -> str:
+    """A change whose relative worsening lies in [worse_low, worse_high] (0.1: 10% worse; negative: better),
+    judged at `tolerance`: a regression when even the best case is worse than the tolerance, an improvement when
+    even the worst case is better than it, within when the worst case is no worse than the tolerance (and the
+    best case not beyond it), else not judged (the interval straddles the tolerance)."""
+    if worse_low > tolerance:
+        return REGRESSION
+    if worse_high < -tolerance:
+        return IMPROVEMENT
+    if worse_high <= tolerance:
+        return WITHIN
+    return NOT_JUDGED
+
+
+def worsening(ratio_low: float, ratio_high: float, higher_is_better: bool) -> tuple[float, float]:
+    """The relative worsening interval of a ratio interval new/old: 1 - ratio for a throughput, ratio - 1 for a
+    latency."""
+    return (1 - ratio_high, 1 - ratio_low) if higher_is_better else (ratio_low - 1, ratio_high - 1)
+
+
+def judge_ratios(values: Sequence[float], tolerance: float, higher_is_better: bool) -> tuple[str, Interval | None]:
+    """Paired ratios B/A of one figure judged on their median's interval (`judge_change`); not judged with too
+    few pairs for an interval."""
+    interval = median_interval(values)
+    if interval is None:
+        return NOT_JUDGED, None
+    return judge_change(*worsening(interval.low, interval.high, higher_is_better), tolerance), interval
+
+
+def judge_runs(before: Sequence[float], after: Sequence[float], tolerance: float,
+               higher_is_better: bool) -> tuple[str, tuple[float, float] | None]:  # fmt: skip
+    """Two runs' rounds of one figure judged on the ratio of their medians' intervals (the worst and best cases:
+    after's low over before's high, after's high over before's low); not judged without an interval on a side."""
+    a, b = median_interval(before), median_interval(after)
+    if a is None or b is None or a.low <= 0 or a.high <= 0:
+        return NOT_JUDGED, None
+    low, high = worsening(b.low / a.high, b.high / a.low, higher_is_better)
+    return judge_change(low, high, tolerance), (low, high)

@@ -88,6 +88,7 @@ def pack(history: list[BootRecord], verdicts: Verdicts, points: list[Point], par
         "records": [asdict(r) for r in verdicts.records.values()],
         "unexpected_passes": [list(x) for x in verdicts.unexpected_passes],
         "mismatches": [list(x) for x in verdicts.mismatches],
+        "quiet_intermittent": [list(x) for x in verdicts.quiet_intermittent],
         "points": [asdict(p) for p in points],
     }
 
@@ -104,6 +105,7 @@ def merge(data: dict[str, Any], history: list[BootRecord], verdicts: Verdicts, p
         verdicts.records[(record.check, record.config)] = record
     verdicts.unexpected_passes.extend(tuple(x) for x in data.get("unexpected_passes", []))
     verdicts.mismatches.extend(tuple(x) for x in data.get("mismatches", []))
+    verdicts.quiet_intermittent.extend(tuple(x) for x in data.get("quiet_intermittent", []))
     for p in data.get("points", []):
         points.append(Point(**{**p, "shape": Shape(**p["shape"])}))
     if data.get("parity") and parity is not None:

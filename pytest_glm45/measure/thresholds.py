@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_glm45.measure import noise
 from pytest_glm45.records.ids import matches
 
 if sys.version_info >= (3, 11):
@@ -134,10 +135,28 @@ def measured_otherwise(entries: list[Entry], config_id: str, shape: str, batch: 
             and (diff := e.measured_otherwise(input_len, output_len)) is not None]  # fmt: skip
 
 
+def beyond_noise(bound: Bound, values: Sequence[float] | None) -> bool | None:
+    """Whether the bound holds whatever the noise: True when the median's whole interval (`noise.median_interval`)
+    lies on the bound's good side, False when it lies wholly on the other, None when it straddles the limit (or
+    there are too few rounds for an interval). A figure too noisy to know to its tolerance is still decided by a
+    bound far from it: a floor of 20 tok/s against rounds of 240..330 holds."""
+    interval = noise.median_interval(values) if values else None
+    if interval is None:
+        return None
+    good, bad = (interval.low, interval.high) if bound.kind == "min" else (interval.high, interval.low)
+    if bound.holds(good):
+        return True
+    if not bound.holds(bad):
+        return False
+    return None
+
+
 def check(bounds: list[Bound], measured: Mapping[str, Any], invalid: Mapping[str, str] | None = None,
-          not_known: Mapping[str, str] | None = None) -> tuple[bool, str]:  # fmt: skip
-    """(all hold, a table of measured against required); a bound on an invalid figure, or on one whose median the
-    rounds did not know to within its tolerance (`not_known`: the reason), is not judged: neither held nor missed."""
+          not_known: Mapping[str, str] | None = None, rounds: Mapping[str, Sequence[float]] | None = None) -> tuple[bool, str]:  # fmt: skip
+    """(all hold, a table of measured against required); a bound on an invalid figure is not judged; one on a figure
+    whose median the rounds did not know to within its tolerance (`not_known`: the reason) is judged only when the
+    median's whole interval over its `rounds` lies on one side of the limit (`beyond_noise`), else not judged:
+    neither held nor missed."""
     rows = [("metric", "measured", "required", "")]
     ok = True
     for b in bounds:
@@ -147,7 +166,16 @@ def check(bounds: list[Bound], measured: Mapping[str, Any], invalid: Mapping[str
         if not_known and b.metric in not_known:
             value = measured.get(b.metric)
             shown = f"{float(value):.2f}" if isinstance(value, (int, float)) else "(not measured)"
-            rows.append((b.metric, shown, f"{'>=' if b.kind == 'min' else '<='} {b.limit:g}", "not judged: " + not_known[b.metric][:90]))
+            required = f"{'>=' if b.kind == 'min' else '<='} {b.limit:g}"
+            values = (rounds or {}).get(b.metric)
+            decided = beyond_noise(b, values)
+            if decided is None:
+                rows.append((b.metric, shown, required, "not judged: " + not_known[b.metric][:90]))
+                continue
+            interval = noise.median_interval(values or [])
+            span = f"{interval.low:.2f}..{interval.high:.2f}" if interval is not None else "?"
+            ok = ok and decided
+            rows.append((b.metric, shown, required, ("ok" if decided else "MISSED") + f" (beyond the noise: the median's interval {span})"))
             continue
         value = measured.get(b.metric)
         if value is None:

@@ -203,7 +203,8 @@ class ThroughputSession:
         """Why none of the bounds that apply to the point could be judged (each figure's median not known to within
         its tolerance), or None when one could, or none apply."""
         bounds = thresholds.bounds_for(self.entries(), point.config_id, point.shape.name, point.batch)
-        judged = [b for b in bounds if b.metric not in point.invalid and b.metric not in point.not_judged]
+        judged = [b for b in bounds if b.metric not in point.invalid
+                  and (b.metric not in point.not_judged or thresholds.beyond_noise(b, point.rounds.get(b.metric)) is not None)]  # fmt: skip
         if not bounds or judged:
             return None
         reasons = sorted({f"{b.metric}: {point.not_judged[b.metric]}" for b in bounds if b.metric in point.not_judged})
@@ -219,7 +220,7 @@ class ThroughputSession:
             return False, ("thresholds measured at other lengths name this point, so they cannot judge it (a baseline "
                            "of another profile? save one under this profile):\n  " + "\n  ".join(otherwise)), 0  # fmt: skip
         bounds = thresholds.bounds_for(entries, point.config_id, point.shape.name, point.batch)
-        ok, table = thresholds.check(bounds, point.metrics, point.invalid, point.not_judged)
+        ok, table = thresholds.check(bounds, point.metrics, point.invalid, point.not_judged, point.rounds)
         if point.not_judged:
             table += ("\n(judged with the noise measured in this run: a stored baseline's own day's noise is not known; "
                       "figures marked 'not judged' were too noisy here to hold to a bound)")  # fmt: skip

@@ -206,6 +206,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"unexpected pass on {config_id}: {check} is recorded as a known failure in {source}; remove it there")
     for config_id, check, source in verdicts.mismatches:
         tr.write_line(f"new failure on {config_id}: {check} fails, but not as known failure {source} says it does")
+    quiet = Counter(source for _, _, source in verdicts.quiet_intermittent)
+    for source, n in sorted(quiet.items()):
+        tr.write_line(f"intermittent known failure {source} did not show on {n} check(s) this run (passed; the entry "
+                      "says it comes and goes)")  # fmt: skip
     _reproducers_summary(tr, verdicts, config)
     if state.throughput is not None:
         from pytest_glm45.measure.throughput import summary

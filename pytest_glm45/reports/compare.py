@@ -7,12 +7,12 @@ Regressions that are all recorded known failures can be accepted deliberately
 Nothing unseen passes: a check that passed before and is skipped or absent now, a configuration or
 a throughput point that one run has and the other has not (or measured with other lengths), and a
 pair of runs that share nothing are *missing*, and block like a regression unless accepted
-deliberately (`accept_missing`), each named. Performance is judged against the spread the
-rounds of each point measured: a change is a regression only when even the two runs' closest
-rounds are further apart than the tolerance (the old run's worst round against the new run's
-best); points measured in one round cannot show their spread and are listed as not judged, and so
-is a figure whose median either run did not know to within half its tolerance (its `not_judged`,
-`pytest_glm45.measure.noise`). Two stored runs are judged with the noise each measured on its own
+deliberately (`accept_missing`), each named. Performance is judged on the intervals of each run's
+medians (`pytest_glm45.measure.noise.judge_runs`): a regression when even the best case of the change is worse
+than the tolerance, none when even its worst case is within it, not judged when the interval straddles the
+tolerance; a figure with too few rounds for an interval (one or two) falls back on its rounds' gap and is not
+judged with one round, nor when a run could not measure it (every round contended). Two stored runs are judged
+with the noise each measured on its own
 day: drift between the days cannot be told from a change, and the verdict says so; two servers
 measured interleaved (`pytest-glm45 ab`, `pytest_glm45.reports.paired`) cancel it.
 """
@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_glm45.measure import noise
 from pytest_glm45.records.verdict import FAILING
 
 #: Default tolerances: a relative change beyond these (and beyond the rounds' spread) is a
@@ -226,12 +227,18 @@ def _judge_performance(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str
         for metric, limit in tolerances.items():
             if metric in invalid:
                 continue
+            before, after = _rounds(q, metric), _rounds(p, metric)
+            verdict, worse_span = noise.judge_runs(before, after, limit, metric in HIGHER_IS_BETTER)
+            if worse_span is not None:  # both runs' medians have an interval: judged on them, whatever each run knew
+                _judge_intervals(cmp, p, metric, limit, before, after, verdict, worse_span,
+                                 f"; {metric} not judged ({'this run' if metric in (p.get('not_judged') or {}) else 'the reference run'}): "
+                                 f"{unknown[metric]}" if metric in unknown else "")  # fmt: skip
+                continue
             if metric in unknown:
                 side = "this run" if metric in (p.get("not_judged") or {}) else "the reference run"
                 cmp.perf_not_judged.append(f"{p['config']} {p['shape']} x{p['batch']}: {metric} not judged ({side}): "
                                            f"{unknown[metric]}")  # fmt: skip
                 continue
-            before, after = _rounds(q, metric), _rounds(p, metric)
             if not before or not after or not statistics.median(before):
                 continue
             b, a = statistics.median(before), statistics.median(after)
@@ -252,6 +259,22 @@ def _judge_performance(cmp: Comparison, old: Mapping[str, Any], new: Mapping[str
                 cmp.perf_regressions.append(text)
             elif gap_better > limit:
                 cmp.perf_improvements.append(text)
+
+
+def _judge_intervals(cmp: Comparison, p: Mapping[str, Any], metric: str, limit: float, before: Sequence[float],
+                     after: Sequence[float], verdict: str, worse_span: tuple[float, float], known: str = "") -> None:  # fmt: skip
+    """A figure both runs measured over enough rounds for an interval: a regression when even the best case of
+    the change is worse than the tolerance, not judged when its interval straddles the tolerance."""
+    b, a = statistics.median(before), statistics.median(after)
+    text = (f"{p['config']} {p['shape']} x{p['batch']}: {metric} {b:.4g} → {a:.4g} ({(a - b) / b:+.1%}; rounds "
+            f"{_span(before)} → {_span(after)}; the change is {worse_span[0]:+.1%}..{worse_span[1]:+.1%} worse at the "
+            f"medians' intervals; tolerance {limit:.0%})")  # fmt: skip
+    if verdict == noise.REGRESSION:
+        cmp.perf_regressions.append(text)
+    elif verdict == noise.IMPROVEMENT:
+        cmp.perf_improvements.append(text)
+    elif verdict == noise.NOT_JUDGED:
+        cmp.perf_not_judged.append(text + ": the machine's spread straddles the tolerance" + known)
 
 
 def _span(values: Sequence[float]) -> str:

@@ -6,10 +6,12 @@ A shared machine's speed drifts by tens of percent from one minute to the next. 
 (two reports, `compare`) cannot tell that drift from a change. Here both servers are up at once and each point
 runs a round on A, then one on B, then B, then A (ABBA, so neither side always goes first), only the measured
 server busy; each pair of rounds gives a ratio B/A per figure, and drift slower than a pair cancels in it. A
-point adds pairs (within the budget) until the median ratio of every figure with a tolerance is known to within
-half the tolerance (`pytest_glm45.measure.noise`: the order-statistic interval of the median), else that figure
-is *not judged*. A pair in which either round was contended (`pytest_glm45.measure.contention`) is set aside.
-A figure regresses when its median ratio is worse than the tolerance: throughputs lower, latencies higher.
+point adds pairs (within the budget) until every figure with a tolerance is decided on the interval of its
+median ratio (`pytest_glm45.measure.noise`: the order-statistic interval of the median, `judge_change`): a
+regression when even the interval's best case is worse than the tolerance (throughputs lower, latencies higher),
+no regression when even its worst case is within it; a figure whose interval still straddles the tolerance when
+the budget is spent is *not judged*. A pair in which either round was contended
+(`pytest_glm45.measure.contention`) is set aside.
 
 Each side's rounds also make an ordinary report point (`side_points`), so thresholds and `compare` can judge them.
 """
@@ -110,35 +112,41 @@ def clean_ratios(point: PairedPoint, tolerances: Mapping[str, float]) -> dict[st
 
 def judge_ratios(ratios: Mapping[str, Sequence[float]], tolerances: Mapping[str, float], a: str = "A",
                  b: str = "B") -> dict[str, tuple[str, str]]:  # fmt: skip
-    """Per figure: regression, improvement, within the tolerance, or not judged (its median ratio not known to within
-    half the tolerance), with the line that says so."""
+    """Per figure: regression, improvement, within the tolerance, or not judged, on the median ratio's interval
+    (`noise.judge_ratios`: a regression when even its best case is worse than the tolerance, within when even its
+    worst case is not, not judged when it straddles the tolerance), with the line that says so."""
     out: dict[str, tuple[str, str]] = {}
     for metric, tolerance in tolerances.items():
         values = ratios.get(metric)
         if not values:
             continue
-        interval = noise.median_interval(values)
-        why = noise.not_known(values, tolerance)
+        verdict, interval = noise.judge_ratios(values, tolerance, metric in HIGHER_IS_BETTER)
         r = statistics.median(values)
         worse = (1 - r) if metric in HIGHER_IS_BETTER else (r - 1)
-        spread = f"±{interval.spread:.1%}" if interval is not None else "spread unknown"
-        text = (f"{metric} {b}/{a} = {r:.3f} ({'worse' if worse > 0 else 'better'} by {abs(worse):.1%}; {spread} over "
-                f"{len(values)} pairs; tolerance {tolerance:.0%})")  # fmt: skip
-        if why is not None:
-            out[metric] = ("not judged", f"{metric}: not judged: {why}")
-        elif worse > tolerance:
-            out[metric] = ("regression", text)
-        elif -worse > tolerance:
-            out[metric] = ("improvement", text)
-        else:
-            out[metric] = ("within", text)
+        if interval is None:
+            out[metric] = (noise.NOT_JUDGED, f"{metric}: not judged: {len(values)} pair(s), too few for an interval "
+                                             f"(at least {noise.MIN_ROUNDS_FOR_SPREAD})")  # fmt: skip
+            continue
+        low, high = noise.worsening(interval.low, interval.high, metric in HIGHER_IS_BETTER)
+        text = (f"{metric} {b}/{a} = {r:.3f} ({'worse' if worse > 0 else 'better'} by {abs(worse):.1%}; {low:+.1%}..{high:+.1%} "
+                f"worse, {interval.coverage:.0%} interval over {len(values)} pairs; tolerance {tolerance:.0%})")  # fmt: skip
+        if verdict == noise.NOT_JUDGED:
+            text = (f"{metric}: not judged: the machine's spread (±{interval.spread:.1%}) leaves the change between "
+                    f"{low:+.1%} and {high:+.1%} worse, across the tolerance ({tolerance:.0%}); " + text)  # fmt: skip
+        out[metric] = (verdict, text)
     return out
+
+
+def all_decided(ratios: Mapping[str, Sequence[float]], tolerances: Mapping[str, float]) -> bool:
+    """Whether every figure with a tolerance and ratios is judged (its interval clear of the tolerance): pairs may stop."""
+    return all(judge_ratios({m: v}, {m: tolerances[m]})[m][0] != noise.NOT_JUDGED
+               for m, v in ratios.items() if m in tolerances and v)  # fmt: skip
 
 
 def run_point(a: Target, b: Target, shape: Shape, batch: int, budget: noise.Budget, tolerances: Mapping[str, float],
               watch: bool = True, client_cpus: Sequence[int] | None = None,
               progress: Callable[[str], None] | None = None) -> PairedPoint:  # fmt: skip
-    """Warm both servers on this shape and batch, then pairs of rounds (ABBA) until every figure is known or the
+    """Warm both servers on this shape and batch, then pairs of rounds (ABBA) until every figure is decided or the
     budget is spent; judged."""
     workload = Workload(shape=shape, num_prompts=batch)
     generators = {t.label: LoadGenerator(t.base_url, t.api_key, t.model) for t in (a, b)}
@@ -173,7 +181,7 @@ def run_point(a: Target, b: Target, shape: Shape, batch: int, budget: noise.Budg
             flag_text = "; contended, set aside" if n in point.contended() else ""
             progress(f"{point.label}: pair {n}/{budget.least}..{budget.most} ({order}): output tok/s {b.label}/{a.label} "
                      f"{out[-1]:.3f}{flag_text}")  # fmt: skip
-        if clean >= budget.least and noise.all_known(point.ratios, tolerances):
+        if clean >= budget.least and all_decided(point.ratios, tolerances):
             break
     point.verdicts = judge_ratios(point.ratios, tolerances, a.label, b.label)
     if not point.ratios:
