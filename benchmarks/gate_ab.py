@@ -99,8 +99,8 @@ def judge_thresholds(out: Path, baseline: Sequence[Point], points: Sequence[Poin
         ok, table, _ = checker.check(p)
         if not ok:
             failed.append(f"{p.shape.name} x{p.batch}: " + " | ".join(r for r in table.splitlines() if "MISSED" in r))
-        elif "output_throughput" in p.not_judged:  # its key figure (the judge's own rows say "not judged")
-            unjudged.append(f"{p.shape.name} x{p.batch}: output_throughput: {p.not_judged['output_throughput']}")
+        elif any(r.startswith("output_throughput") and "not judged" in r for r in table.splitlines()):  # its key figure's row
+            unjudged.append(f"{p.shape.name} x{p.batch}: output_throughput: {p.not_judged.get('output_throughput', 'not judged')}")
     return ("fail" if failed else "not judged" if unjudged else "pass"), failed + unjudged
 
 
@@ -120,7 +120,7 @@ def one_pair(out: Path, name: str, x: paired.Target, y: paired.Target, points: S
     # A judge fails a pair on any regression; otherwise the pair is "not judged" when a point's output throughput
     # was not (its key figure), else it passes (other figures not judged are listed in the JSON).
     key_unknown = any(p.verdicts.get("output_throughput", ("not judged", ""))[0] == "not judged" for p in run.points)
-    cmp_unknown = any(" output_throughput not judged" in line for line in cmp.perf_not_judged)
+    cmp_unknown = any(": output_throughput " in line for line in cmp.perf_not_judged)  # "<point>: output_throughput ..."
     cmp_outcome = "fail" if cmp.perf_regressions else "not judged" if cmp_unknown else "pass"
     inter = "fail" if run.regressed else "not judged" if key_unknown else "pass"
     result = {"pair": name, "x": x.label, "y": y.label, "seconds": round(time.monotonic() - started, 1),
@@ -172,8 +172,9 @@ def main() -> None:
     parser.add_argument("--points", default="decode-heavy:25:200:1",
                         help="name:input:output:batch,... Default: decode-heavy:25:200:1 (one point keeps 60 pairs in "
                              "~16 minutes; add balanced:100:100:4 for a batch point, ~twice as long).")
-    parser.add_argument("--rounds", default="5,8", help="Pairs per point, least,most. Default: 5,8 (8: the median's 90%% "
-                        "interval drops the extreme pair on each side; up to 7 it is [min, max]).")
+    parser.add_argument("--rounds", default="5,12", help="Pairs per point, least,most. Default: 5,12 (a point stops once "
+                        "every figure is decided; up to 7 pairs the median's 90%% interval is [min, max], from 8 it drops the "
+                        "extreme pair on each side, from 12 two: one odd pair cannot hold a verdict back).")
     parser.add_argument("--fresh-every", type=int, default=5, help="Boot S2 again after this many fresh-boot pairs. Default: 5.")
     parser.add_argument("--out", default=".glm45/gate-ab", help="Logs and JSON. Default: .glm45/gate-ab.")
     args = parser.parse_args()

@@ -126,11 +126,16 @@ def test_a_bound_on_a_figure_not_known_is_not_judged_and_the_point_says_why(tmp_
     path = tmp_path / "t.toml"
     path.write_text('[[threshold]]\nconfig = "tiny"\nmin_output_throughput = 95\n')
     session = ThroughputSession(tmp_path, thresholds_file=path)
-    point = Point("tiny", SHAPE, 4, {"output_throughput": 80.0}, {"output_throughput": [80.0, 60.0, 110.0]})
-    assert session.unjudged(point) is None and not session.check(point)[0]  # known: judged, and it misses
-    point.not_judged = {"output_throughput": "the machine's spread (30.0%) exceeds the tolerance (10%)"}
-    assert session.check(point)[0]
-    assert session.unjudged(point) == "not judged: output_throughput: the machine's spread (30.0%) exceeds the tolerance (10%)"
+    point = Point("tiny", SHAPE, 4, {"output_throughput": 80.0}, {"output_throughput": [80.0, 70.0, 90.0]})
+    assert session.unjudged(point) is None and not session.check(point)[0]  # its whole interval under the floor: missed
+    across = Point("tiny", SHAPE, 4, {"output_throughput": 80.0}, {"output_throughput": [80.0, 60.0, 110.0]})
+    assert session.check(across)[0] and "not judged: the median's interval straddles the limit" in session.check(across)[1]
+    assert session.unjudged(across) == "not judged: output_throughput: the median interval straddles the limit"
+    across.not_judged = {"output_throughput": "the machine's spread (30.0%) exceeds the tolerance (10%)"}
+    assert session.check(across)[0]
+    assert session.unjudged(across) == "not judged: output_throughput: the machine's spread (30.0%) exceeds the tolerance (10%)"
+    point.not_judged = {"output_throughput": "the machine's spread (12.5%) exceeds the tolerance (10%)"}
+    assert not session.check(point)[0] and "MISSED (beyond the noise" in session.check(point)[1]  # noisy, but wholly under
 
 
 def report(points: list[dict[str, object]]) -> dict[str, object]:

@@ -153,24 +153,26 @@ def beyond_noise(bound: Bound, values: Sequence[float] | None) -> bool | None:
 
 def check(bounds: list[Bound], measured: Mapping[str, Any], invalid: Mapping[str, str] | None = None,
           not_known: Mapping[str, str] | None = None, rounds: Mapping[str, Sequence[float]] | None = None) -> tuple[bool, str]:  # fmt: skip
-    """(all hold, a table of measured against required); a bound on an invalid figure is not judged; one on a figure
-    whose median the rounds did not know to within its tolerance (`not_known`: the reason) is judged only when the
-    median's whole interval over its `rounds` lies on one side of the limit (`beyond_noise`), else not judged:
-    neither held nor missed."""
+    """(all hold, a table of measured against required); a bound on an invalid figure is not judged; a figure with
+    `rounds` enough for an interval (three or more) is judged on its median's whole interval (`beyond_noise`): held
+    when it lies within the limit, missed when it lies beyond, else not judged (neither held nor missed), the reason
+    being the figure's `not_known` one when the rounds did not know it to within its tolerance. A figure without
+    such rounds is judged on its median."""
     rows = [("metric", "measured", "required", "")]
     ok = True
     for b in bounds:
         if invalid and b.metric in invalid:
             rows.append((b.metric, "(invalid)", f"{'>=' if b.kind == 'min' else '<='} {b.limit:g}", "not judged: " + invalid[b.metric][:80]))
             continue
-        if not_known and b.metric in not_known:
+        values = (rounds or {}).get(b.metric)
+        if (not_known and b.metric in not_known) or noise.median_interval(values or []) is not None:
             value = measured.get(b.metric)
             shown = f"{float(value):.2f}" if isinstance(value, (int, float)) else "(not measured)"
             required = f"{'>=' if b.kind == 'min' else '<='} {b.limit:g}"
-            values = (rounds or {}).get(b.metric)
             decided = beyond_noise(b, values)
             if decided is None:
-                rows.append((b.metric, shown, required, "not judged: " + not_known[b.metric][:90]))
+                why = (not_known or {}).get(b.metric) or "the median's interval straddles the limit"
+                rows.append((b.metric, shown, required, "not judged: " + why[:90]))
                 continue
             interval = noise.median_interval(values or [])
             span = f"{interval.low:.2f}..{interval.high:.2f}" if interval is not None else "?"

@@ -204,10 +204,12 @@ class ThroughputSession:
         its tolerance), or None when one could, or none apply."""
         bounds = thresholds.bounds_for(self.entries(), point.config_id, point.shape.name, point.batch)
         judged = [b for b in bounds if b.metric not in point.invalid
-                  and (b.metric not in point.not_judged or thresholds.beyond_noise(b, point.rounds.get(b.metric)) is not None)]  # fmt: skip
+                  and (thresholds.beyond_noise(b, point.rounds.get(b.metric)) is not None
+                       or (b.metric not in point.not_judged and noise.median_interval(point.rounds.get(b.metric) or []) is None))]  # fmt: skip
         if not bounds or judged:
             return None
-        reasons = sorted({f"{b.metric}: {point.not_judged[b.metric]}" for b in bounds if b.metric in point.not_judged})
+        reasons = sorted({f"{b.metric}: {point.not_judged.get(b.metric) or 'the median interval straddles the limit'}"
+                          for b in bounds if b.metric not in point.invalid})  # fmt: skip
         return "not judged: " + ("; ".join(reasons) or "every bound is on an invalid figure")
 
     def check(self, point: Point) -> tuple[bool, str, int]:
