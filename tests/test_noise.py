@@ -286,7 +286,7 @@ def test_a_point_too_noisy_to_judge_against_its_thresholds_is_skipped_as_not_jud
         server.wait()
     assert "1 skipped" in done.stdout, done.stdout[-3000:]
     assert "remote balanced x1: not judged: output_throughput: " in done.stdout
-    assert "glm45 throughput: 1 of 1 point(s) with figures not judged" in done.stdout
+    assert "glm45 throughput: 1 of 1 point(s) with figures not known to within half their tolerance" in done.stdout
 
 
 def test_a_bound_far_from_a_noisy_figure_is_still_decided() -> None:

@@ -256,8 +256,9 @@ def summary(points: Sequence[Point]) -> list[str]:
     lines = []
     unjudged = [p for p in points if p.not_judged]
     if unjudged:
-        lines.append(f"glm45 throughput: {len(unjudged)} of {len(points)} point(s) with figures not judged (neither passed "
-                     "nor failed: too few clean rounds, or their spread exceeded the tolerance):")  # fmt: skip
+        lines.append(f"glm45 throughput: {len(unjudged)} of {len(points)} point(s) with figures not known to within half "
+                     "their tolerance (too few clean rounds, or the machine's spread): a bound or a comparison is judged on "
+                     "such a figure only where its interval clears the limit, else 'not judged', neither passed nor failed:")  # fmt: skip
         for p in unjudged:
             first = next(iter(p.not_judged.items()))
             lines.append(f"    {p.config_id} {p.shape.name} x{p.batch}: {len(p.not_judged)} figure(s), e.g. {first[0]}: {first[1]}")
