@@ -130,6 +130,22 @@ def test_a_report_with_recorded_entries_and_requests_uses_them(tmp_path: Path) -
     assert "import pytest_glm45" not in text and "from pytest_glm45" not in text
 
 
+def test_a_defect_seen_in_carried_and_uncarried_cases_gets_its_test_from_the_carried(tmp_path: Path) -> None:
+    """A defect whose hits name a case the kit does not carry still gets a test from the cases it carries; the issue
+    text lists the others (before, one uncarried case left the whole defect without a test)."""
+    report = {"schema": 2, "configurations": {"tiny-bf16-tp1-nostrict": {"vllm_version": "0.32.0+cpu"}},
+              "checks": [{"id": f"test_tool_calling::test_replay[{case}-native-plain]", "config": "tiny-bf16-tp1-nostrict",
+                          "outcome": "known failure", "known_entry": "vllm-0.32.0.toml#7", "observed": "parsed calls differ"}
+                         for case in ("undeclared-key", "no-such-case-the-kit-carries")]}  # fmt: skip
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report), "utf-8")
+    summary = upstream.write(path, tmp_path / "up")
+    assert [(d["entry"], d["test"]) for d in summary["defects"]] == [("vllm-0.32.0.toml#7", "test_glm45_parser_undeclared_key_native.py")]
+    issue = (tmp_path / "up" / "test_glm45_parser_undeclared_key_native.md").read_text("utf-8")
+    assert "Also seen, in cases the kit does not carry into such a test: no-such-case-the-kit-carries-native." in issue
+    assert '"id": "no-such-case' not in (tmp_path / "up" / "test_glm45_parser_undeclared_key_native.py").read_text("utf-8")
+
+
 @pytest.mark.parametrize("content, problem", [
     (None, "no such file"),
     ("not json", "not JSON"),

@@ -75,12 +75,22 @@ class Defect:
         """The replay cases the hits name, in order, each once."""
         return list(dict.fromkeys(h.case for h in self.hits if h.case is not None))
 
+    @property
+    def carried(self) -> list[str]:
+        """The cases the hits name that `upstream_cases` carries: those a generated test holds."""
+        return [c for c in self.cases if c in CASES]
+
+    @property
+    def uncarried(self) -> list[str]:
+        """The cases the hits name that the kit does not carry (listed beside the test, not in it)."""
+        return [c for c in self.cases if c not in CASES]
+
     def failing_tests(self) -> list[str]:
         """The generated test ids that show this defect (those the recorded checks correspond to)."""
         if self.layer == "grammar":
-            return [f"test_grammar_accepts_model_output[{c}]" for c in self.cases]
+            return [f"test_grammar_accepts_model_output[{c}]" for c in self.carried]
         names = {"plain": "test_nonstreaming", "stream": "test_streaming"}
-        return list(dict.fromkeys(f"{names[h.mode]}[{h.case}]" for h in self.hits if h.case and h.mode))
+        return list(dict.fromkeys(f"{names[h.mode]}[{h.case}]" for h in self.hits if h.case in CASES and h.mode))
 
 
 def _title(entry: known_failures.KnownFailure) -> str:
@@ -155,7 +165,6 @@ def collect(report: Mapping[str, Any], directories: Sequence[Path] | None = None
     for defect in ordered:
         defect.layer = _layer(defect.entry, defect.hits)
         defect.affects = _affects(defect, version, directories)
-        missing = [c for c in defect.cases if c not in CASES]
         if defect.layer == "serving":
             checks = sorted({h.check.partition("[")[0] for h in defect.hits})
             defect.why_not_a_test = (f"its checks ({', '.join(checks)}) judge what the server does with a request, not how a "
@@ -165,9 +174,9 @@ def collect(report: Mapping[str, Any], directories: Sequence[Path] | None = None
             defect.why_not_a_test = (f"its checks ({', '.join(checks)}) are not chat replay cases of the suites, whose "
                                      "model output and request a generated test carries (a surface's view of a grammar "
                                      "defect is shown by the chat entry's test)")  # fmt: skip
-        elif missing:
-            defect.why_not_a_test = (f"its cases {missing} are not among those `pytest_glm45.reports.upstream_cases` carries; "
-                                     "add them there (the kit's test holds each equal to its suite's case)")  # fmt: skip
+        elif not defect.carried:
+            defect.why_not_a_test = (f"its cases {defect.uncarried} are not among those `pytest_glm45.reports.upstream_cases` "
+                                     "carries; add one there (the kit's test holds each equal to its suite's case)")  # fmt: skip
     return version, ordered
 
 
@@ -259,6 +268,8 @@ def issue_text(defect: Defect, version: str, parsers: str) -> str:
                      ", non-streamed and streamed token by token") + ". It needs only vLLM and a GLM-4.5 tokenizer:", "",
                   "```bash", f"{TOKENIZER_ENV}={DEFAULT_TOKENIZER} pytest {defect.test_file}", "```", "",
                   f"Fails: {', '.join(defect.failing_tests())}.", ""]  # fmt: skip
+        if defect.uncarried:
+            lines += [f"Also seen, in cases the kit does not carry into such a test: {', '.join(defect.uncarried)}.", ""]
     else:
         lines += ["## Why no parser-level test", "", defect.why_not_a_test + ".", ""]
     curl = _curl(defect)
@@ -308,12 +319,12 @@ def write(report_path: Path, out: Path, directories: Sequence[Path] | None = Non
     for defect in defects:
         if defect.why_not_a_test or defect.layer == "serving":
             continue
-        name = f"test_glm45_{_slug(defect.layer)}_{_slug(defect.cases[0])}"
+        name = f"test_glm45_{_slug(defect.layer)}_{_slug(defect.carried[0])}"
         while name in used:
             name += "_"
         used.add(name)
         defect.test_file, defect.issue_file = f"{name}.py", f"{name}.md"
-        cases = [CASES[c] for c in defect.cases]
+        cases = [CASES[c] for c in defect.carried]
         body = (f"vLLM {version}: {' '.join(defect.entry.reason.split())}\n\nExpected: {defect.entry.evidence.get('expected', '')}\n"
                 f"Versions (pytest-glm45's known-failure files): {_affects_line(defect)}")  # fmt: skip
         text = render_test(title=_title(defect.entry), body=wrap(body), checks=sorted({h.check for h in defect.hits}),
