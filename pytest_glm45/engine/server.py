@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,12 +129,11 @@ def listening_inodes(port: int) -> set[str]:
     return inodes
 
 
-def group_holds_socket(pgid: int, inodes: set[str]) -> bool | None:
-    """Whether a process of group `pgid` holds one of the sockets `inodes`; None when /proc cannot tell."""
-    if not inodes or not os.path.isdir("/proc/self/fd"):
-        return None
+def socket_holders(pids: Iterable[int], inodes: set[str], first: bool = False) -> list[int]:
+    """The processes among `pids` that hold one of the sockets `inodes` (/proc/<pid>/fd); with `first`, at most one."""
     wanted = {f"socket:[{i}]" for i in inodes}
-    for pid in process_group_members(pgid):
+    holders: list[int] = []
+    for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
@@ -142,10 +141,20 @@ def group_holds_socket(pgid: int, inodes: set[str]) -> bool | None:
         for fd in fds:
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
-                    return True
+                    holders.append(pid)
+                    break
             except OSError:
                 continue
-    return False
+        if first and holders:
+            break
+    return holders
+
+
+def group_holds_socket(pgid: int, inodes: set[str]) -> bool | None:
+    """Whether a process of group `pgid` holds one of the sockets `inodes`; None when /proc cannot tell."""
+    if not inodes or not os.path.isdir("/proc/self/fd"):
+        return None
+    return bool(socket_holders(process_group_members(pgid), inodes, first=True))
 
 
 def group_threads(pgid: int, leader: bool = True) -> list[int]:

@@ -193,30 +193,15 @@ def listener_pids(base_url: str) -> list[int]:
     server or where /proc cannot tell."""
     from urllib.parse import urlsplit
 
-    from pytest_glm45.engine.server import listening_inodes
+    from pytest_glm45.engine.server import listening_inodes, socket_holders
 
     parts = urlsplit(base_url)
     if parts.hostname not in ("127.0.0.1", "localhost", "::1", "0.0.0.0") or parts.port is None:
         return []
-    wanted = {f"socket:[{i}]" for i in listening_inodes(parts.port)}
-    if not wanted:
+    inodes = listening_inodes(parts.port)
+    if not inodes:
         return []
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{name}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{name}/fd/{fd}") in wanted:
-                    pids.append(int(name))
-                    break
-            except OSError:
-                continue
-    return pids
+    return socket_holders((int(name) for name in os.listdir("/proc") if name.isdigit()), inodes)
 
 
 def descendants(procs: Mapping[int, tuple[int, float, str]], roots: Iterable[int]) -> set[int]:
