@@ -26,7 +26,7 @@ from pytest_glm45.clients.conservation import (
 )
 from pytest_glm45.glm.glm_format import THINK_CLOSE, THINK_OPEN, render_call
 from pytest_glm45.glm.toolcall import ToolCall
-from tests.suite_modules import suite_module
+from suite_modules import suite_module
 
 TOOLS = suite_module("test_tool_calling")
 REASONING = suite_module("test_reasoning")
