@@ -174,9 +174,11 @@ def _outcomes(junit: Path) -> dict[str, str]:
 
 def _run_generated(python: str, folder: Path, tokenizer: Path, junit: Path) -> dict[str, str]:
     env = {**os.environ, "GLM45_TOKENIZER": str(tokenizer)}
+    # --rootdir: JUnit's classnames are paths from the rootdir, which pytest otherwise takes from the common ancestor
+    # of the folder and the working directory (a checkout under /tmp made them start with 'pytest-of-root.').
     proc = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:glm45", "--import-mode=importlib",
-                           f"--junitxml={junit}", str(folder)],
-                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+                           f"--rootdir={folder}", f"--junitxml={junit}", str(folder)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=folder)  # fmt: skip
     assert junit.is_file(), f"pytest did not run the generated tests:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return _outcomes(junit)
 
