@@ -409,21 +409,34 @@ async def _tag_async(request: Any) -> None:
     _tag(request)
 
 
+def _responded(response: Any) -> Exchange | None:
+    """A response's exchange with its status, for the httpx hooks: recorded at once when streamed (its chunks are
+    not read here), else returned for its body to be read (sync or async) and recorded; None when not recording."""
+    if _CURRENT.get() is None:
+        return None
+    exchange = _request_exchange(response.request)
+    exchange.status = response.status_code
+    if exchange.stream and response.status_code == 200:
+        exchange.response = "(streamed: the openai client's chunks are not recorded; the curl command prints them)"
+        record(exchange)
+        return None
+    return exchange
+
+
+def _record_body(exchange: Exchange, response: Any) -> None:
+    exchange.response = truncated(response.text)
+    record(exchange)
+
+
 def httpx_event_hooks() -> dict[str, list[Any]]:
     """Event hooks for an httpx.Client (the openai client's `http_client`) that record each
     request, its status and (non-streamed) its body into the running check's recorder."""
 
     def on_response(response: Any) -> None:
-        if _CURRENT.get() is None:
-            return
-        exchange = _request_exchange(response.request)
-        exchange.status = response.status_code
-        if exchange.stream and response.status_code == 200:
-            exchange.response = "(streamed: the openai client's chunks are not recorded; the curl command prints them)"
-        else:
+        exchange = _responded(response)
+        if exchange is not None:
             response.read()
-            exchange.response = truncated(response.text)
-        record(exchange)
+            _record_body(exchange, response)
 
     return {"request": [_tag], "response": [on_response]}
 
@@ -432,16 +445,10 @@ def async_httpx_event_hooks() -> dict[str, list[Any]]:
     """`httpx_event_hooks` for an httpx.AsyncClient (the async openai client's `http_client`)."""
 
     async def on_response(response: Any) -> None:
-        if _CURRENT.get() is None:
-            return
-        exchange = _request_exchange(response.request)
-        exchange.status = response.status_code
-        if exchange.stream and response.status_code == 200:
-            exchange.response = "(streamed: the openai client's chunks are not recorded; the curl command prints them)"
-        else:
+        exchange = _responded(response)
+        if exchange is not None:
             await response.aread()
-            exchange.response = truncated(response.text)
-        record(exchange)
+            _record_body(exchange, response)
 
     return {"request": [_tag_async], "response": [on_response]}
 
